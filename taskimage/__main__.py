@@ -1,0 +1,3 @@
+from taskimage.cli import console_main
+
+console_main()

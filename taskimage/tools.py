@@ -1,0 +1,213 @@
+"""The one seam for subprocesses: the only module that imports ``sh``.
+
+Everything else builds argv lists as pure functions and hands them to :func:`run`, which logs
+the command line (secrets redacted), streams the tool's output line by line with a prefix,
+keeps the last lines for error messages and tracks running children so that a SIGTERM from
+Tekton stops them all.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import signal
+import threading
+from typing import Callable, Mapping, Sequence
+
+import sh
+
+from taskimage import log
+from taskimage.errors import Interrupted, ToolError
+
+TAIL_LINES = 25
+
+_running: dict[int, object] = {}
+_running_lock = threading.Lock()
+_stopping = threading.Event()
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def tail(self) -> list[str]:
+        lines = (self.stdout + self.stderr).splitlines()
+        return lines[-TAIL_LINES:]
+
+
+def which(name: str) -> str | None:
+    """The full path of ``name`` on PATH, or None."""
+    import shutil
+
+    return shutil.which(name)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    prefix: str = "",
+    env: Mapping[str, str] | None = None,
+    stdin: str | bytes | None = None,
+    check: bool = True,
+    quiet: bool = False,
+    stream: bool = True,
+    on_line: Callable[[str], None] | None = None,
+    timeout: float | None = None,
+    what: str | None = None,
+) -> Result:
+    """Run ``argv``; raise :class:`ToolError` on a non-zero exit when ``check``.
+
+    ``quiet`` hides the command line; ``stream=False`` keeps output out of the log (it is still
+    returned and shown in the error on failure). ``env`` entries are added to os.environ.
+    """
+    argv = [str(a) for a in argv]
+    if _stopping.is_set():
+        raise Interrupted("interrupted")
+    if not quiet:
+        log.command(argv, prefix)
+    out: list[str] = []
+    err: list[str] = []
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+
+    def collect(buffer: list[str]):
+        def callback(line: str) -> None:
+            buffer.append(line)
+            tail.append(line.rstrip("\n"))
+            if stream:
+                log.tool_line(prefix, line)
+            if on_line is not None:
+                on_line(line)
+
+        return callback
+
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    try:
+        command = sh.Command(argv[0])
+    except sh.CommandNotFound as exc:
+        raise ToolError(f"{argv[0]} is not installed (not found on PATH)") from exc
+    kwargs = dict(
+        _out=collect(out),
+        _err=collect(err),
+        _env=full_env,
+        _bg=True,
+        _bg_exc=False,
+        _new_session=True,
+        _ok_code=list(range(256)),
+        _decode_errors="replace",
+        _timeout=timeout,
+    )
+    if stdin is not None:
+        kwargs["_in"] = stdin
+    process = command(*argv[1:], **kwargs)
+    with _running_lock:
+        _running[id(process)] = process
+    try:
+        process.wait()
+        returncode = process.exit_code
+    except sh.TimeoutException:
+        returncode = 124
+        tail.append(f"(timed out after {timeout} s)")
+    except sh.SignalException as exc:  # killed by a signal
+        returncode = -abs(getattr(exc, "exit_code", 1))
+    finally:
+        with _running_lock:
+            _running.pop(id(process), None)
+    if _stopping.is_set():
+        raise Interrupted(f"interrupted while running {os.path.basename(argv[0])}")
+    result = Result(tuple(argv), returncode, "".join(out), "".join(err))
+    if check and returncode != 0:
+        name = what or os.path.basename(argv[0])
+        raise ToolError(
+            f"{name} failed with exit code {returncode}", tail=list(tail), returncode=returncode
+        )
+    return result
+
+
+def stop_all(sig: int = signal.SIGTERM, grace: float = 5.0) -> None:
+    """Stop every running child (their whole process groups): SIGTERM, then SIGKILL."""
+    import time
+
+    _stopping.set()
+    with _running_lock:
+        processes = list(_running.values())
+    for p in processes:
+        try:
+            p.signal_group(sig)
+        except (ProcessLookupError, OSError, Exception):  # already gone
+            pass
+    deadline = time.monotonic() + grace
+    for p in processes:
+        while p.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if p.is_alive():
+            try:
+                p.signal_group(signal.SIGKILL)
+            except Exception:
+                pass
+
+
+def reset_stopping() -> None:
+    """For tests that run several commands in one process."""
+    _stopping.clear()
+
+
+class Spawned:
+    """A long-running child (e.g. a local registry) with its output in a log file."""
+
+    def __init__(self, argv: Sequence[str], log_path: str, env: Mapping[str, str] | None = None):
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        self.argv = [str(a) for a in argv]
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.process = sh.Command(self.argv[0])(
+            *self.argv[1:],
+            _out=self._log,
+            _err=self._log,
+            _bg=True,
+            _bg_exc=False,
+            _new_session=True,
+            _env=full_env,
+            _ok_code=list(range(256)),
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def stop(self, grace: float = 5.0) -> None:
+        import time
+
+        if self.process.is_alive():
+            try:
+                self.process.signal_group(signal.SIGTERM)
+            except Exception:
+                pass
+            deadline = time.monotonic() + grace
+            while self.process.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self.process.is_alive():
+                try:
+                    self.process.signal_group(signal.SIGKILL)
+                except Exception:
+                    pass
+        try:
+            self.process.wait()
+        except Exception:
+            pass
+        self._log.close()
+
+
+def spawn(argv: Sequence[str], log_path: str, env: Mapping[str, str] | None = None) -> Spawned:
+    return Spawned(argv, log_path, env)

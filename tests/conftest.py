@@ -1,0 +1,89 @@
+"""Shared fixtures: a real local registry and real multi-arch base images.
+
+Tiers (markers in pyproject.toml): unit tests need nothing; ``tools`` tests need buildah,
+skopeo and docker-registry; ``emulation`` tests need qemu handlers in binfmt_misc; ``podman``
+tests need podman with runc; ``kind`` tests need Docker and network. A missing component
+skips its tier with the reason, unless TASKIMAGE_REQUIRE_ALL=1 (set by .ci/run), where it fails:
+CI must never pass by skipping what it is supposed to exercise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from taskimage import devenv
+from taskimage.platforms import Platform, host_platform, normalize
+
+REQUIRE_ALL = os.environ.get("TASKIMAGE_REQUIRE_ALL") == "1"
+BASE_PLATFORMS = ["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/s390x", "linux/ppc64le"]
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip (or, under TASKIMAGE_REQUIRE_ALL=1, fail) when a real component is missing."""
+    if condition:
+        return
+    if REQUIRE_ALL:
+        pytest.fail(f"required component missing: {reason}")
+    pytest.skip(reason)
+
+
+def have_tools(*names: str) -> bool:
+    return all(shutil.which(n) for n in names)
+
+
+def emulation_ready(platforms=("linux/arm64", "linux/arm/v7", "linux/s390x", "linux/ppc64le")) -> tuple[bool, str]:
+    from taskimage import binfmt
+
+    missing = binfmt.missing_emulation([normalize(p) for p in platforms])
+    if missing:
+        return False, "no binfmt_misc handler (with F flag) for: " + ", ".join(str(m.platform) for m in missing) + " (run: taskimage binfmt install)"
+    return True, ""
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    """A real distribution registry on 127.0.0.1:<free port>, empty, for the whole session."""
+    need(have_tools("docker-registry", "skopeo"), "docker-registry and skopeo are not installed (see .ci/run)")
+    reg = devenv.LocalRegistry(tmp_path_factory.mktemp("registry")).start()
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def busybox_base(registry) -> str:
+    """A multi-arch busybox-static base image (amd64, arm64, arm/v7, s390x, ppc64le) in the registry."""
+    need(have_tools("mmdebstrap"), "mmdebstrap is not installed (see .ci/run)")
+    return devenv.base_image("busybox", BASE_PLATFORMS, f"{registry.host}/base/busybox:bookworm")
+
+
+@pytest.fixture(scope="session")
+def busybox_amd64_only(registry) -> str:
+    """A single-arch (amd64) base image: building other arches FROM it must be caught."""
+    need(have_tools("mmdebstrap"), "mmdebstrap is not installed (see .ci/run)")
+    return devenv.base_image("busybox", ["linux/amd64"], f"{registry.host}/base/busybox-amd64:bookworm")
+
+
+def skopeo_raw(ref: str, *, config: bool = False) -> dict:
+    """Read a manifest (or with ``config``, an image config) straight from the registry."""
+    argv = ["skopeo", "inspect", "--tls-verify=false", "--raw"]
+    if config:
+        argv[-1] = "--config"
+    out = subprocess.run(argv + [f"docker://{ref}"], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def skopeo_raw_bytes(ref: str) -> bytes:
+    return subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"], check=True, capture_output=True
+    ).stdout
+
+
+def tag_exists(ref: str) -> bool:
+    proc = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"], capture_output=True, text=True)
+    return proc.returncode == 0
