@@ -1,0 +1,96 @@
+"""Command line: ``taskimage <command> ...``. The only place that turns errors into exit codes.
+
+Each command lives in ``taskimage/commands/<name>.py`` and provides
+``register(subparsers) -> None``, which adds one or more sub-parsers whose ``func(args) -> int``
+runs the command. Exit codes: 0 ok, 1 failure, 2 usage, 3 missing emulation, 143 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+from typing import Sequence
+
+from taskimage import __version__, log, tools
+from taskimage.errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, TaskimageError, ToolError
+
+COMMAND_MODULES = ["build", "index", "binfmt", "bundle", "lint", "run", "cluster", "dev"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so usage errors get our one-line format."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+from taskimage.errors import UsageError  # noqa: E402  (after _Parser for readability)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="taskimage",
+        description="Multi-architecture container image builds for Tekton, with buildah and qemu.",
+    )
+    parser.add_argument("--version", action="version", version=f"taskimage {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"taskimage.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"taskimage.commands.{name}":
+                continue  # not written yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def _on_signal(signum, frame):  # Tekton sends SIGTERM on timeout / cancel
+    raise Interrupted(f"received {signal.Signals(signum).name}, stopping")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    previous = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous[sig] = signal.signal(sig, _on_signal)
+            except ValueError:  # not the main thread (tests)
+                pass
+        args = parser.parse_intermixed_args(argv) if _intermixed(argv) else parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        return int(args.func(args) or 0)
+    except Interrupted as exc:
+        tools.stop_all()
+        log.error(str(exc))
+        return EXIT_INTERRUPTED
+    except ToolError as exc:
+        for line in exc.tail:
+            log.info(f"  | {line}")
+        log.error(str(exc))
+        return exc.exit_code
+    except TaskimageError as exc:
+        log.error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        tools.stop_all()
+        log.error("interrupted")
+        return EXIT_INTERRUPTED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _intermixed(argv: list[str]) -> bool:
+    # `build` takes platforms as positional args mixed with options (Tekton array params).
+    return bool(argv) and argv[0] in {"build", "index"}
+
+
+def console_main() -> None:
+    sys.exit(main())

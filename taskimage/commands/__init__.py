@@ -1,0 +1,1 @@
+"""One module per command; each provides ``register(subparsers)``. See :mod:`taskimage.cli`."""
