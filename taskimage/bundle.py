@@ -628,8 +628,12 @@ def fetch_object(ref: str, name: str, kind: str = "task", *, tls_verify: bool = 
         tools.run(skopeo_pull_argv(pinned, layout, options), stream=False, quiet=True, what="skopeo copy")
         blob = (layout / matches[0].digest.split(":", 1)[1]).read_bytes()
     _, content = read_layer_object(ref, blob)
-    try:
-        obj = yaml.load(content.decode("utf-8"), Loader=_Loader)
+    try:  # JSON is what bundles hold; Tekton's decoder takes YAML too
+        text = content.decode("utf-8")
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            obj = yaml.load(text, Loader=_Loader)
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise TaskimageError(f"{ref}: {wanted}/{name} is not JSON or YAML: {exc}") from None
     if not isinstance(obj, dict):

@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 previous[sig] = signal.signal(sig, _on_signal)
             except ValueError:  # not the main thread (tests)
                 pass
-        args = parser.parse_intermixed_args(argv) if _intermixed(argv) else parser.parse_args(argv)
+        args = _parse(parser, argv)
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return EXIT_USAGE
@@ -87,9 +87,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(sig, handler)
 
 
-def _intermixed(argv: list[str]) -> bool:
-    # `build` takes platforms as positional args mixed with options (Tekton array params).
-    return bool(argv) and argv[0] in {"build", "index"}
+INTERMIXED = {"build", "index"}
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """`build` and `index` take positional args mixed with options (Tekton array params), which
+    argparse handles only on the sub-parser itself."""
+    if argv and argv[0] in INTERMIXED:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction) and argv[0] in action.choices:
+                args = action.choices[argv[0]].parse_intermixed_args(argv[1:])
+                args.command = argv[0]
+                return args
+    return parser.parse_args(argv)
 
 
 def console_main() -> None:

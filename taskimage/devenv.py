@@ -111,6 +111,7 @@ class LocalRegistry:
 
 # --- base images --------------------------------------------------------------------------
 
+CACHE_VERSION = 2  # bump when the way rootfs/layouts are made changes
 INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
 
 
@@ -207,7 +208,7 @@ FLAVOURS = {
 def _rootfs(flavour: str, p: Platform) -> Path:
     variant, suite, packages = FLAVOURS[flavour]
     arch = _debian_arch(p)
-    out = cache_dir() / "rootfs" / f"{flavour}-{arch}.tar"
+    out = cache_dir() / "rootfs" / f"{flavour}-{arch}-v{CACHE_VERSION}.tar"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -218,7 +219,7 @@ def _rootfs(flavour: str, p: Platform) -> Path:
     if flavour == "busybox":
         links = " ".join(BUSYBOX_APPLETS)
         argv.append(
-            "--customize-hook=for a in " + links + '; do ln -sf busybox "$1/bin/$a"; done; '
+            "--extract-hook=for a in " + links + '; do ln -sf busybox "$1/bin/$a"; done; '
             'mkdir -p "$1/usr/bin" "$1/root"; echo "root:x:0:0:root:/root:/bin/sh" > "$1/etc/passwd"; '
             'echo "root:x:0:" > "$1/etc/group"'
         )
@@ -256,7 +257,7 @@ def build_layout(flavour: str, platforms: Iterable[Platform]) -> Path:
     platforms = list(platforms)
     if flavour not in FLAVOURS:
         raise UsageError(f"--flavour: unknown base image {flavour!r}; accepted: {', '.join(FLAVOURS)}")
-    key = flavour + "-" + "_".join(p.slug for p in platforms)
+    key = f"{flavour}-v{CACHE_VERSION}-" + "_".join(p.slug for p in platforms)
     layout_dir = cache_dir() / "layouts" / key
     if (layout_dir / "index.json").exists():
         return layout_dir

@@ -211,3 +211,8 @@ class Spawned:
 
 def spawn(argv: Sequence[str], log_path: str, env: Mapping[str, str] | None = None) -> Spawned:
     return Spawned(argv, log_path, env)
+
+
+def stopping() -> bool:
+    """True once a stop (SIGTERM) has begun: start nothing new."""
+    return _stopping.is_set()

@@ -1,0 +1,380 @@
+"""``taskimage build``: preflight, build every platform, verify, push one manifest list, results.
+
+Order matters for users: every check of their input happens before anything runs, emulation is
+checked before any build, every image is verified before anything is pushed, the per-platform
+images are pushed by digest before the list, and the tag moves last (one manifest PUT).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import string
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+from taskimage import auth, binfmt, buildah, log, results, storage, tools, verify
+from taskimage.errors import RegistryAuthError, TaskimageError, ToolError, UsageError
+from taskimage.params import BY_NAME
+from taskimage.platforms import Platform, host_platform, parse_platforms
+from taskimage.reference import ImageReference, parse_image
+
+INDEX_TYPES = {
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+}
+AUTH_MARKERS = ("unauthorized", "authentication required", "denied", "401", "403", "forbidden")
+PERMANENT_MARKERS = ("manifest invalid", "name invalid", "invalid reference", "blob unknown to registry",
+                     "name unknown", "unsupported", "no such host")
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildOptions:
+    image: ImageReference
+    platforms: tuple[Platform, ...]
+    spec: buildah.BuildSpec
+    registry: buildah.Registry
+    storage_driver: str = "auto"
+    root: str | None = None
+    runroot: str | None = None
+    skip_push: bool = False
+    retry: int = 3
+    retry_delay: float = 2.0
+    jobs: int = 0
+    results_dir: Path | None = None
+    creds: str | None = dataclasses.field(default=None, repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class PlatformBuild:
+    platform: Platform
+    image_id: str
+    seconds: float
+    elf: str  # what the ELF check found
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    image: ImageReference
+    digest: str  # index digest ("" with --skip-push)
+    images: tuple[tuple[Platform, str], ...]  # per-platform manifest digest in the pushed index
+    builds: tuple[PlatformBuild, ...]
+    results: dict
+
+
+# --- input --------------------------------------------------------------------------------
+
+def _pairs(values: Sequence[str], source: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for value in values:
+        if not value:
+            continue  # an empty array element from Tekton
+        key, sep, val = value.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{source}: {value!r} is not KEY=VALUE")
+        out.append((key.strip(), val))
+    return tuple(out)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def options_from_values(values: dict) -> BuildOptions:
+    """Validate every input; raise :class:`UsageError` naming the flag/param and the value."""
+    v = {k: val for k, (val, _) in values.items()}
+    src = {k: s for k, (_, s) in values.items()}
+    if not v["IMAGE"]:
+        raise UsageError(f"{src['IMAGE']}: an image to push is required (e.g. --image registry.example.com/team/app:1.0)")
+    image = parse_image(v["IMAGE"], source=src["IMAGE"])
+    platforms = tuple(parse_platforms(v["PLATFORMS"], source=src["PLATFORMS"])) or (host_platform(),)
+
+    source_root = Path(v["SOURCE_ROOT"]) if v["SOURCE_ROOT"] else None
+    if source_root is not None and not source_root.is_dir():
+        raise UsageError(f"{src['SOURCE_ROOT']}: {v['SOURCE_ROOT']!r} is not a directory")
+    context = Path(v["CONTEXT"] or ".")
+    if source_root is not None and not context.is_absolute():
+        context = source_root / context
+    if source_root is not None and not _inside(context, source_root):
+        raise UsageError(f"{src['CONTEXT']}: {v['CONTEXT']!r} is outside the source workspace {source_root}")
+    if not context.is_dir():
+        raise UsageError(f"{src['CONTEXT']}: build context {v['CONTEXT']!r} is not a directory")
+    context = context.resolve()
+
+    if v["DOCKERFILE"]:
+        containerfile = Path(v["DOCKERFILE"])
+        if not containerfile.is_absolute():
+            containerfile = context / containerfile
+        if not containerfile.is_file():
+            raise UsageError(f"{src['DOCKERFILE']}: {v['DOCKERFILE']!r} not found in the context {context}")
+        if source_root is not None and not _inside(containerfile, source_root):
+            raise UsageError(f"{src['DOCKERFILE']}: {v['DOCKERFILE']!r} is outside the source workspace {source_root}")
+    else:
+        for name in ("Containerfile", "Dockerfile"):
+            if (context / name).is_file():
+                containerfile = context / name
+                break
+        else:
+            raise UsageError(f"{src['DOCKERFILE']}: no Containerfile or Dockerfile in the context {context}")
+
+    spec = buildah.BuildSpec(
+        context=context,
+        containerfile=containerfile,
+        build_args=_pairs(v["BUILD_ARGS"], src["BUILD_ARGS"]),
+        labels=_pairs(v["LABELS"], src["LABELS"]),
+        annotations=_pairs(v["ANNOTATIONS"], src["ANNOTATIONS"]),
+        target=v["TARGET"],
+        format=v["FORMAT"],
+        cache_repo=_cache_repo(v["CACHE_REPO"], src["CACHE_REPO"]),
+    )
+    authfile = auth.resolve_authfile(v["AUTHFILE"], src["AUTHFILE"])
+    creds = v["CREDS"] or None
+    if creds:
+        auth.split_creds(creds, src["CREDS"])
+    cert_dir = v["CERT_DIR"] or None
+    if cert_dir and not Path(cert_dir).is_dir():
+        raise UsageError(f"{src['CERT_DIR']}: {cert_dir!r} is not a directory")
+    return BuildOptions(
+        image=image,
+        platforms=platforms,
+        spec=spec,
+        registry=buildah.Registry(v["TLSVERIFY"], str(authfile) if authfile else None, cert_dir),
+        storage_driver=v["STORAGE_DRIVER"],
+        root=v["ROOT"] or None,
+        runroot=v["RUNROOT"] or None,
+        skip_push=v["SKIP_PUSH"],
+        retry=v["RETRY"],
+        retry_delay=float(v["RETRY_DELAY"]),
+        jobs=v["JOBS"],
+        results_dir=results.check_dir(v["RESULTS_DIR"], src["RESULTS_DIR"]),
+        creds=creds,
+    )
+
+
+def _cache_repo(value: str, source: str) -> str:
+    if not value:
+        return ""
+    ref = parse_image(value, source=source)
+    if ref.tag != "latest" and ":" in value.rsplit("/", 1)[-1]:
+        raise UsageError(f"{source}: {value!r}: a cache repository takes no tag")
+    return ref.name
+
+
+# --- the build ----------------------------------------------------------------------------
+
+def default_jobs(n_platforms: int) -> int:
+    return max(1, min(n_platforms, os.cpu_count() or 1))
+
+
+def _run_id() -> str:
+    return "".join(random.choices(string.ascii_lowercase + string.digits, k=8))
+
+
+def build_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, p: Platform, workdir: str) -> PlatformBuild:
+    prefix = f"[{p}] "
+    log.phase(f"build {p}")
+    timer = log.Timer()
+    iidfile = os.path.join(workdir, f"iid-{p.slug}")
+    argv = buildah.build(store, registry, opts.spec, p, iidfile)
+    env = {"BUILDAH_ISOLATION": os.environ.get("BUILDAH_ISOLATION", "chroot")}
+    try:
+        tools.run(argv, prefix=prefix, env=env, what=f"buildah build for {p}")
+    except ToolError as exc:
+        if opts.spec.cache_repo and any("cache" in line.lower() for line in exc.tail):
+            log.warn(f"{prefix}the build failed with the layer cache {opts.spec.cache_repo}; retrying without it")
+            argv = buildah.build(store, registry, dataclasses.replace(opts.spec, cache_repo=""), p, iidfile)
+            tools.run(argv, prefix=prefix, env=env, what=f"buildah build for {p}")
+        else:
+            raise
+    image_id = Path(iidfile).read_text().strip()
+    seconds = timer.seconds
+    elf = verify_image(store, p, image_id, prefix)
+    log.info(f"{prefix}built {image_id[:19]} in {seconds:.1f} s ({elf})")
+    return PlatformBuild(p, image_id, seconds, elf)
+
+
+def verify_image(store: buildah.Storage, p: Platform, image_id: str, prefix: str) -> str:
+    """The image config says ``p`` and its executables really are ``p``'s, or raise."""
+    data = json.loads(tools.run(buildah.inspect_image(store, image_id), quiet=True, stream=False).stdout)
+    cfg = data.get("OCIv1") or {}
+    if not p.matches_config(cfg.get("os"), cfg.get("architecture"), cfg.get("variant")):
+        got = "/".join(x for x in (cfg.get("os"), cfg.get("architecture"), cfg.get("variant")) if x)
+        raise TaskimageError(f"{p}: the built image's config says {got}, not {p}")
+    name = f"taskimage-verify-{_run_id()}"
+    tools.run(buildah.from_image(store, image_id, name), quiet=True, stream=False)
+    try:
+        mountpoint = tools.run(buildah.mount(store, name), quiet=True, stream=False).stdout.strip()
+        verdict = verify.elf_arch(mountpoint)
+    finally:
+        tools.run(buildah.remove_container(store, name), quiet=True, stream=False, check=False)
+    if verdict.arch is None:
+        return "no ELF executables to check; config says " + str(p)
+    if verdict.arch != p.arch:
+        raise TaskimageError(
+            f"{p}: the built image's executables are {verdict.arch} ({verdict.evidence}), not {p.arch}: "
+            f"the base image probably has no {p} variant; use a multi-arch base image"
+        )
+    return f"executables are {verdict.arch}: {verdict.evidence}"
+
+
+def push_with_retry(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, list_name: str, workdir: str) -> str:
+    """Push the list (images by digest first, then the list to the tag); returns the digestfile text."""
+    digestfile = os.path.join(workdir, "digest")
+    argv = buildah.manifest_push(store, registry, list_name, opts.image.url, opts.spec.format, digestfile)
+    attempts = opts.retry + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            tools.run(argv, what="buildah manifest push")
+            return Path(digestfile).read_text().strip() if os.path.exists(digestfile) else ""
+        except ToolError as exc:
+            text = " ".join(exc.tail).lower()
+            if any(m in text for m in AUTH_MARKERS):
+                raise RegistryAuthError(
+                    f"the registry {opts.image.registry} refused the credentials for {opts.image.name} "
+                    f"(check --authfile / the dockerconfig workspace); not retried", tail=exc.tail) from exc
+            if any(m in text for m in PERMANENT_MARKERS) or attempt == attempts:
+                raise ToolError(f"pushing {opts.image.url} failed after {attempt} attempt(s): "
+                                f"{exc.tail[-1] if exc.tail else exc}", tail=exc.tail) from exc
+            delay = opts.retry_delay * (2 ** (attempt - 1))
+            log.warn(f"push attempt {attempt} of {attempts} failed ({exc.tail[-1] if exc.tail else exc}); retrying in {delay:g} s")
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _inspect_raw(registry: buildah.Registry, ref: str, retry: int, delay: float, *, config: bool = False) -> str:
+    for attempt in range(1, retry + 2):
+        try:
+            return tools.run(buildah.skopeo_inspect_raw(registry, ref, config=config), quiet=True, stream=False,
+                             what="skopeo inspect").stdout
+        except ToolError as exc:
+            text = " ".join(exc.tail).lower()
+            if any(m in text for m in AUTH_MARKERS) or attempt > retry:
+                raise
+            time.sleep(delay * (2 ** (attempt - 1)))
+    raise AssertionError("unreachable")
+
+
+def read_back(opts: BuildOptions, registry: buildah.Registry, digestfile_text: str) -> tuple[str, tuple[tuple[Platform, str], ...]]:
+    """Take the digest from the registry and check the pushed index lists every platform."""
+    raw_by_tag = _inspect_raw(registry, opts.image.url, opts.retry, opts.retry_delay)
+    tag_digest = "sha256:" + hashlib.sha256(raw_by_tag.encode()).hexdigest()
+    digest = digestfile_text if digestfile_text.startswith("sha256:") else tag_digest
+    if digest != tag_digest:
+        log.warn(f"the tag {opts.image.url} now points at {tag_digest}, not at what we pushed ({digest}): "
+                 "another push raced ours; results name what we pushed")
+        raw = _inspect_raw(registry, opts.image.with_digest(digest), opts.retry, opts.retry_delay)
+    else:
+        raw = raw_by_tag
+    index = json.loads(raw)
+    if index.get("mediaType") not in INDEX_TYPES and "manifests" not in index:
+        raise TaskimageError(f"the registry returned a {index.get('mediaType')} for {opts.image.url}, not a manifest list")
+    listed: dict[Platform, str] = {}
+    for entry in index.get("manifests", []):
+        plat = entry.get("platform") or {}
+        for p in opts.platforms:
+            if p.matches_config(plat.get("os"), plat.get("architecture"), plat.get("variant")):
+                listed[p] = entry["digest"]
+    missing = [str(p) for p in opts.platforms if p not in listed]
+    if missing:
+        raise TaskimageError(f"the pushed index {opts.image.with_digest(digest)} lacks {', '.join(missing)}")
+    for p, entry_digest in listed.items():
+        cfg = json.loads(_inspect_raw(registry, opts.image.with_digest(entry_digest), opts.retry, opts.retry_delay, config=True))
+        if not p.matches_config(cfg.get("os"), cfg.get("architecture"), cfg.get("variant")):
+            raise TaskimageError(f"the pushed image for {p} ({entry_digest}) has a config for {cfg.get('architecture')}")
+    return digest, tuple((p, listed[p]) for p in opts.platforms)
+
+
+def run(opts: BuildOptions) -> Outcome:
+    total = log.Timer()
+    log.phase("preflight")
+    log.info(f"image {opts.image.url}; platforms {', '.join(map(str, opts.platforms))}")
+    statuses = binfmt.preflight(opts.platforms)
+    for s in statuses:
+        log.info(f"  {s.platform}: " + ("native" if s.native else f"emulated by {s.handler.interpreter} ({s.handler.name}, flags {s.handler.flags})"))
+    driver, why = storage.choose(opts.storage_driver, opts.root)
+    log.info(f"storage driver {driver}: {why}")
+    store = buildah.Storage(driver, opts.root, opts.runroot)
+    jobs = opts.jobs or default_jobs(len(opts.platforms))
+    jobs = min(jobs, len(opts.platforms))
+    log.info(f"building {len(opts.platforms)} platform(s), {jobs} at a time")
+
+    workdir = tempfile.mkdtemp(prefix="taskimage-")
+    temp_auth: Path | None = None
+    list_name = f"localhost/taskimage-list-{_run_id()}"
+    list_created = False
+    try:
+        registry = opts.registry
+        if opts.creds:
+            temp_auth = auth.merged_authfile(Path(registry.authfile) if registry.authfile else None, opts.image.registry, opts.creds)
+            registry = dataclasses.replace(registry, authfile=str(temp_auth))
+        builds = _build_all(opts, store, registry, workdir, jobs)
+        if opts.skip_push:
+            log.phase("push skipped (--skip-push)")
+            out = {"IMAGE_URL": opts.image.url, "IMAGE_DIGEST": "", "IMAGE_REF": "", "IMAGES": ""}
+            outcome = Outcome(opts.image, "", (), builds, out)
+        else:
+            log.phase("manifest list")
+            tools.run(buildah.manifest_create(store, list_name), stream=False)
+            list_created = True
+            for b in builds:
+                tools.run(buildah.manifest_add(store, list_name, b.image_id), stream=False)
+            log.phase(f"push {opts.image.url}")
+            digestfile_text = push_with_retry(opts, store, registry, list_name, workdir)
+            log.phase("verify pushed index")
+            digest, images = read_back(opts, registry, digestfile_text)
+            out = {
+                "IMAGE_DIGEST": digest,
+                "IMAGE_URL": opts.image.url,
+                "IMAGE_REF": opts.image.with_digest(digest),
+                "IMAGES": ",".join(opts.image.with_digest(d) for _, d in images),
+            }
+            outcome = Outcome(opts.image, digest, images, builds, out)
+        if opts.results_dir:
+            results.write(opts.results_dir, outcome.results)
+            log.info(f"results written to {opts.results_dir}")
+        _summary(outcome, total.seconds)
+        return outcome
+    finally:
+        if list_created:
+            tools.run(buildah.manifest_rm(store, list_name), quiet=True, stream=False, check=False) if not tools.stopping() else None
+        if temp_auth:
+            temp_auth.unlink(missing_ok=True)
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _build_all(opts: BuildOptions, store, registry, workdir: str, jobs: int) -> tuple[PlatformBuild, ...]:
+    if jobs == 1:
+        return tuple(build_platform(opts, store, registry, p, workdir) for p in opts.platforms)
+    done: dict[Platform, PlatformBuild] = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build") as pool:
+        futures = {pool.submit(build_platform, opts, store, registry, p, workdir): p for p in opts.platforms}
+        try:
+            for fut in concurrent.futures.as_completed(futures):
+                done[futures[fut]] = fut.result()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+    return tuple(done[p] for p in opts.platforms)
+
+
+def _summary(outcome: Outcome, seconds: float) -> None:
+    log.phase("summary")
+    digests = dict(outcome.images)
+    rows = [(str(b.platform), digests.get(b.platform, "(not pushed)"), f"{b.seconds:.1f}") for b in outcome.builds]
+    log.info(log.table(("PLATFORM", "DIGEST", "SECONDS"), rows))
+    if outcome.digest:
+        log.info(f"pushed {outcome.image.url} = {outcome.image.with_digest(outcome.digest)}")
+    log.info(f"total {seconds:.1f} s")
