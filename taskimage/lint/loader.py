@@ -31,6 +31,7 @@ class Document:
     lines: dict[PathKey, int]
     key_lines: dict[PathKey, int]
     start_line: int
+    block_scalars: frozenset[PathKey] = frozenset()
 
     def line(self, path: PathKey, *, key: bool = False) -> int:
         """The line of ``path``, or of its nearest ancestor that has one.
@@ -46,6 +47,15 @@ class Document:
                 return self.lines[path]
             path = path[:-1]
         return self.start_line
+
+    def text_line(self, path: PathKey, offset_lines: int) -> int:
+        """The line of the ``offset_lines``-th line inside the string at ``path``.
+
+        A block scalar (``script: |``) starts on the line after its indicator."""
+        path = tuple(path)
+        if path in self.block_scalars:
+            return self.line(path) + 1 + offset_lines
+        return self.line(path) + offset_lines if path in self.lines else self.line(path)
 
     @property
     def kind(self) -> str:
@@ -97,16 +107,18 @@ def find_files(paths: list[str]) -> list[Path]:
     return unique
 
 
-def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], key_lines: dict[PathKey, int]) -> None:
+def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], key_lines: dict[PathKey, int], blocks: set[PathKey]) -> None:
     lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.ScalarNode) and node.style in ("|", ">"):
+        blocks.add(path)
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
             key_lines[path + (key,)] = key_node.start_mark.line + 1
-            _walk(value_node, path + (key,), lines, key_lines)
+            _walk(value_node, path + (key,), lines, key_lines, blocks)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, path + (i,), lines, key_lines)
+            _walk(item, path + (i,), lines, key_lines, blocks)
 
 
 def read_documents(file: str, text: str) -> tuple[list[Document], SyntaxProblem | None]:
@@ -122,9 +134,10 @@ def read_documents(file: str, text: str) -> tuple[list[Document], SyntaxProblem 
             data = loader.construct_document(node)
             lines: dict[PathKey, int] = {}
             key_lines: dict[PathKey, int] = {}
-            _walk(node, (), lines, key_lines)
+            blocks: set[PathKey] = set()
+            _walk(node, (), lines, key_lines, blocks)
             if data is not None:
-                docs.append(Document(file, index, data, lines, key_lines, node.start_mark.line + 1))
+                docs.append(Document(file, index, data, lines, key_lines, node.start_mark.line + 1, frozenset(blocks)))
             index += 1
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -105,9 +105,11 @@ class Checker:
     def __init__(self, doc: Document):
         self.doc = doc
         self.problems: list[Problem] = []
+        self._line: int | None = None  # line of the variable being checked, inside a multi-line string
 
-    def add(self, path: PathKey, message: str, severity: str = ERROR) -> None:
-        self.problems.append(Problem(self.doc.file, self.doc.line(path), self.doc.kind, self.doc.name, message, severity))
+    def add(self, path: PathKey, message: str, severity: str = ERROR, *, line: int | None = None) -> None:
+        line = line or self._line or self.doc.line(path)
+        self.problems.append(Problem(self.doc.file, line, self.doc.kind, self.doc.name, message, severity))
 
     # --- strings -------------------------------------------------------------------------------
 
@@ -115,7 +117,9 @@ class Checker:
         for spath, text in _strings(node, path, skip):
             for match in VARIABLE.finditer(text):
                 whole = match.group(0) == text
+                self._line = self.doc.text_line(spath, text.count("\n", 0, match.start()))
                 self.variable(match.group(1), spath, scope, whole=whole, script=spath[-1] == "script")
+            self._line = None
 
     def variable(self, expr: str, path: PathKey, scope: Scope, *, whole: bool, script: bool) -> None:
         where = dotted(path[-2:] if isinstance(path[-1], int) else path[-1:])

@@ -1,0 +1,51 @@
+"""``taskimage lint PATH...``: offline validation of Tekton YAML and Kubernetes objects.
+
+Problems go to stdout, one per line (``FILE:LINE: KIND/NAME: message``); the summary goes to
+the log (stderr). Exit 1 when any error, 0 otherwise (warnings alone pass), 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from taskimage import log
+from taskimage.lint import CRDS_ENV, DEFAULT_KUBERNETES_VERSION, crds_dir, lint_paths
+from taskimage.lint.kube import check_version
+
+K8S_ENV = "TASKIMAGE_KUBERNETES_VERSION"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "lint",
+        help="validate Tekton and Kubernetes YAML offline",
+        description="Validate Tekton YAML (structure against the CRDs of your Tekton release, "
+        "$(params/workspaces/results/tasks...) references, catalog hygiene) and Kubernetes "
+        "objects (kubernetes-validate --strict). Directories are searched for *.yaml / *.yml.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="YAML file or directory")
+    p.add_argument(
+        "--crds",
+        metavar="DIR",
+        help=f"directory of the Tekton CRD YAML files (config/300-crds of a release, or kubectl get crd -o yaml); env {CRDS_ENV}",
+    )
+    p.add_argument(
+        "--kubernetes-version",
+        metavar="X.Y",
+        default=os.environ.get(K8S_ENV, DEFAULT_KUBERNETES_VERSION),
+        help=f"Kubernetes schemas to check built-in kinds against (default {DEFAULT_KUBERNETES_VERSION}; env {K8S_ENV})",
+    )
+    p.add_argument("--quiet", action="store_true", help="print errors only, not warnings")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    version = check_version(args.kubernetes_version)
+    report = lint_paths(args.paths, crds=crds_dir(args.crds), kubernetes_version=version)
+    for problem in report.problems:
+        if args.quiet and problem.severity != "error":
+            continue
+        print(problem, flush=False)
+    log.info(report.summary())
+    return 1 if report.errors else 0
