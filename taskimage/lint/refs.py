@@ -373,7 +373,9 @@ class Checker:
             inline,
             path + ("taskSpec",),
             extra_params=scope.params,
-            extra_workspaces=frozenset(bound) | (scope.workspaces or frozenset() if embedded else frozenset()),
+            # Pipeline workspaces propagate into inline taskSpecs (tektoncd/pipeline
+            # examples/v1/pipelineruns/propagating-workspaces-in-pipelines.yaml).
+            extra_workspaces=frozenset(bound) | (scope.workspaces or frozenset()),
             outer=scope,
             where=f"taskSpec of pipeline task {name!r}",
         )
