@@ -43,7 +43,7 @@ from typing import Any, Iterable, Sequence
 import yaml
 
 from taskimage import log, tools
-from taskimage.errors import TaskimageError, ToolError, UsageError
+from taskimage.errors import RegistryAuthError, TaskimageError, ToolError, UsageError
 from taskimage.reference import ImageReference, parse_image
 
 MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
@@ -489,19 +489,13 @@ class RegistryOptions:
 
 
 def resolve_authfile(value: str | None, *, source: str = "--authfile") -> str | None:
-    """A file, or a directory holding ``config.json`` or ``.dockerconfigjson`` (what a Tekton
-    ``dockerconfig`` workspace holds, from a docker-registry Secret or a hand-made config)."""
-    if not value:
-        return None
-    path = Path(value)
-    if path.is_dir():
-        for candidate in ("config.json", ".dockerconfigjson"):
-            if (path / candidate).is_file():
-                return str(path / candidate)
-        raise UsageError(f"{source}: directory {value!r} holds neither config.json nor .dockerconfigjson")
-    if not path.is_file():
-        raise UsageError(f"{source}: {value!r} does not exist")
-    return str(path)
+    """A file, or a directory holding ``config.json`` or ``.dockerconfigjson`` (a Tekton
+    ``dockerconfig`` workspace); the same rules as ``build`` (:mod:`taskimage.auth`), which also
+    registers the credentials in it so that no log line shows them."""
+    from taskimage import auth
+
+    path = auth.resolve_authfile(value, source)
+    return str(path) if path else None
 
 
 def _skopeo_flags(options: RegistryOptions, side: str) -> list[str]:
@@ -530,8 +524,25 @@ def skopeo_pull_argv(ref: str, layout: Path, options: RegistryOptions) -> list[s
             f"docker://{ref}", f"dir:{layout}"]
 
 
+_AUTH_MARKERS = ("unauthorized", "authentication required", "denied", "403 forbidden")
+
+
+def _auth_error(exc: ToolError, repository: str, options: RegistryOptions) -> ToolError:
+    """A refused login becomes RegistryAuthError with a message that says what to check."""
+    if not any(marker in line.lower() for line in exc.tail for marker in _AUTH_MARKERS):
+        return exc
+    given = f"--authfile {options.authfile}" if options.authfile else "no --authfile"
+    return RegistryAuthError(
+        f"{repository}: the registry refused access ({given}); check the credentials for this registry",
+        tail=exc.tail, returncode=exc.returncode,
+    )
+
+
 def read_manifest(ref: str, options: RegistryOptions) -> bytes:
-    result = tools.run(skopeo_inspect_raw_argv(ref, options), stream=False, quiet=True, what="skopeo inspect")
+    try:
+        result = tools.run(skopeo_inspect_raw_argv(ref, options), stream=False, quiet=True, what="skopeo inspect")
+    except ToolError as exc:
+        raise _auth_error(exc, ref, options) from None
     return result.stdout.encode("utf-8")
 
 
@@ -539,7 +550,10 @@ def push(bundle: Bundle, ref: ImageReference, options: RegistryOptions) -> str:
     """Push with ``skopeo copy dir:…``, then read the manifest back: its digest must be ours."""
     with tempfile.TemporaryDirectory(prefix="taskimage-bundle-") as tmp:
         layout = write_dir_layout(bundle, Path(tmp) / "bundle")
-        tools.run(skopeo_push_argv(layout, ref, options), what="skopeo copy")
+        try:
+            tools.run(skopeo_push_argv(layout, ref, options), what="skopeo copy")
+        except ToolError as exc:
+            raise _auth_error(exc, ref.name, options) from None
     pushed = read_manifest(ref.url, options)
     if sha256_digest(pushed) != bundle.digest:
         raise TaskimageError(
@@ -625,7 +639,10 @@ def fetch_object(ref: str, name: str, kind: str = "task", *, tls_verify: bool = 
     pinned = f"{repository}@{sha256_digest(raw)}"
     with tempfile.TemporaryDirectory(prefix="taskimage-bundle-") as tmp:
         layout = Path(tmp) / "pulled"
-        tools.run(skopeo_pull_argv(pinned, layout, options), stream=False, quiet=True, what="skopeo copy")
+        try:
+            tools.run(skopeo_pull_argv(pinned, layout, options), stream=False, quiet=True, what="skopeo copy")
+        except ToolError as exc:
+            raise _auth_error(exc, repository, options) from None
         blob = (layout / matches[0].digest.split(":", 1)[1]).read_bytes()
     _, content = read_layer_object(ref, blob)
     try:  # JSON is what bundles hold; Tekton's decoder takes YAML too

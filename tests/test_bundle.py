@@ -213,11 +213,11 @@ def test_twenty_objects_are_fine(tmp_path):
 
 def test_authfile_may_be_a_dockerconfig_workspace(tmp_path):
     (tmp_path / "secret").mkdir()
-    (tmp_path / "secret" / ".dockerconfigjson").write_text("{}")
+    (tmp_path / "secret" / ".dockerconfigjson").write_text('{"auths": {}}')
     assert bundle.resolve_authfile(str(tmp_path / "secret")) == str(tmp_path / "secret" / ".dockerconfigjson")
-    (tmp_path / "secret" / "config.json").write_text("{}")
+    (tmp_path / "secret" / "config.json").write_text('{"auths": {}}')
     assert bundle.resolve_authfile(str(tmp_path / "secret")) == str(tmp_path / "secret" / "config.json")
-    with pytest.raises(UsageError, match="neither config.json nor .dockerconfigjson"):
+    with pytest.raises(UsageError, match="holds none of config.json, .dockerconfigjson"):
         bundle.resolve_authfile(str(tmp_path))
     with pytest.raises(UsageError, match="does not exist"):
         bundle.resolve_authfile(str(tmp_path / "nope.json"))
@@ -353,9 +353,57 @@ def test_bad_input_exits_2_and_pushes_nothing(registry, tmp_path, capsys, case):
 def test_bad_registry_flags_are_usage_errors(registry, tmp_path, capsys):
     ref = f"{registry.host}/tekton/flags:1"
     code, _, err = run_cli(capsys, "bundle", "push", "--tls-verify=maybe", ref, TASK)
-    assert code == 2 and "--tls-verify" in err
+    assert code == 2 and "--tls-verify: invalid boolean 'maybe'" in err
     code, _, err = run_cli(capsys, "bundle", "push", "--tls-verify=false", "--authfile", str(tmp_path / "none"), ref, TASK)
     assert code == 2 and "--authfile" in err
     code, _, err = run_cli(capsys, "bundle", "push", "--tls-verify=false", f"{registry.host}/tekton/flags@sha256:{'0' * 64}", TASK)
     assert code == 2 and "digest reference" in err
     assert not tag_exists(ref)
+
+
+@pytest.fixture(scope="module")
+def auth_registry(registry, tmp_path_factory):
+    """A second real registry that wants a login (htpasswd), and a Tekton dockerconfig
+    workspace directory holding .dockerconfigjson for it."""
+    import base64
+    import warnings
+
+    from taskimage import devenv
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import crypt
+        except ImportError:
+            crypt = None
+    need(crypt is not None and crypt.METHOD_BLOWFISH in crypt.methods, "no bcrypt in Python's crypt module for an htpasswd file")
+    root = tmp_path_factory.mktemp("auth-registry")
+    password = "s3cret-Bundle-pass"
+    # bcrypt cost 4: the registry checks the password on every request.
+    (root / "htpasswd").write_text(f"tekton:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))}\n")
+    reg = devenv.LocalRegistry(root, htpasswd=str(root / "htpasswd")).start()
+    workspace = root / "dockerconfig"
+    workspace.mkdir()
+    token = base64.b64encode(f"tekton:{password}".encode()).decode()
+    (workspace / ".dockerconfigjson").write_text(json.dumps({"auths": {reg.host: {"auth": token}}}))
+    yield reg, workspace, password
+    reg.stop()
+
+
+@pytest.mark.tools
+def test_push_list_and_fetch_with_a_dockerconfig_workspace(auth_registry, capsys):
+    reg, workspace, password = auth_registry
+    ref = f"{reg.host}/tekton/private:1"
+    code, out, err = run_cli(capsys, "bundle", "push", "--tls-verify=false", ref, TASK)
+    assert code == 1 and out == ""
+    assert f"ERROR: {reg.host}/tekton/private: the registry refused access (no --authfile)" in err
+    code, out, err = run_cli(capsys, "bundle", "push", "--tls-verify=false", "--authfile", str(workspace), ref, TASK)
+    assert code == 0, err
+    digest = out.strip().split("@")[1]
+    assert password not in err and password not in out
+    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"--authfile={workspace / '.dockerconfigjson'}",
+                          f"docker://{ref}"], check=True, capture_output=True).stdout
+    assert sha256(raw) == digest
+    code, out, err = run_cli(capsys, "bundle", "list", "--tls-verify=false", "--authfile", str(workspace), ref)
+    assert code == 0 and out.splitlines()[2].split() == ["task", "v1", "hello"]
+    assert bundle.fetch_object(ref, "hello", tls_verify=False, authfile=str(workspace)) == load_yaml(TASK)[0]

@@ -8,37 +8,30 @@ import os
 import sys
 import tempfile
 
-from taskimage import bundle, log
+from taskimage import bundle, log, params
 from taskimage.errors import UsageError
 from taskimage.reference import parse_image
 
 
-def _bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+REGISTRY_PARAMS = tuple(params.BY_NAME[name] for name in ("TLSVERIFY", "AUTHFILE", "CERT_DIR"))
 
 
 def _registry_flags(parser: argparse.ArgumentParser) -> None:
-    """The registry flags of ``build``, spelled like buildah's."""
-    parser.add_argument("--tls-verify", type=_bool, nargs="?", const=True, default=True, metavar="true|false",
-                        help="require HTTPS and verify certificates (default true)")
-    parser.add_argument("--authfile", metavar="PATH",
-                        help="registry credentials: a file, or a directory holding config.json or "
-                             ".dockerconfigjson (a Tekton dockerconfig workspace)")
-    parser.add_argument("--cert-dir", metavar="DIR",
-                        help="directory with CA certificates (*.crt) and client certificates (*.cert, *.key)")
+    """The registry flags of ``build`` (same declarations, so same spelling and env fallbacks:
+    TASKIMAGE_TLSVERIFY, TASKIMAGE_AUTHFILE, TASKIMAGE_CERT_DIR)."""
+    params.add_arguments(parser, REGISTRY_PARAMS, positional_platforms=False)
 
 
 def _options(args: argparse.Namespace) -> bundle.RegistryOptions:
-    cert_dir = args.cert_dir
+    values = params.resolve(args, REGISTRY_PARAMS)
+    cert_dir, cert_source = values["CERT_DIR"]
     if cert_dir and not os.path.isdir(cert_dir):
-        raise UsageError(f"--cert-dir: {cert_dir!r} is not a directory")
+        raise UsageError(f"{cert_source}: {cert_dir!r} is not a directory")
+    authfile, auth_source = values["AUTHFILE"]
     return bundle.RegistryOptions(
-        tls_verify=args.tls_verify, authfile=bundle.resolve_authfile(args.authfile), cert_dir=cert_dir
+        tls_verify=values["TLSVERIFY"][0],
+        authfile=bundle.resolve_authfile(authfile, source=auth_source),
+        cert_dir=cert_dir or None,
     )
 
 
