@@ -90,7 +90,7 @@ def _group(doc: Document) -> str:
 
 def lint_document(doc: Document, crds: CrdSet | None, kubernetes_version: str) -> list[Problem]:
     def problem(path: tuple, message: str, severity: str = ERROR) -> Problem:
-        return Problem(doc.file, doc.line(path), doc.kind, doc.name, message, severity)
+        return Problem(doc.file, doc.line(path, key=True), doc.kind, doc.name, message, severity)
 
     if not isinstance(doc.data, dict):
         return [problem((), f"document is a {type(doc.data).__name__}, not a Kubernetes object")]

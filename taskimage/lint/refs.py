@@ -122,7 +122,7 @@ class Checker:
             self._line = None
 
     def variable(self, expr: str, path: PathKey, scope: Scope, *, whole: bool, script: bool) -> None:
-        where = dotted(path[-2:] if isinstance(path[-1], int) else path[-1:])
+        where = dotted(path)
         star = expr.endswith("[*]")
         if star and script:
             self.add(path, f"$({expr}) in script: {STAR_HINT}")
