@@ -38,11 +38,11 @@ import tarfile
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import yaml
 
-from taskimage import log, tools
+from taskimage import tools
 from taskimage.errors import RegistryAuthError, TaskimageError, ToolError, UsageError
 from taskimage.reference import ImageReference, parse_image
 
