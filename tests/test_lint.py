@@ -62,6 +62,7 @@ BROKEN = [
     ("pipelinerun-inline.yaml", 13, 'unknown field "spec.pipelineSpec.tasks[0].runafter"', 2),
     ("pipelinerun-inline.yaml", 8, "metadata.labels.app.kubernetes.io/version: expected string, got number 0.1", 2),
     ("unknown-core-kind.yaml", 2, "has no kind v1 ServiceAcount", 1),
+    ("duplicate-field.yaml", 11, 'duplicate field "spec.steps[0].image"', 1),
 ]
 
 

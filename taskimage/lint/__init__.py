@@ -98,6 +98,8 @@ def lint_document(doc: Document, crds: CrdSet | None, kubernetes_version: str) -
     if missing:
         return [problem((), f"missing {' and '.join(missing)}")]
     out: list[Problem] = []
+    for path in doc.duplicates:  # strict field validation: "json: duplicate field"
+        out.append(problem(path, f'duplicate field "{dotted(path)}" (YAML keeps only the last one)'))
     meta = doc.data.get("metadata")
     if not isinstance(meta, dict) or not (meta.get("name") or meta.get("generateName")):
         out.append(problem(("metadata",), "missing metadata.name" + (" (or metadata.generateName)" if doc.kind in GENERATE_NAME_KINDS else "")))

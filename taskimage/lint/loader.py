@@ -32,6 +32,7 @@ class Document:
     key_lines: dict[PathKey, int]
     start_line: int
     block_scalars: frozenset[PathKey] = frozenset()
+    duplicates: tuple[PathKey, ...] = ()  # mapping keys given twice (YAML keeps the last one)
 
     def line(self, path: PathKey, *, key: bool = False) -> int:
         """The line of ``path``, or of its nearest ancestor that has one.
@@ -107,18 +108,22 @@ def find_files(paths: list[str]) -> list[Path]:
     return unique
 
 
-def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], key_lines: dict[PathKey, int], blocks: set[PathKey]) -> None:
+def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], key_lines: dict[PathKey, int], blocks: set[PathKey], dups: list[PathKey]) -> None:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.ScalarNode) and node.style in ("|", ">"):
         blocks.add(path)
     if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
+            if key in seen and key != "<<":
+                dups.append(path + (key,))
+            seen.add(key)
             key_lines[path + (key,)] = key_node.start_mark.line + 1
-            _walk(value_node, path + (key,), lines, key_lines, blocks)
+            _walk(value_node, path + (key,), lines, key_lines, blocks, dups)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, path + (i,), lines, key_lines, blocks)
+            _walk(item, path + (i,), lines, key_lines, blocks, dups)
 
 
 def read_documents(file: str, text: str) -> tuple[list[Document], SyntaxProblem | None]:
@@ -135,9 +140,10 @@ def read_documents(file: str, text: str) -> tuple[list[Document], SyntaxProblem 
             lines: dict[PathKey, int] = {}
             key_lines: dict[PathKey, int] = {}
             blocks: set[PathKey] = set()
-            _walk(node, (), lines, key_lines, blocks)
+            dups: list[PathKey] = []
+            _walk(node, (), lines, key_lines, blocks, dups)
             if data is not None:
-                docs.append(Document(file, index, data, lines, key_lines, node.start_mark.line + 1, frozenset(blocks)))
+                docs.append(Document(file, index, data, lines, key_lines, node.start_mark.line + 1, frozenset(blocks), tuple(dups)))
             index += 1
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -364,7 +364,7 @@ class Checker:
             if isinstance(inc, dict):
                 passed |= {p.get("name") for p in _list(inc.get("params")) if isinstance(p, dict)}
         for j, decl in enumerate(_list(inline.get("params"))):
-            if isinstance(decl, dict) and "default" not in decl and decl.get("name") not in passed and decl.get("name") not in scope.params:
+            if isinstance(decl, dict) and isinstance(decl.get("name"), str) and "default" not in decl and decl["name"] not in passed | set(scope.params):
                 self.add(path + ("taskSpec", "params", j), f"pipeline task {name!r} does not pass param {decl.get('name')!r}, which its taskSpec requires (no default)")
         for j, decl in enumerate(_list(inline.get("workspaces"))):
             if isinstance(decl, dict) and not decl.get("optional") and decl.get("name") not in bound:
@@ -388,8 +388,8 @@ def _strings(node: Any, path: PathKey, skip: Callable[[PathKey], bool]) -> Itera
         yield path, node
     elif isinstance(node, dict):
         for key, value in node.items():
-            if key in ("description", "displayName") and isinstance(value, str) and not (path and path[-1] in ("tasks", "finally")):
-                continue  # prose; Tekton does not substitute it (pipeline task displayName aside)
+            if key == "description" and isinstance(value, str):
+                continue  # prose; Tekton does not substitute it
             yield from _strings(value, path + (key,), skip)
     elif isinstance(node, list):
         for i, value in enumerate(node):
