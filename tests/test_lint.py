@@ -100,7 +100,7 @@ def test_usage_errors(monkeypatch, capsys, tmp_path):
     monkeypatch.delenv("TASKIMAGE_CRDS", raising=False)
     # Tekton documents and no CRDs: a usage error naming the flag and the variable.
     assert cli.main(["lint", str(GOOD / "task.yaml")]) == 2
-    assert "--crds DIR or set TASKIMAGE_CRDS" in capsys.readouterr().err
+    assert "--crds PATH or set TASKIMAGE_CRDS" in capsys.readouterr().err
     assert cli.main(["lint", str(tmp_path / "nope.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["lint", "--crds", str(tmp_path / "nothing"), str(GOOD)]) == 2
@@ -178,3 +178,24 @@ def test_tekton_lint_passes_project_yaml():
     code, problems = run_tekton_lint(files, exe)
     errors = [f"{p.get('path')}: {p['rule']}: {p['message']}" for p in problems if p.get("level") == "error"]
     assert code == 0 and errors == [], "\n".join(errors)
+
+
+def test_crds_from_one_multi_document_file(crds, tmp_path):
+    """A release's YAML (or kubectl get crd -o yaml) holds the CRDs among other objects."""
+    bundle = tmp_path / "release.yaml"
+    parts = ["apiVersion: v1\nkind: Namespace\nmetadata: {name: tekton-pipelines}\n"]
+    parts += [p.read_text() for p in sorted(Path(CRDS).glob("300-*.yaml"))]
+    bundle.write_text("\n---\n".join(parts))
+    report = lint_paths([str(BAD / "invalid-inline-taskspec.yaml")], crds=str(bundle))
+    assert [p.message for p in report.problems] == ['unknown field "spec.tasks[0].taskSpec.steps[0].scrpit"']
+
+
+def test_star_only_as_a_whole_element(crds, tmp_path):
+    doc = tmp_path / "p.yaml"
+    doc.write_text(
+        "apiVersion: tekton.dev/v1\nkind: Pipeline\nmetadata: {name: p}\nspec:\n"
+        "  params: [{name: P, type: array}]\n  tasks:\n    - name: t\n      taskRef: {name: x}\n"
+        "      params:\n        - name: A\n          value: \"x-$(params.P[*])\"\n"
+    )
+    messages = [p.message for p in lint_paths([str(doc)], crds=crds).problems]
+    assert messages == ["$(params.P[*]) in spec.tasks[0].params[0].value: [*] is allowed only as a whole element of args/command, param values, matrix values or when values"]

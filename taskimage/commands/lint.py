@@ -27,8 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="YAML file or directory")
     p.add_argument(
         "--crds",
-        metavar="DIR",
-        help=f"directory of the Tekton CRD YAML files (config/300-crds of a release, or kubectl get crd -o yaml); env {CRDS_ENV}",
+        metavar="PATH",
+        help=f"the Tekton CRDs: a directory of CRD YAML files (config/300-crds of a release) or one file (a release's YAML, kubectl get crd ... -o yaml); env {CRDS_ENV}",
     )
     p.add_argument(
         "--kubernetes-version",

@@ -73,7 +73,7 @@ def lint_paths(
     docs = [i for i in items if isinstance(i, Document)]
     crd_set = crds if isinstance(crds, CrdSet) or crds is None else CrdSet(crds)
     if crd_set is None and any(_group(d) == TEKTON_GROUP for d in docs):
-        raise UsageError(f"lint: tekton.dev documents need the CRDs of your Tekton release: pass --crds DIR or set {CRDS_ENV}")
+        raise UsageError(f"lint: tekton.dev documents need the CRDs of your Tekton release: pass --crds PATH or set {CRDS_ENV}")
     problems: list[Problem] = []
     for item in items:
         if isinstance(item, SyntaxProblem):

@@ -29,6 +29,8 @@ def available() -> bool:
 
 def check_version(version: str) -> str:
     """Reject a Kubernetes version kubernetes-validate has no schemas for (usage error)."""
+    if not available():
+        return version.lstrip("v")
     import kubernetes_validate
     from kubernetes_validate.utils import all_versions, major_minor
 
@@ -43,6 +45,8 @@ def is_builtin(group: str) -> bool:
 
 
 def check_kubernetes(doc: Document, version: str) -> list[Problem]:
+    if not available():
+        return [Problem(doc.file, doc.start_line, doc.kind, doc.name, "not checked: the kubernetes-validate package is not installed", WARNING)]
     import kubernetes_validate
 
     group = doc.api_version.rsplit("/", 1)[0] if "/" in doc.api_version else ""

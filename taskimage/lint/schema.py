@@ -74,16 +74,19 @@ class Crd:
 
 
 class CrdSet:
-    """The CRDs found in a directory, and compiled strict validators for them (cached)."""
+    """The CRDs found in a directory (or one multi-document file, such as a release's YAML or
+    ``kubectl get crd ... -o yaml``), and compiled strict validators for them (cached)."""
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
-        if not self.directory.is_dir():
-            raise UsageError(f"lint: --crds {str(directory)!r} is not a directory")
+        if self.directory.is_dir():
+            candidates = sorted(p for p in self.directory.iterdir() if p.suffix in (".yaml", ".yml", ".json") and p.is_file())
+        elif self.directory.is_file():  # a release's YAML, or the output of kubectl get crd -o yaml
+            candidates = [self.directory]
+        else:
+            raise UsageError(f"lint: --crds {str(directory)!r} is neither a directory nor a file")
         self.crds: dict[tuple[str, str], Crd] = {}
-        for path in sorted(self.directory.iterdir()):
-            if path.suffix not in (".yaml", ".yml", ".json") or not path.is_file():
-                continue
+        for path in candidates:
             try:
                 docs = list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=_LOADER))
             except yaml.YAMLError as exc:
