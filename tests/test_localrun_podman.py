@@ -1,0 +1,88 @@
+"""`taskimage run` for real: each step in a podman (runc) container with the local busybox image.
+
+Few and fast: four runs of one to four busybox steps each (about half a second per step).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import have_tools, need
+from taskimage import cli, tools
+
+pytestmark = pytest.mark.podman
+DATA = Path(__file__).parent / "data" / "localrun"
+
+
+@pytest.fixture
+def image(busybox_base):
+    need(have_tools("podman", "runc"), "podman and runc are not installed (see .ci/run)")
+    return busybox_base
+
+
+def run(capsys, *argv) -> tuple[int, dict]:
+    tools.reset_stopping()
+    code = cli.main(["run", *argv, "--tls-verify=false", "--output", "json"])
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def leftover_containers(prefix: str) -> list[str]:
+    names = tools.run(["podman", "ps", "-a", "--format", "{{.Names}}"], quiet=True, stream=False).stdout.split()
+    return [n for n in names if n.startswith(prefix)]
+
+
+def test_multi_step_task_shares_a_workspace(image, tmp_path, capsys):
+    code, report = run(capsys, str(DATA / "workspace-task.yaml"), "-p", "NAMES=ann,bob", "-p", f"IMAGE={image}",
+                       "-w", f"data={tmp_path}")
+    assert code == 0, report
+    name = report["taskRun"]
+    assert name.startswith("share-workspace-run-")
+    assert [s["exitCode"] for s in report["steps"]] == [0, 0, 0]
+    assert report["results"] == {"COUNT": "2", "WHO": "ann", "NAMES_JSON": ["a", "b"]}
+    assert report["problems"] == [{"message": "result NEVER was declared but not written", "failsTaskRun": False}]
+    assert (tmp_path / "names.txt").read_text() == "ann\nbob\n"
+    assert (tmp_path / "greeting.txt").read_text() == f"hello red {name} share-workspace\n"
+    assert (tmp_path / "env.txt").read_text() == "template step extra-bound=false extra-path=[]\nsize=M\n"
+    # run by its shebang (busybox sh gets the script path as $0); step "count" exited 0
+    assert (tmp_path / "shebang.txt").read_text() == "shebang /tekton/scripts/script-2-shebang\n0"
+    assert leftover_containers(name) == []
+
+
+def test_failing_step_stops_the_run_with_its_exit_code(image, tmp_path, capsys):
+    code, report = run(capsys, str(DATA / "failing-task.yaml"), "-p", f"IMAGE={image}", "-w", f"out={tmp_path}")
+    assert code == 1
+    assert [(s["name"], s["exitCode"]) for s in report["steps"]] == [("first", 0), ("fails", 1), ("never", None)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first"]  # set -e preamble: nothing after `false`
+    assert leftover_containers(report["taskRun"]) == []
+
+
+def test_security_context_and_read_only_workspace(image, tmp_path, capsys):
+    code, report = run(capsys, str(DATA / "security-task.yaml"), "-p", f"IMAGE={image}", "-w", f"ro={tmp_path}")
+    assert code == 0, report
+    results = report["results"]
+    assert results["PRIVILEGED_MOUNT"] == "0"
+    assert results["UNPRIVILEGED_MOUNT"] not in ("", "0")
+    assert results["RO_WRITE"] not in ("", "0")
+    assert results["UID"] == "1234"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_result_over_the_termination_message_budget_fails(image, tmp_path, capsys):
+    results_dir = tmp_path / "results"
+    code, report = run(capsys, str(DATA / "big-result-task.yaml"), "-p", f"IMAGE={image}", "--results-dir", str(results_dir),
+                       "--keep")
+    assert code == 1
+    assert report["steps"][0]["exitCode"] == 0
+    assert report["terminationMessageBytes"] > 5000
+    assert report["problems"][0]["failsTaskRun"] is True
+    assert (results_dir / "BIG").read_text() == "x" * 5000
+    kept = leftover_containers(report["taskRun"])
+    assert kept == [f"{report['taskRun']}-step-write"]
+    tools.run(["podman", "rm", "--force", *kept], quiet=True, stream=False)
+    assert Path(report["runDir"]).is_dir()
+    shutil.rmtree(report["runDir"])
