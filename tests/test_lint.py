@@ -161,12 +161,18 @@ def test_project_yaml_passes(crds):
     print(f"{report.summary()} in {time.monotonic() - started:.2f}s")
 
 
-def test_tekton_lint_second_opinion_finds_undefined_param():
+def test_tekton_lint_second_opinion_finds_undefined_param(crds, capsys):
     exe = find_tekton_lint()
     need(bool(exe), "tekton-lint not installed (npm install --prefix DIR @ibm/tekton-lint; set TEKTON_LINT)")
-    code, problems = run_tekton_lint([BAD / "undefined-param.yaml"], exe)
+    bad = BAD / "undefined-param.yaml"
+    code, problems = run_tekton_lint([bad], exe)
     assert code != 0
-    assert [(p["rule"], p["level"]) for p in problems if p["level"] == "error"] == [("no-undefined-param", "error")]
+    assert [(p["rule"], p["loc"]["startLine"]) for p in problems if p["level"] == "error"] == [("no-undefined-param", 13)]
+    # Through the CLI: both linters' problems, one format, one exit code.
+    assert cli.main(["lint", "--crds", CRDS, "--tekton-lint", str(bad)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert f"{bad}:13: tekton-lint/no-undefined-param: Undefined param 'IMAGES' at .spec.steps[0].args[0] in 'bad-undefined-param'" in out
+    assert any(line.startswith(f"{bad}:13: Task/bad-undefined-param: ") for line in out)
 
 
 def test_tekton_lint_passes_project_yaml():

@@ -12,6 +12,7 @@ import os
 from taskimage import log
 from taskimage.lint import CRDS_ENV, DEFAULT_KUBERNETES_VERSION, crds_dir, lint_paths
 from taskimage.lint.kube import check_version
+from taskimage.lint.tektonlint import TEKTON_LINT_ENV, as_problems, run_tekton_lint
 
 K8S_ENV = "TASKIMAGE_KUBERNETES_VERSION"
 
@@ -37,15 +38,28 @@ def register(subparsers) -> None:
         help=f"Kubernetes schemas to check built-in kinds against (default {DEFAULT_KUBERNETES_VERSION}; env {K8S_ENV})",
     )
     p.add_argument("--quiet", action="store_true", help="print errors only, not warnings")
+    p.add_argument(
+        "--tekton-lint",
+        action="store_true",
+        help=f"also run IBM's tekton-lint (npm @ibm/tekton-lint; found on PATH or in env {TEKTON_LINT_ENV}) on the same files",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     version = check_version(args.kubernetes_version)
     report = lint_paths(args.paths, crds=crds_dir(args.crds), kubernetes_version=version)
-    for problem in report.problems:
+    problems = list(report.problems)
+    summary = report.summary()
+    if args.tekton_lint and report.files:
+        _, found = run_tekton_lint(report.files)
+        second = as_problems(found)
+        problems += second
+        errors = sum(p.severity == "error" for p in second)
+        summary += f"; tekton-lint: {errors} errors, {len(second) - errors} warnings"
+    for problem in problems:
         if args.quiet and problem.severity != "error":
             continue
-        print(problem, flush=False)
-    log.info(report.summary())
-    return 1 if report.errors else 0
+        print(problem)
+    log.info(summary)
+    return 1 if any(p.severity == "error" for p in problems) else 0

@@ -24,6 +24,7 @@ from typing import Sequence
 
 from taskimage import tools
 from taskimage.errors import UsageError
+from taskimage.lint.problems import ERROR, WARNING, Problem
 
 TEKTON_LINT_ENV = "TEKTON_LINT"
 
@@ -50,6 +51,16 @@ def find_tekton_lint() -> str | None:
 def tekton_lint_argv(executable: str, files: Sequence[str], config_dir: str) -> list[str]:
     """``tekton-lint --config DIR --format json --color false FILE...`` (files, not globs)."""
     return [executable, "--config", config_dir, "--format", "json", "--color", "false", *files]
+
+
+def as_problems(found: list[dict]) -> list[Problem]:
+    """tekton-lint's JSON problems in our one-line format (kind ``tekton-lint``, name = rule)."""
+    out = []
+    for p in found:
+        line = (p.get("loc") or {}).get("startLine") or 1
+        severity = ERROR if p.get("level") == "error" else WARNING
+        out.append(Problem(str(p.get("path", "?")), int(line), "tekton-lint", str(p.get("rule", "?")), str(p.get("message", "")), severity))
+    return out
 
 
 def run_tekton_lint(files: Sequence[str | Path], executable: str | None = None) -> tuple[int, list[dict]]:
