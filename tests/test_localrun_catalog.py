@@ -49,7 +49,7 @@ def _declared(task_yaml: Path) -> set[str]:
     return {p["name"] for p in task["spec"].get("params") or []}
 
 
-def test_catalog_task_runs_unchanged(registry, busybox_base, task_image_ref, tmp_path, capsys):
+def test_catalog_task_runs_unchanged(task_image_ref, registry, busybox_base, tmp_path, capsys):
     need(have_tools("podman", "runc", "skopeo"), "podman, runc and skopeo are needed")
     ok, reason = emulation_ready(["linux/arm64"])
     need(ok, reason)

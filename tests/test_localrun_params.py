@@ -152,3 +152,18 @@ def test_pull_policy_timeout_and_security_flags():
                      "--security-opt", "no-new-privileges"]
     assert ulimit_flags(20000, 96365) == ["--ulimit", "nofile=10000:10000", "--ulimit", "nproc=10000:10000"]
     assert ulimit_flags(4096, 500) == ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=500:500"]
+
+
+def test_taskrun_file_with_inline_spec(tmp_path):
+    from pathlib import Path
+
+    from taskimage.localrun.task import load_documents, taskrun_task
+
+    path = Path(__file__).parent / "data" / "localrun" / "taskrun-inline.yaml"
+    loaded = taskrun_task(load_documents(str(path))[0], str(path))
+    plan = make_plan(loaded, cli_params=["IMAGE=other.example/bb:2"])
+    assert plan.taskrun_name.startswith("inline-") and len(plan.taskrun_name) == len("inline-") + 5
+    step = plan.steps[0]
+    assert step.image == "other.example/bb:2"
+    assert step.args == ("a", "b", "builds", "/workspace/scratch")
+    assert [(w.name, w.bound, w.host_dir) for w in plan.workspaces] == [("scratch", True, None)]

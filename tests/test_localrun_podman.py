@@ -86,3 +86,13 @@ def test_result_over_the_termination_message_budget_fails(image, tmp_path, capsy
     tools.run(["podman", "rm", "--force", *kept], quiet=True, stream=False)
     assert Path(report["runDir"]).is_dir()
     shutil.rmtree(report["runDir"])
+
+
+def test_task_from_a_bundle(image, registry, capsys):
+    tools.reset_stopping()
+    ref = f"{registry.host}/localrun/bundle:1"
+    assert cli.main(["bundle", "push", ref, str(DATA / "big-result-task.yaml"), "--tls-verify=false"]) == 0
+    capsys.readouterr()
+    code, report = run(capsys, "--bundle", ref, "--name", "big-result", "-p", f"IMAGE={image}")
+    assert report["task"] == "big-result" and report["steps"][0]["exitCode"] == 0
+    assert len(report["results"]["BIG"]) == 5000 and code == 1
