@@ -22,6 +22,11 @@ from taskimage.errors import EmulationError, TaskimageError, ToolError, UsageErr
 from taskimage.platforms import ARCHES, Platform, elf_header, host_platform, runs_natively
 
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+
+
+def _dir() -> Path:
+    """binfmt_misc's mount point; TASKIMAGE_BINFMT_DIR overrides it (other mount points, tests)."""
+    return Path(os.environ.get("TASKIMAGE_BINFMT_DIR") or BINFMT_DIR)
 CONF_DIRS = (Path("/usr/lib/binfmt.d"), Path("/etc/binfmt.d"), Path("/usr/share/binfmts"))
 FIX_HINT = (
     "on a cluster, install the qemu binfmt DaemonSet (kubectl apply -f tekton/binfmt-daemonset.yaml); "
@@ -124,8 +129,9 @@ def mount(directory: Path = BINFMT_DIR) -> None:
         ) from exc
 
 
-def check(platforms: Iterable[Platform], directory: Path = BINFMT_DIR, host: Platform | None = None) -> list[Status]:
+def check(platforms: Iterable[Platform], directory: Path | None = None, host: Platform | None = None) -> list[Status]:
     """How each platform's binaries would run here: natively, through a handler, or not."""
+    directory = directory or _dir()
     host = host or host_platform()
     platforms = list(platforms)
     foreign = [p for p in platforms if not runs_natively(p, host)]
@@ -167,11 +173,11 @@ def check(platforms: Iterable[Platform], directory: Path = BINFMT_DIR, host: Pla
     return statuses
 
 
-def missing_emulation(platforms: Iterable[Platform], directory: Path = BINFMT_DIR) -> list[Status]:
+def missing_emulation(platforms: Iterable[Platform], directory: Path | None = None) -> list[Status]:
     return [s for s in check(platforms, directory) if not s.ok]
 
 
-def preflight(platforms: Iterable[Platform], directory: Path = BINFMT_DIR) -> list[Status]:
+def preflight(platforms: Iterable[Platform], directory: Path | None = None) -> list[Status]:
     """Raise :class:`EmulationError` naming every platform that cannot run here, and the fix."""
     statuses = check(platforms, directory)
     bad = [s for s in statuses if not s.ok]
@@ -254,10 +260,11 @@ def install(
     platforms: Iterable[Platform] | None = None,
     *,
     reset: bool = False,
-    directory: Path = BINFMT_DIR,
+    directory: Path | None = None,
     conf_dirs: Iterable[Path] = CONF_DIRS,
 ) -> list[InstallResult]:
     """Register qemu handlers with the F flag for every foreign platform. Idempotent."""
+    directory = directory or _dir()
     host = host_platform()
     if platforms is None:
         platforms = [Platform("linux", a, "v7" if a == "arm" else None) for a in ARCHES]

@@ -87,19 +87,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(sig, handler)
 
 
-INTERMIXED = {"build", "index"}
+INTERMIXED = {"build", "index", "bundle"}
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
-    """`build` and `index` take positional args mixed with options (Tekton array params), which
-    argparse handles only on the sub-parser itself."""
-    if argv and argv[0] in INTERMIXED:
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction) and argv[0] in action.choices:
-                args = action.choices[argv[0]].parse_intermixed_args(argv[1:])
-                args.command = argv[0]
-                return args
-    return parser.parse_args(argv)
+    """`build`, `index` and `bundle push` take positional args mixed with options (Tekton array
+    params, file lists), which argparse handles only on the leaf sub-parser itself."""
+    if not argv or argv[0] not in INTERMIXED:
+        return parser.parse_args(argv)
+    chosen: dict[str, str] = {}
+    current, rest = parser, list(argv)
+    while rest and (action := _subparsers(current)) is not None and rest[0] in action.choices:
+        chosen[action.dest] = rest[0]
+        current, rest = action.choices[rest[0]], rest[1:]
+    if _subparsers(current) is not None:  # stopped above a leaf (e.g. `bundle` alone): plain parse
+        return parser.parse_args(argv)
+    args = current.parse_intermixed_args(rest)
+    for dest, value in chosen.items():
+        setattr(args, dest, value)
+    return args
 
 
 def console_main() -> None:
