@@ -16,7 +16,7 @@ from pathlib import Path
 import taskimage
 from taskimage import log, tekton
 from taskimage.errors import UsageError
-from taskimage.kube import apply as kube_apply
+from taskimage.kube.apply import apply_object
 from taskimage.kube.client import PIPELINERUNS, PIPELINES, TASKRUNS, TASKS, Kube
 from taskimage.kube.follow import Follower, Outcome, RunFailed
 
@@ -145,7 +145,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     kube.require_tekton()
     applied = []
     for doc in docs:
-        result = kube_apply.apply(kube, doc, kube.namespace)
+        result = apply_object(kube, doc, kube.namespace)
         applied.append(result)
         _stdout(f"{result.ref} {result.action}")
     log.info(log.table(["KIND", "NAME", "NAMESPACE", "ACTION"], [(a.kind, a.name, a.namespace, a.action) for a in applied]))

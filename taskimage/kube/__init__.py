@@ -6,7 +6,7 @@
 - :mod:`taskimage.kube.follow`: follow a run's TaskRuns, pods and step logs; its outcome.
 """
 
-from taskimage.kube.apply import Applied, apply
+from taskimage.kube.apply import Applied, apply_object
 from taskimage.kube.client import DAEMONSETS, PIPELINERUNS, PIPELINES, PODS, TASKRUNS, TASKS, Kube, Resource, Timeouts
 from taskimage.kube.errors import (
     TEKTON_MISSING,
@@ -25,5 +25,5 @@ from taskimage.kube.follow import Follower, Outcome
 __all__ = [
     "AlreadyExists", "Applied", "Conflict", "DAEMONSETS", "Follower", "Forbidden", "Kube", "KubeError",
     "NotFound", "Outcome", "PIPELINERUNS", "PIPELINES", "PODS", "Resource", "TASKRUNS", "TASKS",
-    "TEKTON_MISSING", "TektonNotInstalled", "Timeout", "Timeouts", "Unauthorized", "Unreachable", "apply",
+    "TEKTON_MISSING", "TektonNotInstalled", "Timeout", "Timeouts", "Unauthorized", "Unreachable", "apply_object",
 ]

@@ -72,7 +72,7 @@ def _managed(doc: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def apply(kube: Kube, doc: Mapping[str, Any], namespace: str | None = None) -> Applied:
+def apply_object(kube: Kube, doc: Mapping[str, Any], namespace: str | None = None) -> Applied:
     """Create ``doc``; if it exists, patch it when our fields differ. Returns what happened."""
     res = resource_for(doc)
     body = copy.deepcopy(dict(doc))

@@ -290,9 +290,10 @@ class Kube:
         ns = self._ns(namespace)
         call = Call("get", "", "pods/log", f"{pod}/{container}", ns)
         with self._translate(call):
+            # A followed log stays quiet while the step works: no read timeout then.
+            timeout = {} if follow else {"_request_timeout": self._request_timeout()}
             response = self.core.read_namespaced_pod_log(
-                pod, ns, container=container, follow=follow, _preload_content=False,
-                _request_timeout=(self.timeouts.connect, None) if follow else self._request_timeout(),
+                pod, ns, container=container, follow=follow, _preload_content=False, **timeout
             )
             try:
                 pending = b""
