@@ -205,3 +205,16 @@ def test_star_only_as_a_whole_element(crds, tmp_path):
     )
     messages = [p.message for p in lint_paths([str(doc)], crds=crds).problems]
     assert messages == ["$(params.P[*]) in spec.tasks[0].params[0].value: [*] is allowed only as a whole element of args/command, param values, matrix values or when values"]
+
+
+def test_finally_results_only_in_pipeline_results(crds, tmp_path):
+    doc = tmp_path / "p.yaml"
+    doc.write_text(
+        "apiVersion: tekton.dev/v1\nkind: Pipeline\nmetadata: {name: f}\nspec:\n"
+        "  results: [{name: R, value: $(finally.report.results.OUT)}]\n"
+        "  tasks:\n    - name: a\n      taskRef: {name: x}\n      params: [{name: P, value: $(finally.report.results.OUT)}]\n"
+        "  finally:\n    - name: report\n      taskSpec:\n        results: [{name: OUT}]\n"
+        "        steps: [{image: 'a:1', command: [sh, -c, 'echo > $0', $(results.OUT.path)]}]\n"
+    )
+    problems = lint_paths([str(doc)], crds=crds).problems
+    assert [(p.line, p.message) for p in problems] == [(9, "$(finally.report.results.OUT): no pipeline task named 'report' in finally")]

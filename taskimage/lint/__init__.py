@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from typing import Any
 
 from taskimage.errors import UsageError
@@ -27,6 +26,8 @@ __all__ = [
     "CrdSet",
     "Problem",
     "Report",
+    "crds_dir",
+    "lint_document",
     "lint_paths",
     "run_tekton_lint",
     "tekton_lint_argv",

@@ -302,7 +302,6 @@ class Checker:
         *,
         extra_params: dict[str, str] | None = None,
         extra_workspaces: frozenset[str] = frozenset(),
-        embedded: bool = False,
     ) -> None:
         if not isinstance(spec, dict):
             return
@@ -330,15 +329,16 @@ class Checker:
             where="Pipeline",
         )
         inline_path = lambda p: len(p) >= len(path) + 3 and p[len(path)] in ("tasks", "finally") and p[len(path) + 2] in ("taskSpec", "pipelineSpec")  # noqa: E731
-        # Tasks may not read finally results nor $(tasks.status); finally may read both.
-        self.scan({k: v for k, v in spec.items() if k != "finally"}, path, dataclasses.replace(scope, finally_tasks={}), skip=inline_path)
-        self.scan({"finally": spec.get("finally")}, path, scope, skip=inline_path)
+        # $(finally.T.results.R) is for the Pipeline's results only; tasks cannot see finally tasks.
+        no_finally = dataclasses.replace(scope, finally_tasks={})
+        for key, value in spec.items():
+            self.scan({key: value}, path, scope if key in ("finally", "results") else no_finally, skip=inline_path)
         for section, tasks in sections.items():
             for i, task in enumerate(tasks):
                 if isinstance(task, dict):
-                    self._pipeline_task(task, path + (section, i), scope, section, embedded)
+                    self._pipeline_task(task, path + (section, i), scope, section)
 
-    def _pipeline_task(self, task: dict, path: PathKey, scope: Scope, section: str, embedded: bool) -> None:
+    def _pipeline_task(self, task: dict, path: PathKey, scope: Scope, section: str) -> None:
         name = task.get("name", "?")
         bound: set[str] = set()
         for j, ws in enumerate(_list(task.get("workspaces"))):
@@ -415,5 +415,5 @@ def check_references(doc: Document) -> list[Problem]:
         checker.task_spec(spec["taskSpec"], ("spec", "taskSpec"), extra_params=params, extra_workspaces=_names(spec.get("workspaces")), where="taskSpec")
     elif kind == "PipelineRun" and isinstance(spec.get("pipelineSpec"), dict):
         params = {p["name"]: value_type(p.get("value")) for p in _list(spec.get("params")) if isinstance(p, dict) and "name" in p}
-        checker.pipeline_spec(spec["pipelineSpec"], ("spec", "pipelineSpec"), extra_params=params, extra_workspaces=_names(spec.get("workspaces")), embedded=True)
+        checker.pipeline_spec(spec["pipelineSpec"], ("spec", "pipelineSpec"), extra_params=params, extra_workspaces=_names(spec.get("workspaces")))
     return checker.problems
