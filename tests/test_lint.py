@@ -54,6 +54,7 @@ BROKEN = [
     ("pipeline-missing-workspace.yaml", 14, "binds workspace 'source', which the Pipeline does not declare (declared: shared)", 1),
     ("undefined-task-result.yaml", 9, "task 'build' declares no result 'DIGEST' (declared: IMAGE_DIGEST)", 1),
     ("latest-image.yaml", 9, "image 'quay.io/buildah/stable:latest' is tagged :latest", 1),
+    ("latest-image-param.yaml", 12, "image 'quay.io/buildah/stable:latest' (default of param 'BUILDER_IMAGE') is tagged :latest", 1),
     ("invalid-inline-taskspec.yaml", 14, 'unknown field "spec.tasks[0].taskSpec.steps[0].scrpit"', 1),
     ("broken-daemonset.yaml", 13, 'unknown field "spec.template.spec.hostPIDD"', 1),
     ("yaml-syntax.yaml", 10, "YAML syntax error", 1),

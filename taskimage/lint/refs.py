@@ -234,16 +234,28 @@ class Checker:
 
     # --- images ------------------------------------------------------------------------------
 
-    def image(self, value: Any, path: PathKey) -> None:
-        if not isinstance(value, str) or "$(" in value:
+    def image(self, value: Any, path: PathKey, defaults: dict[str, Any] | None = None) -> None:
+        """``:latest`` is an error, no tag a warning; ``$(params.X)`` is judged by X's default."""
+        if not isinstance(value, str):
             return
+        m = re.fullmatch(r"\$\((params\.[^()]+)\)", value)
+        if m and defaults is not None:
+            p = PARAM.match(m.group(1))
+            name = p and (p.group("dot") or p.group("br"))
+            if name in defaults and isinstance(defaults[name], str) and "$(" not in defaults[name]:
+                self._judge_image(defaults[name], path, f" (default of param {name!r})")
+            return
+        if "$(" not in value:
+            self._judge_image(value, path, "")
+
+    def _judge_image(self, value: str, path: PathKey, origin: str) -> None:
         name = value.split("@", 1)[0]
         last = name.rsplit("/", 1)[-1]
         tag = last.split(":", 1)[1] if ":" in last else None
         if tag == "latest":
-            self.add(path, f"image {value!r} is tagged :latest; pin a version tag or a digest")
+            self.add(path, f"image {value!r}{origin} is tagged :latest; pin a version tag or a digest")
         elif tag is None and "@" not in value:
-            self.add(path, f"image {value!r} has no tag (means :latest); pin a version tag or a digest", WARNING)
+            self.add(path, f"image {value!r}{origin} has no tag (means :latest); pin a version tag or a digest", WARNING)
 
     # --- specs -------------------------------------------------------------------------------
 
@@ -262,6 +274,7 @@ class Checker:
         params, keys = declared_params(spec.get("params"))
         merged = dict(extra_params or {})
         merged.update(params)
+        defaults = {d["name"]: d.get("default") for d in _list(spec.get("params")) if isinstance(d, dict) and isinstance(d.get("name"), str)}
         steps = _list(spec.get("steps"))
         scope = Scope(
             params=merged,
@@ -280,12 +293,12 @@ class Checker:
                 continue
             step_scope = dataclasses.replace(scope, step_results=_names(step.get("results")))
             self.scan(step, path + ("steps", i), step_scope)
-            self.image(step.get("image"), path + ("steps", i, "image"))
+            self.image(step.get("image"), path + ("steps", i, "image"), defaults)
         for i, sidecar in enumerate(_list(spec.get("sidecars"))):
             if isinstance(sidecar, dict):
-                self.image(sidecar.get("image"), path + ("sidecars", i, "image"))
+                self.image(sidecar.get("image"), path + ("sidecars", i, "image"), defaults)
         if isinstance(spec.get("stepTemplate"), dict):
-            self.image(spec["stepTemplate"].get("image"), path + ("stepTemplate", "image"))
+            self.image(spec["stepTemplate"].get("image"), path + ("stepTemplate", "image"), defaults)
 
     def step_action(self, spec: Any, path: PathKey) -> None:
         if not isinstance(spec, dict):
@@ -293,7 +306,8 @@ class Checker:
         params, keys = declared_params(spec.get("params"))
         scope = Scope(params=params, param_keys=keys, workspaces=None, results=frozenset(), step_results=_names(spec.get("results")), where="StepAction")
         self.scan(spec, path, scope)
-        self.image(spec.get("image"), path + ("image",))
+        defaults = {d["name"]: d.get("default") for d in _list(spec.get("params")) if isinstance(d, dict) and isinstance(d.get("name"), str)}
+        self.image(spec.get("image"), path + ("image",), defaults)
 
     def pipeline_spec(
         self,
