@@ -212,7 +212,7 @@ def _rootfs(flavour: str, p: Platform) -> Path:
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.tar")
+    tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.tar")  # parallel runs may share the cache
     argv = ["mmdebstrap", "--quiet", f"--variant={variant}", f"--arch={arch}"]
     if packages:
         argv.append("--include=" + ",".join(packages))
@@ -296,9 +296,10 @@ def build_layout(flavour: str, platforms: Iterable[Platform]) -> Path:
         })
     layout.write_index(manifests)
     layout_dir.parent.mkdir(parents=True, exist_ok=True)
-    if layout_dir.exists():
-        shutil.rmtree(layout_dir)
-    tmp_dir.rename(layout_dir)
+    try:
+        tmp_dir.rename(layout_dir)
+    except OSError:  # another process made the same layout meanwhile: keep theirs
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     return layout_dir
 
 
