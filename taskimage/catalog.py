@@ -17,9 +17,10 @@ Three Tasks come out of it:
 
 Release: the step image defaults to :data:`RELEASE_IMAGE` pinned by digest. Until the first
 release that digest is :data:`UNRELEASED_DIGEST` (all zeros, which no registry serves); the
-release pipeline (.tekton/push.yaml) renders the objects with ``--release-dir DIR
---builder-image REPO@DIGEST --bundle REF`` and pushes DIR as a bundle, so published bundles
-always carry the digest of the image built from the same commit.
+release pipeline (.tekton/push.yaml) renders the Tasks with ``--release-dir DIR --builder-image
+REPO@DIGEST``, pushes them as a bundle, then renders the Pipelines with ``--task-bundle
+REPO@DIGEST`` (that bundle) and pushes them: published bundles always carry the digest of the
+image built from the same commit, and Pipelines the digest of the Tasks released with them.
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ MIN_PIPELINES_VERSION = "0.50.0"  # tekton.dev/v1 Tasks with array params in arg
 RELEASE_REPOSITORY = "ghcr.io/taskimage/taskimage"
 UNRELEASED_DIGEST = "sha256:" + "0" * 64
 RELEASE_IMAGE = f"{RELEASE_REPOSITORY}@{UNRELEASED_DIGEST}"
-# Bundle holding this catalog version's Tasks; Pipelines reference Tasks from it (resolver: bundles).
-RELEASE_BUNDLE = f"ghcr.io/taskimage/catalog:{VERSION}"
+# Bundles of this catalog version: Tasks, and Pipelines that take their Tasks from the first
+# (resolver: bundles). Two bundles because a bundle cannot name its own digest: the release pushes
+# the Tasks, then renders the Pipelines with the Tasks bundle's digest and pushes them.
+RELEASE_TASK_BUNDLE = f"ghcr.io/taskimage/tasks:{VERSION}"
+RELEASE_PIPELINE_BUNDLE = f"ghcr.io/taskimage/pipelines:{VERSION}"
 TASK_PLATFORMS = "linux/amd64,linux/arm64"  # where the task image runs (catlin: os/arch only)
 DIGEST_RE = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 
@@ -381,22 +385,40 @@ def write(root: Path) -> list[Path]:
     return changed
 
 
-def release(root: Path, out_dir: Path, builder_image: str, bundle: str) -> list[Path]:
-    """Render every catalog Task and Pipeline for a bundle: Tasks with ``builder_image`` as the
-    BUILDER_IMAGE default, Pipelines with ``bundle`` instead of :data:`RELEASE_BUNDLE`."""
+def release_tasks(out_dir: Path, builder_image: str) -> list[Path]:
+    """Render the Tasks for a bundle, with ``builder_image`` as the BUILDER_IMAGE default."""
     if not DIGEST_RE.match(builder_image):
         raise ValueError(f"--builder-image: {builder_image!r} is not REPOSITORY@sha256:<64 hex>")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for t in task_defs():
-        path = out_dir / f"task-{t.name}.yaml"
+        path = out_dir / f"{t.name}.yaml"
         path.write_text(task_yaml(t, builder_image))
         written.append(path)
-    for src in sorted((root / "catalog/pipeline").glob(f"*/{VERSION}/*.yaml")):
-        if src.stem != src.parent.parent.name:
-            continue  # samples and tests live in subfolders; the Pipeline is <name>/<version>/<name>.yaml
-        path = out_dir / f"pipeline-{src.stem}.yaml"
-        path.write_text(src.read_text().replace(RELEASE_BUNDLE, bundle))
+    return written
+
+
+def pipeline_sources(root: Path) -> list[Path]:
+    """The catalog Pipelines (``catalog/pipeline/<name>/<version>/<name>.yaml``)."""
+    return [p for p in sorted((root / "catalog/pipeline").glob(f"*/{VERSION}/*.yaml"))
+            if p.stem == p.parent.parent.name]
+
+
+def release_pipelines(root: Path, out_dir: Path, task_bundle: str, builder_image: str) -> list[Path]:
+    """Render the Pipelines for a bundle, taking their Tasks from ``task_bundle`` (by digest) and
+    with ``builder_image`` as their BUILDER_IMAGE default."""
+    if not DIGEST_RE.match(task_bundle):
+        raise ValueError(f"--task-bundle: {task_bundle!r} is not REPOSITORY@sha256:<64 hex>")
+    if not DIGEST_RE.match(builder_image):
+        raise ValueError(f"--builder-image: {builder_image!r} is not REPOSITORY@sha256:<64 hex>")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for src in pipeline_sources(root):
+        text = src.read_text()
+        if RELEASE_TASK_BUNDLE not in text:
+            raise ValueError(f"{src}: does not reference {RELEASE_TASK_BUNDLE}")
+        path = out_dir / src.name
+        path.write_text(text.replace(RELEASE_TASK_BUNDLE, task_bundle).replace(RELEASE_IMAGE, builder_image))
         written.append(path)
     return written
 
@@ -407,20 +429,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="repository root (default: the checkout this module is in)")
     ap.add_argument("--check", action="store_true", help="exit 1 (with a diff) if a generated file drifted")
     ap.add_argument("--release-dir", type=Path, metavar="DIR",
-                    help="render Tasks and Pipelines for a bundle into DIR instead (needs --builder-image, --bundle)")
+                    help="render objects for a bundle into DIR instead: the Tasks (--builder-image), "
+                    "or with --task-bundle the Pipelines")
     ap.add_argument("--builder-image", metavar="REPO@DIGEST", help="the task image the released Tasks run")
-    ap.add_argument("--bundle", metavar="REF", default=RELEASE_BUNDLE,
-                    help=f"bundle the released Pipelines take their Tasks from (default {RELEASE_BUNDLE})")
+    ap.add_argument("--task-bundle", metavar="REPO@DIGEST", help="the released Tasks bundle the Pipelines use")
     args = ap.parse_args(argv)
     if args.release_dir:
         if not args.builder_image:
-            ap.error("--release-dir needs --builder-image REPO@sha256:...")
+            ap.error("--release-dir needs --builder-image (and --task-bundle for the Pipelines)")
         try:
-            for path in release(args.root, args.release_dir, args.builder_image, args.bundle):
-                print(path)
+            paths = (release_pipelines(args.root, args.release_dir, args.task_bundle, args.builder_image)
+                     if args.task_bundle else release_tasks(args.release_dir, args.builder_image))
         except ValueError as exc:
             print(f"ERROR {exc}", file=sys.stderr)
             return 2
+        for path in paths:
+            print(path)
         return 0
     if args.check:
         diffs = drift(args.root)
