@@ -270,3 +270,38 @@ def markdown_table(params: Iterable[Param] = BUILD_PARAMS, *, task: bool = True)
             default = "(required)" if p.required else ("true" if p.default is True else "false" if p.default is False else (f"`{p.default}`" if p.default not in ("", [], None) else ""))
             rows.append(f"| `{p.flag}` | `{p.env}` | {default} | {p.description} |")
     return "\n".join(rows)
+
+
+README_BEGIN = "<!-- BEGIN build-flags (generated: python -m taskimage.params --readme) -->"
+README_END = "<!-- END build-flags -->"
+
+
+def render_readme(text: str) -> str:
+    """``text`` with the CLI flag table between the markers regenerated."""
+    start = text.index(README_BEGIN) + len(README_BEGIN)
+    end = text.index(README_END)
+    return text[:start] + "\n" + markdown_table(task=False) + "\n" + text[end:]
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    import sys
+    from pathlib import Path
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    text = readme.read_text()
+    new = render_readme(text)
+    if "--check" in argv:
+        if new != text:
+            print(f"{readme}: the flag table is out of date: run python -m taskimage.params --readme", file=sys.stderr)
+            return 1
+        return 0
+    if "--readme" in argv:
+        readme.write_text(new)
+        return 0
+    print(markdown_table(task="--task" in argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

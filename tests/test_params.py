@@ -94,3 +94,12 @@ def test_help_shows_every_flag_and_env(capsys):
     for p in params.BUILD_PARAMS:
         assert p.flag in out
         assert p.env in out
+
+
+def test_readme_flag_table_is_generated_from_the_declaration():
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert params.render_readme(readme) == readme, "run: python -m taskimage.params --readme"
+    for p in params.BUILD_PARAMS:
+        assert f"| `{p.flag}` | `{p.env}` |" in readme
