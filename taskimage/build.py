@@ -32,6 +32,7 @@ INDEX_TYPES = {
 AUTH_MARKERS = ("unauthorized", "authentication required", "denied", "401", "403", "forbidden")
 PERMANENT_MARKERS = ("manifest invalid", "name invalid", "invalid reference", "blob unknown to registry",
                      "name unknown", "unsupported", "no such host")
+NOT_FOUND_MARKERS = ("manifest unknown", "not found", "name unknown")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,38 +228,59 @@ def verify_image(store: buildah.Storage, p: Platform, image_id: str, prefix: str
     return f"executables are {verdict.arch}: {verdict.evidence}"
 
 
-def push_with_retry(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, list_name: str, workdir: str) -> str:
-    """Push the list (images by digest first, then the list to the tag); returns the digestfile text."""
-    digestfile = os.path.join(workdir, "digest")
-    argv = buildah.manifest_push(store, registry, list_name, opts.image.url, opts.spec.format, digestfile)
-    attempts = opts.retry + 1
+def registry_retry(action, *, what: str, image: ImageReference, retry: int, retry_delay: float):
+    """Run ``action()`` (a registry write), retrying transient errors with backoff.
+
+    Authentication errors are never retried (a wrong password stays wrong, and retrying may lock
+    the account); errors that cannot heal (invalid manifest, unknown name) end at once. Shared by
+    ``build`` and ``index``, which both move a tag with one manifest PUT.
+    """
+    attempts = retry + 1
     for attempt in range(1, attempts + 1):
         try:
-            tools.run(argv, what="buildah manifest push")
-            return Path(digestfile).read_text().strip() if os.path.exists(digestfile) else ""
+            return action()
         except ToolError as exc:
             text = " ".join(exc.tail).lower()
             if any(m in text for m in AUTH_MARKERS):
                 raise RegistryAuthError(
-                    f"the registry {opts.image.registry} refused the credentials for {opts.image.name} "
+                    f"the registry {image.registry} refused the credentials for {image.name} "
                     f"(check --authfile / the dockerconfig workspace); not retried", tail=exc.tail) from exc
             if any(m in text for m in PERMANENT_MARKERS) or attempt == attempts:
-                raise ToolError(f"pushing {opts.image.url} failed after {attempt} attempt(s): "
+                raise ToolError(f"{what} failed after {attempt} attempt(s): "
                                 f"{exc.tail[-1] if exc.tail else exc}", tail=exc.tail) from exc
-            delay = opts.retry_delay * (2 ** (attempt - 1))
-            log.warn(f"push attempt {attempt} of {attempts} failed ({exc.tail[-1] if exc.tail else exc}); retrying in {delay:g} s")
+            delay = retry_delay * (2 ** (attempt - 1))
+            log.warn(f"{what}: attempt {attempt} of {attempts} failed ({exc.tail[-1] if exc.tail else exc}); retrying in {delay:g} s")
             time.sleep(delay)
     raise AssertionError("unreachable")
 
 
-def _inspect_raw(registry: buildah.Registry, ref: str, retry: int, delay: float, *, config: bool = False) -> str:
+def push_with_retry(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, list_name: str, workdir: str) -> str:
+    """Push the list (images by digest first, then the list to the tag); returns the digestfile text."""
+    digestfile = os.path.join(workdir, "digest")
+    argv = buildah.manifest_push(store, registry, list_name, opts.image.url, opts.spec.format, digestfile)
+
+    def push() -> str:
+        tools.run(argv, what="buildah manifest push")
+        return Path(digestfile).read_text().strip() if os.path.exists(digestfile) else ""
+
+    return registry_retry(push, what=f"pushing {opts.image.url}", image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
+
+
+def inspect_raw(registry: buildah.Registry, ref: str, retry: int, delay: float, *, config: bool = False,
+                retry_not_found: bool = True) -> str:
+    """``skopeo inspect --raw`` (or the config) of ``ref``, retried; auth errors are not.
+
+    "Not found" is retried by default (a registry on eventually consistent storage may not show a
+    fresh push at once); callers checking user input pass ``retry_not_found=False``.
+    """
     for attempt in range(1, retry + 2):
         try:
             return tools.run(buildah.skopeo_inspect_raw(registry, ref, config=config), quiet=True, stream=False,
                              what="skopeo inspect").stdout
         except ToolError as exc:
             text = " ".join(exc.tail).lower()
-            if any(m in text for m in AUTH_MARKERS) or attempt > retry:
+            stop = AUTH_MARKERS if retry_not_found else AUTH_MARKERS + NOT_FOUND_MARKERS
+            if any(m in text for m in stop) or attempt > retry:
                 raise
             time.sleep(delay * (2 ** (attempt - 1)))
     raise AssertionError("unreachable")
@@ -266,32 +288,42 @@ def _inspect_raw(registry: buildah.Registry, ref: str, retry: int, delay: float,
 
 def read_back(opts: BuildOptions, registry: buildah.Registry, digestfile_text: str) -> tuple[str, tuple[tuple[Platform, str], ...]]:
     """Take the digest from the registry and check the pushed index lists every platform."""
-    raw_by_tag = _inspect_raw(registry, opts.image.url, opts.retry, opts.retry_delay)
+    return read_back_index(registry, opts.image, opts.platforms, digestfile_text, opts.retry, opts.retry_delay)
+
+
+def read_back_index(registry: buildah.Registry, image: ImageReference, platforms: Sequence[Platform], pushed_digest: str,
+                    retry: int, retry_delay: float) -> tuple[str, tuple[tuple[Platform, str], ...]]:
+    """Read the index at ``image``'s tag from the registry; check every platform's entry and config.
+
+    ``pushed_digest`` is what we believe we pushed (may be empty: then the tag's digest is taken).
+    Returns the index digest and each platform's manifest digest, in ``platforms`` order.
+    """
+    raw_by_tag = inspect_raw(registry, image.url, retry, retry_delay)
     tag_digest = "sha256:" + hashlib.sha256(raw_by_tag.encode()).hexdigest()
-    digest = digestfile_text if digestfile_text.startswith("sha256:") else tag_digest
+    digest = pushed_digest if pushed_digest.startswith("sha256:") else tag_digest
     if digest != tag_digest:
-        log.warn(f"the tag {opts.image.url} now points at {tag_digest}, not at what we pushed ({digest}): "
+        log.warn(f"the tag {image.url} now points at {tag_digest}, not at what we pushed ({digest}): "
                  "another push raced ours; results name what we pushed")
-        raw = _inspect_raw(registry, opts.image.with_digest(digest), opts.retry, opts.retry_delay)
+        raw = inspect_raw(registry, image.with_digest(digest), retry, retry_delay)
     else:
         raw = raw_by_tag
     index = json.loads(raw)
     if index.get("mediaType") not in INDEX_TYPES and "manifests" not in index:
-        raise TaskimageError(f"the registry returned a {index.get('mediaType')} for {opts.image.url}, not a manifest list")
+        raise TaskimageError(f"the registry returned a {index.get('mediaType')} for {image.url}, not a manifest list")
     listed: dict[Platform, str] = {}
     for entry in index.get("manifests", []):
         plat = entry.get("platform") or {}
-        for p in opts.platforms:
+        for p in platforms:
             if p.matches_config(plat.get("os"), plat.get("architecture"), plat.get("variant")):
                 listed[p] = entry["digest"]
-    missing = [str(p) for p in opts.platforms if p not in listed]
+    missing = [str(p) for p in platforms if p not in listed]
     if missing:
-        raise TaskimageError(f"the pushed index {opts.image.with_digest(digest)} lacks {', '.join(missing)}")
+        raise TaskimageError(f"the pushed index {image.with_digest(digest)} lacks {', '.join(missing)}")
     for p, entry_digest in listed.items():
-        cfg = json.loads(_inspect_raw(registry, opts.image.with_digest(entry_digest), opts.retry, opts.retry_delay, config=True))
+        cfg = json.loads(inspect_raw(registry, image.with_digest(entry_digest), retry, retry_delay, config=True))
         if not p.matches_config(cfg.get("os"), cfg.get("architecture"), cfg.get("variant")):
             raise TaskimageError(f"the pushed image for {p} ({entry_digest}) has a config for {cfg.get('architecture')}")
-    return digest, tuple((p, listed[p]) for p in opts.platforms)
+    return digest, tuple((p, listed[p]) for p in platforms)
 
 
 def run(opts: BuildOptions) -> Outcome:
