@@ -182,18 +182,22 @@ class Pipeline(_Definition):
         entries = list(spec.get("tasks") or []) + list(spec.get("finally") or [])
         return {"tasks": tuple(PipelineTask(str(t.get("name")), t.get("taskRef")) for t in entries)}
 
-    def with_bundle(self, bundle: str, task_name: str) -> "Pipeline":
-        """This Pipeline with every ``taskRef: {name: task_name}`` resolved from ``bundle`` instead.
+    def with_task_ref(self, task_name: str, bundle: str | None = None) -> tuple["Pipeline", int]:
+        """This Pipeline with every reference to Task ``task_name`` pointed at what we install.
 
-        Why: with ``cluster install --bundle`` the Task is not applied to the cluster; the bundles
-        resolver fetches it from the image at run time (``taskRef.bundle`` is gone in v1).
+        A reference is a plain ``taskRef: {name: task_name}`` or a bundles-resolver reference
+        whose ``name`` param is ``task_name`` (how the published Pipeline refers to the Task).
+        With ``bundle`` they become ``resolver: bundles`` on that image (``taskRef.bundle`` is gone
+        in v1); without, a plain reference to the Task in the cluster, which ``cluster install``
+        applies next to the Pipeline. Returns the new Pipeline and how many references changed.
         """
         doc = self.to_dict()
         changed = 0
         for section in ("tasks", "finally"):
             for entry in doc.get("spec", {}).get(section) or []:
-                ref = entry.get("taskRef") or {}
-                if ref.get("name") == task_name and not ref.get("resolver"):
+                if not _refers_to(entry.get("taskRef") or {}, task_name):
+                    continue
+                if bundle:
                     entry["taskRef"] = {
                         "resolver": "bundles",
                         "params": [
@@ -202,10 +206,25 @@ class Pipeline(_Definition):
                             {"name": "kind", "value": "task"},
                         ],
                     }
-                    changed += 1
+                else:
+                    entry["taskRef"] = {"name": task_name, "kind": "Task"}
+                changed += 1
+        return Pipeline.from_dict(doc), changed
+
+    def with_bundle(self, bundle: str, task_name: str) -> "Pipeline":
+        pipeline, changed = self.with_task_ref(task_name, bundle)
         if not changed:
             raise UsageError(f"--bundle: Pipeline {self.name} has no task referring to Task {task_name}")
-        return Pipeline.from_dict(doc)
+        return pipeline
+
+
+def _refers_to(ref: Mapping[str, Any], task_name: str) -> bool:
+    if not ref.get("resolver"):
+        return ref.get("name") == task_name and ref.get("kind", "Task") == "Task"
+    if ref.get("resolver") != "bundles":
+        return False
+    params = {p.get("name"): p.get("value") for p in ref.get("params") or []}
+    return params.get("name") == task_name and str(params.get("kind", "task")).lower() == "task"
 
 
 # --------------------------------------------------------------------------- YAML

@@ -14,6 +14,7 @@ loop serves kmock and plays the controller.
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 import time
 from pathlib import Path
@@ -57,7 +58,9 @@ PIPELINE = {
         "results": [{"name": "IMAGE_DIGEST", "value": "$(tasks.build.results.IMAGE_DIGEST)"}],
         "tasks": [
             {"name": "clone", "taskRef": {"resolver": "hub", "params": [{"name": "name", "value": "git-clone"}]}},
-            {"name": "build", "runAfter": ["clone"], "taskRef": {"name": "mini-build"}},
+            # As the published Pipeline does: the Task comes from the release bundle.
+            {"name": "build", "runAfter": ["clone"], "taskRef": {"resolver": "bundles", "params": [
+                {"name": "bundle", "value": "ghcr.io/example/tasks:0.1"}, {"name": "name", "value": "mini-build"}, {"name": "kind", "value": "task"}]}},
         ],
     },
 }
@@ -182,9 +185,14 @@ async def test_install_creates_the_exact_objects_then_reports_unchanged(tekton_a
         "pipeline.tekton.dev/mini created",
         "daemonset.apps/binfmt created",
     ]
-    for plural, doc, group in (("tasks", TASK, "tekton.dev/v1"), ("pipelines", PIPELINE, "tekton.dev/v1"), ("daemonsets", DAEMONSET, "apps/v1")):
+    for plural, doc, group in (("tasks", TASK, "tekton.dev/v1"), ("daemonsets", DAEMONSET, "apps/v1")):
         expected = {**doc, "metadata": {**doc["metadata"], "namespace": NS}}
         assert stored(kmock, plural, doc["metadata"]["name"], group) == expected
+    # The Pipeline runs the Task we just applied, not the one in the release bundle.
+    pipeline = copy.deepcopy(stored(kmock, "pipelines", "mini"))
+    assert pipeline["spec"]["tasks"][1]["taskRef"] == {"name": "mini-build", "kind": "Task"}
+    pipeline["spec"]["tasks"][1]["taskRef"] = PIPELINE["spec"]["tasks"][1]["taskRef"]
+    assert pipeline == {**PIPELINE, "metadata": {"name": "mini", "namespace": NS}}
     # The kubeconfig's token went to the server and never into our output.
     assert all(r.headers.get("Authorization") == f"Bearer {TOKEN}" for r in list(kmock) if "/apis/tekton.dev" in str(r.url))
     assert TOKEN not in out + err

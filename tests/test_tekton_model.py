@@ -35,7 +35,9 @@ spec:
       runAfter: [clone]
   finally:
     - name: notify
-      taskRef: {name: buildah-multiarch}
+      taskRef:
+        resolver: bundles
+        params: [{name: bundle, value: ghcr.io/x/tasks:0.1}, {name: name, value: buildah-multiarch}, {name: kind, value: task}]
 """
 
 
@@ -53,7 +55,7 @@ def test_load_keeps_types_defaults_and_the_whole_document(pipeline):
         ("CONTEXT", "string", ".", False),  # type inferred as string when omitted
     ]
     assert [(w.name, w.optional) for w in pipeline.workspaces] == [("source", False), ("dockerconfig", True)]
-    assert [t.task_name for t in pipeline.tasks] == [None, "buildah-multiarch", "buildah-multiarch"]
+    assert [t.task_name for t in pipeline.tasks] == [None, "buildah-multiarch", None]  # None: resolved remotely
     # Dumping gives back exactly what was loaded (fields the model does not know included).
     assert yaml.safe_load(tekton.dump_yaml([pipeline])) == yaml.safe_load(PIPELINE_YAML)
 
@@ -165,6 +167,9 @@ def test_with_bundle_rewrites_every_reference_to_the_task(pipeline):
     assert refs[0] == pipeline.tasks[0].task_ref
     assert refs[1] == refs[2] == {"resolver": "bundles", "params": [
         {"name": "bundle", "value": "reg/t:1"}, {"name": "name", "value": "buildah-multiarch"}, {"name": "kind", "value": "task"}]}
+    local, changed = pipeline.with_task_ref("buildah-multiarch")
+    assert changed == 2
+    assert [t.task_ref for t in local.tasks] == [pipeline.tasks[0].task_ref, {"name": "buildah-multiarch", "kind": "Task"}, {"name": "buildah-multiarch", "kind": "Task"}]
     with pytest.raises(UsageError, match="--bundle: Pipeline buildah-multiarch has no task referring to Task other"):
         pipeline.with_bundle("reg/t:1", "other")
 

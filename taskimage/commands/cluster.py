@@ -131,7 +131,12 @@ def install_documents(args: argparse.Namespace) -> list[dict]:
     if args.bundle:
         docs.append(pipelines[0].with_bundle(args.bundle, tasks[0].name).to_dict())
     else:
-        docs += [tasks[0].to_dict(), pipelines[0].to_dict()]
+        # The published Pipeline resolves the Task from the release bundle; point it at the Task
+        # we apply here instead, so the cluster runs exactly these two files.
+        pipeline, changed = pipelines[0].with_task_ref(tasks[0].name)
+        if not changed:
+            log.warn(f"Pipeline {pipeline.name} does not refer to Task {tasks[0].name}; applying both as they are")
+        docs += [tasks[0].to_dict(), pipeline.to_dict()]
     if not args.skip_binfmt:
         binfmt = tekton.load_file(_resolve(root, args.binfmt, "--binfmt"))
         docs += binfmt
