@@ -386,16 +386,13 @@ def write(root: Path) -> list[Path]:
 
 
 def release_tasks(out_dir: Path, builder_image: str) -> list[Path]:
-    """Render the Tasks for a bundle, with ``builder_image`` as the BUILDER_IMAGE default."""
+    """Render the Tasks for a bundle into ``DIR/tasks.yaml``, with ``builder_image`` as the BUILDER_IMAGE default."""
     if not DIGEST_RE.match(builder_image):
         raise ValueError(f"--builder-image: {builder_image!r} is not REPOSITORY@sha256:<64 hex>")
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for t in task_defs():
-        path = out_dir / f"{t.name}.yaml"
-        path.write_text(task_yaml(t, builder_image))
-        written.append(path)
-    return written
+    path = out_dir / "tasks.yaml"
+    path.write_text("---\n".join(task_yaml(t, builder_image) for t in task_defs()))
+    return [path]
 
 
 def pipeline_sources(root: Path) -> list[Path]:
@@ -405,22 +402,24 @@ def pipeline_sources(root: Path) -> list[Path]:
 
 
 def release_pipelines(root: Path, out_dir: Path, task_bundle: str, builder_image: str) -> list[Path]:
-    """Render the Pipelines for a bundle, taking their Tasks from ``task_bundle`` (by digest) and
-    with ``builder_image`` as their BUILDER_IMAGE default."""
+    """Render the Pipelines for a bundle into ``DIR/pipelines.yaml``, taking their Tasks from
+    ``task_bundle`` (by digest) and with ``builder_image`` as their BUILDER_IMAGE default."""
     if not DIGEST_RE.match(task_bundle):
         raise ValueError(f"--task-bundle: {task_bundle!r} is not REPOSITORY@sha256:<64 hex>")
     if not DIGEST_RE.match(builder_image):
         raise ValueError(f"--builder-image: {builder_image!r} is not REPOSITORY@sha256:<64 hex>")
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    docs = []
     for src in pipeline_sources(root):
         text = src.read_text()
         if RELEASE_TASK_BUNDLE not in text:
             raise ValueError(f"{src}: does not reference {RELEASE_TASK_BUNDLE}")
-        path = out_dir / src.name
-        path.write_text(text.replace(RELEASE_TASK_BUNDLE, task_bundle).replace(RELEASE_IMAGE, builder_image))
-        written.append(path)
-    return written
+        docs.append(text.replace(RELEASE_TASK_BUNDLE, task_bundle).replace(RELEASE_IMAGE, builder_image))
+    if not docs:
+        raise ValueError(f"{root}/catalog/pipeline: no Pipelines found")
+    path = out_dir / "pipelines.yaml"
+    path.write_text("---\n".join(docs))
+    return [path]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
