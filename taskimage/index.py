@@ -1,0 +1,325 @@
+"""``taskimage index``: join per-platform images, already pushed by digest, into one manifest list.
+
+This is the last step of a fan-out build (one TaskRun per platform, possibly on native nodes).
+Only skopeo is used, so the step needs no container storage and no privileges:
+
+1. every REF must be ``repo@sha256:...``; each one's manifest and config are read from the
+   registry, which tells its platform (duplicates, lists and unknown refs are usage errors);
+2. images from another repository are first copied into IMAGE's repository by digest;
+3. the list is written as a small OCI layout holding the list and each image's manifest and
+   config, but no layers, and ``skopeo copy --all --preserve-digests`` pushes it: every layer is
+   already in the repository, so nothing but manifests moves and no digest changes;
+4. the tag is read back and checked (as ``build`` does), then the same results are written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from taskimage import auth, build, buildah, log, results, tools
+from taskimage.errors import TaskimageError, ToolError, UsageError
+from taskimage.params import BY_NAME, Param
+from taskimage.platforms import Platform, normalize, split_values
+from taskimage.reference import ImageReference, parse_image
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+LIST_TYPE = {"oci": OCI_INDEX, "docker": DOCKER_LIST}
+FAMILY = {OCI_MANIFEST: "oci", DOCKER_MANIFEST: "docker"}
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+REFS = Param("REFS", "--ref", "Per-platform images to join, each REPOSITORY@sha256:... (e.g. the IMAGES results of "
+             "per-platform builds); also as positional arguments, comma lists accepted.",
+             type="array", default=[], metavar="REPO@DIGEST")
+PARAMS: tuple[Param, ...] = (
+    BY_NAME["IMAGE"], REFS, BY_NAME["FORMAT"], BY_NAME["TLSVERIFY"], BY_NAME["RETRY"], BY_NAME["RETRY_DELAY"],
+    BY_NAME["AUTHFILE"], BY_NAME["CERT_DIR"], BY_NAME["CREDS"], BY_NAME["RESULTS_DIR"],
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceRef:
+    """One REF as given: where it lives and its digest."""
+
+    text: str
+    image: ImageReference  # registry/repository (tag ignored)
+    digest: str
+
+    @property
+    def pinned(self) -> str:
+        return self.image.with_digest(self.digest)
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexOptions:
+    image: ImageReference
+    refs: tuple[SourceRef, ...]
+    registry: buildah.Registry
+    format: str = "oci"
+    retry: int = 3
+    retry_delay: float = 2.0
+    results_dir: Path | None = None
+    creds: str | None = dataclasses.field(default=None, repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Instance:
+    """A per-platform image as the registry describes it."""
+
+    ref: SourceRef
+    platform: Platform
+    media_type: str
+    manifest: bytes = dataclasses.field(repr=False)
+    config: bytes = dataclasses.field(repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexOutcome:
+    image: ImageReference
+    digest: str
+    images: tuple[tuple[Platform, str], ...]
+    results: dict
+
+
+# --- input --------------------------------------------------------------------------------
+
+def parse_ref(value: str, source: str) -> SourceRef:
+    """``[registry/]repo[:tag]@sha256:<64 hex>``; anything else is a usage error."""
+    text = value.strip()
+    if text.startswith("docker://"):
+        text = text[len("docker://"):]
+    name, sep, digest = text.partition("@")
+    if not sep:
+        raise UsageError(f"{source}: {value!r} is not a digest reference; give REPOSITORY@sha256:... "
+                         "(a tag can move, the list must name exact images)")
+    if not _DIGEST_RE.match(digest):
+        raise UsageError(f"{source}: {value!r} has an invalid digest {digest!r}; expected sha256: and 64 hex digits")
+    image = parse_image(name, source=source)
+    return SourceRef(text=value.strip(), image=image, digest=digest)
+
+
+def options_from_values(values: dict) -> IndexOptions:
+    """Validate every input before any registry is contacted."""
+    v = {k: val for k, (val, _) in values.items()}
+    src = {k: s for k, (_, s) in values.items()}
+    if not v["IMAGE"]:
+        raise UsageError(f"{src['IMAGE']}: the list's destination is required (e.g. --image registry.example.com/team/app:1.0)")
+    image = parse_image(v["IMAGE"], source=src["IMAGE"])
+    refs: list[SourceRef] = []
+    seen: dict[str, str] = {}
+    for item in split_values(v["REFS"]):
+        ref = parse_ref(item, src["REFS"])
+        key = ref.pinned
+        if key in seen:
+            raise UsageError(f"{src['REFS']}: {item!r} is given twice (also as {seen[key]!r})")
+        seen[key] = item
+        refs.append(ref)
+    if not refs:
+        raise UsageError(f"{src['REFS']}: no per-platform images given; pass REPOSITORY@sha256:... references "
+                         "as arguments or with --ref")
+    for ref in refs:
+        if ref.image.registry != image.registry:
+            raise UsageError(f"{src['REFS']}: {ref.text!r} is on {ref.image.registry}, not on {image.registry} "
+                             f"where {image.url} goes; copy it there first")
+    authfile = auth.resolve_authfile(v["AUTHFILE"], src["AUTHFILE"])
+    creds = v["CREDS"] or None
+    if creds:
+        auth.split_creds(creds, src["CREDS"])
+    cert_dir = v["CERT_DIR"] or None
+    if cert_dir and not Path(cert_dir).is_dir():
+        raise UsageError(f"{src['CERT_DIR']}: {cert_dir!r} is not a directory")
+    return IndexOptions(
+        image=image,
+        refs=tuple(refs),
+        registry=buildah.Registry(v["TLSVERIFY"], str(authfile) if authfile else None, cert_dir),
+        format=v["FORMAT"],
+        retry=v["RETRY"],
+        retry_delay=float(v["RETRY_DELAY"]),
+        results_dir=results.check_dir(v["RESULTS_DIR"], src["RESULTS_DIR"]),
+        creds=creds,
+    )
+
+
+# --- pure pieces ------------------------------------------------------------------------------
+
+def platform_of(config: dict, where: str) -> Platform:
+    """The platform an image config declares (normalized like --platform values)."""
+    os_, arch, variant = config.get("os"), config.get("architecture"), config.get("variant")
+    if not os_ or not arch:
+        raise UsageError(f"{where}: its image config names no os/architecture")
+    return normalize(f"{os_}/{arch}" + (f"/{variant}" if variant else ""), source=where)
+
+
+def list_media_type(instances: Sequence[Instance], fmt: str) -> str:
+    """The list's type: ``fmt``, unless every image is of the other family.
+
+    Converting an image between docker and OCI changes its digest, and a docker list cannot name
+    OCI images; so images decide when they agree, FORMAT decides for a mix (an OCI index).
+    """
+    families = {FAMILY[i.media_type] for i in instances}
+    if len(families) == 1:
+        family = families.pop()
+        if family != fmt:
+            log.info(f"the images are {family} manifests: the list is a {family} list too (--format {fmt} would "
+                     "change their digests)")
+        return LIST_TYPE[family]
+    if fmt == "docker":
+        log.warn("the images mix docker and OCI manifests: pushing an OCI index (a docker list cannot name OCI images)")
+    return OCI_INDEX
+
+
+def index_document(instances: Sequence[Instance], media_type: str) -> bytes:
+    """The manifest list naming each image by digest, size and platform, in the order given."""
+    manifests = []
+    for i in instances:
+        platform = {"architecture": i.platform.arch, "os": i.platform.os}
+        if i.platform.variant:
+            platform["variant"] = i.platform.variant
+        manifests.append({"mediaType": i.media_type, "digest": i.ref.digest, "size": len(i.manifest), "platform": platform})
+    return json.dumps({"schemaVersion": 2, "mediaType": media_type, "manifests": manifests}, indent=None,
+                      separators=(",", ":")).encode()
+
+
+def write_layout(directory: Path, instances: Sequence[Instance], document: bytes, media_type: str, ref_name: str) -> str:
+    """An OCI layout with the list, each manifest and config, no layers; returns the list digest."""
+    blobs = directory / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+
+    def put(data: bytes) -> str:
+        hexdigest = hashlib.sha256(data).hexdigest()
+        (blobs / hexdigest).write_bytes(data)
+        return "sha256:" + hexdigest
+
+    for i in instances:
+        put(i.manifest)
+        put(i.config)
+    digest = put(document)
+    (directory / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (directory / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": media_type, "digest": digest, "size": len(document),
+        "annotations": {"org.opencontainers.image.ref.name": ref_name}}]}))
+    return digest
+
+
+def skopeo_copy_image(registry: buildah.Registry, source: str, destination: str) -> list[str]:
+    """Copy one image between repositories, by digest, unchanged."""
+    return ["skopeo", "copy", "--quiet", "--preserve-digests", *_copy_flags(registry, src=True), *_copy_flags(registry, src=False),
+            *(["--authfile", registry.authfile] if registry.authfile else []), f"docker://{source}", f"docker://{destination}"]
+
+
+def skopeo_push_layout(registry: buildah.Registry, layout: Path, ref_name: str, destination: str) -> list[str]:
+    return ["skopeo", "copy", "--quiet", "--all", "--preserve-digests", *_copy_flags(registry, src=False),
+            *(["--authfile", registry.authfile] if registry.authfile else []), f"oci:{layout}:{ref_name}",
+            f"docker://{destination}"]
+
+
+def _copy_flags(registry: buildah.Registry, *, src: bool) -> list[str]:
+    side = "src" if src else "dest"
+    out = [f"--{side}-tls-verify={'true' if registry.tls_verify else 'false'}"]
+    if registry.cert_dir:
+        out += [f"--{side}-cert-dir", registry.cert_dir]
+    return out
+
+
+# --- the run ------------------------------------------------------------------------------
+
+def read_instance(opts: IndexOptions, registry: buildah.Registry, ref: SourceRef) -> Instance:
+    """Read one REF's manifest and config; refuse lists and unknown references."""
+    try:
+        raw = build.inspect_raw(registry, ref.pinned, opts.retry, opts.retry_delay, retry_not_found=False)
+    except ToolError as exc:
+        text = " ".join(exc.tail).lower()
+        if any(m in text for m in build.NOT_FOUND_MARKERS):
+            raise UsageError(f"--ref: {ref.text!r} does not exist in the registry") from exc
+        raise
+    manifest = raw.encode()
+    if "sha256:" + hashlib.sha256(manifest).hexdigest() != ref.digest:
+        raise TaskimageError(f"the registry answered {ref.pinned} with a manifest of another digest")
+    doc = json.loads(manifest)
+    media_type = doc.get("mediaType") or (OCI_INDEX if "manifests" in doc else OCI_MANIFEST)
+    if media_type in (OCI_INDEX, DOCKER_LIST):
+        raise UsageError(f"--ref: {ref.text!r} is a manifest list, not one platform's image; give its entries "
+                         "(the IMAGES result of build), each REPOSITORY@sha256:...")
+    if media_type not in FAMILY:
+        raise UsageError(f"--ref: {ref.text!r} is a {media_type}, not a container image manifest")
+    config = build.inspect_raw(registry, ref.pinned, opts.retry, opts.retry_delay, config=True).encode()
+    platform = platform_of(json.loads(config), f"--ref {ref.text}")
+    return Instance(ref, platform, media_type, manifest, config)
+
+
+def check_platforms(instances: Sequence[Instance]) -> None:
+    seen: dict[Platform, Instance] = {}
+    for i in instances:
+        if i.platform in seen:
+            raise UsageError(f"--ref: {seen[i.platform].ref.text!r} and {i.ref.text!r} are both {i.platform}; "
+                             "a list holds one image per platform")
+        seen[i.platform] = i
+
+
+def run(opts: IndexOptions) -> IndexOutcome:
+    total = log.Timer()
+    workdir = Path(tempfile.mkdtemp(prefix="taskimage-index-"))
+    temp_auth: Path | None = None
+    try:
+        registry = opts.registry
+        if opts.creds:
+            temp_auth = auth.merged_authfile(Path(registry.authfile) if registry.authfile else None, opts.image.registry, opts.creds)
+            registry = dataclasses.replace(registry, authfile=str(temp_auth))
+
+        log.phase("read per-platform images")
+        instances = [read_instance(opts, registry, ref) for ref in opts.refs]
+        check_platforms(instances)
+        log.info(log.table(("PLATFORM", "TYPE", "IMAGE"),
+                           [(str(i.platform), FAMILY[i.media_type], i.ref.pinned) for i in instances]))
+
+        foreign = [i for i in instances if i.ref.image.name != opts.image.name]
+        if foreign:
+            log.phase(f"copy into {opts.image.name}")
+        for i in foreign:
+            target = opts.image.with_digest(i.ref.digest)
+            argv = skopeo_copy_image(registry, i.ref.pinned, target)
+            build.registry_retry(lambda argv=argv: tools.run(argv, what="skopeo copy"), what=f"copying {i.ref.pinned}",
+                                 image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
+
+        log.phase(f"push {opts.image.url}")
+        media_type = list_media_type(instances, opts.format)
+        document = index_document(instances, media_type)
+        layout = workdir / "layout"
+        digest = write_layout(layout, instances, document, media_type, "list")
+        argv = skopeo_push_layout(registry, layout, "list", opts.image.url)
+        build.registry_retry(lambda: tools.run(argv, what="skopeo copy"), what=f"pushing {opts.image.url}",
+                             image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
+
+        log.phase("verify pushed index")
+        platforms = [i.platform for i in instances]
+        digest, images = build.read_back_index(registry, opts.image, platforms, digest, opts.retry, opts.retry_delay)
+        for (p, pushed), i in zip(images, instances):
+            if pushed != i.ref.digest:
+                raise TaskimageError(f"the pushed index names {pushed} for {p}, not the given {i.ref.digest}")
+        out = {
+            "IMAGE_DIGEST": digest,
+            "IMAGE_URL": opts.image.url,
+            "IMAGE_REF": opts.image.with_digest(digest),
+            "IMAGES": ",".join(opts.image.with_digest(d) for _, d in images),
+        }
+        if opts.results_dir:
+            results.write(opts.results_dir, out)
+            log.info(f"results written to {opts.results_dir}")
+        log.phase("summary")
+        log.info(log.table(("PLATFORM", "DIGEST"), [(str(p), d) for p, d in images]))
+        log.info(f"pushed {opts.image.url} = {opts.image.with_digest(digest)}")
+        log.info(f"total {total.seconds:.1f} s")
+        return IndexOutcome(opts.image, digest, images, out)
+    finally:
+        if temp_auth:
+            temp_auth.unlink(missing_ok=True)
+        shutil.rmtree(workdir, ignore_errors=True)

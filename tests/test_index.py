@@ -1,0 +1,180 @@
+"""`taskimage index`: per-platform images joined into a pushed, read-back manifest list.
+
+The real tests take the per-platform images of the multi-arch busybox base (already in the
+registry by digest) as the "built" images, so they need skopeo and the registry but no build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import skopeo_raw, skopeo_raw_bytes, tag_exists
+from taskimage import buildah, index
+from taskimage.errors import UsageError
+from taskimage.params import resolve
+from taskimage.platforms import Platform
+
+D1 = "sha256:" + "1" * 64
+D2 = "sha256:" + "2" * 64
+
+
+def taskimage(argv, env=None, timeout=300):
+    full = dict(os.environ)
+    full.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "taskimage", *argv], capture_output=True, text=True, env=full, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+# --- input, without a registry ------------------------------------------------------------------
+
+def _values(**kw):
+    import argparse
+
+    ns = argparse.Namespace(**{p.dest: None for p in index.PARAMS})
+    for k, v in kw.items():
+        setattr(ns, k, v)
+    return resolve(ns, params=index.PARAMS, env={})
+
+
+def test_refs_from_flags_positionals_and_comma_lists():
+    opts = index.options_from_values(_values(image="reg.example/a/b:v1", refs=[f"reg.example/a/b@{D1},reg.example/a/c@{D2}", ""]))
+    assert [r.pinned for r in opts.refs] == [f"reg.example/a/b@{D1}", f"reg.example/a/c@{D2}"]
+    assert opts.image.url == "reg.example/a/b:v1"
+
+
+@pytest.mark.parametrize("refs, message", [
+    ([], "--ref: no per-platform images given"),
+    (["reg.example/a/b:v1"], "is not a digest reference"),
+    (["reg.example/a/b@sha256:abc"], "has an invalid digest"),
+    ([f"reg.example/a/b@{D1}", f"docker://reg.example/a/b@{D1}"], "is given twice"),
+    ([f"other.example/a/b@{D1}"], "is on other.example, not on reg.example"),
+    ([f"reg.example/A/b@{D1}"], "lower-case"),
+])
+def test_bad_refs_are_one_line_usage_errors(refs, message):
+    with pytest.raises(UsageError) as exc:
+        index.options_from_values(_values(image="reg.example/a/b:v1", refs=refs))
+    assert message in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_image_is_required_and_may_not_be_a_digest():
+    with pytest.raises(UsageError, match="--image: the list's destination is required"):
+        index.options_from_values(_values(refs=[f"reg.example/a/b@{D1}"]))
+    with pytest.raises(UsageError, match="digest reference"):
+        index.options_from_values(_values(image=f"reg.example/a/b@{D1}", refs=[f"reg.example/a/b@{D1}"]))
+
+
+def _instance(digest, media_type, platform):
+    ref = index.parse_ref(f"reg.example/a/b@{digest}", "--ref")
+    return index.Instance(ref, platform, media_type, b"{}" * 10, b"{}")
+
+
+def test_list_type_follows_the_images_and_format_decides_a_mix():
+    amd, arm = Platform("linux", "amd64"), Platform("linux", "arm64")
+    oci = [_instance(D1, index.OCI_MANIFEST, amd), _instance(D2, index.OCI_MANIFEST, arm)]
+    docker = [_instance(D1, index.DOCKER_MANIFEST, amd), _instance(D2, index.DOCKER_MANIFEST, arm)]
+    mixed = [oci[0], docker[1]]
+    assert index.list_media_type(oci, "docker") == index.OCI_INDEX
+    assert index.list_media_type(docker, "oci") == index.DOCKER_LIST
+    assert index.list_media_type(mixed, "docker") == index.OCI_INDEX
+    doc = json.loads(index.index_document(oci, index.OCI_INDEX))
+    assert doc["manifests"] == [
+        {"mediaType": index.OCI_MANIFEST, "digest": D1, "size": 20, "platform": {"architecture": "amd64", "os": "linux"}},
+        {"mediaType": index.OCI_MANIFEST, "digest": D2, "size": 20, "platform": {"architecture": "arm64", "os": "linux"}},
+    ]
+
+
+def test_platform_of_config_normalizes_and_refuses_configs_without_arch():
+    assert index.platform_of({"os": "linux", "architecture": "arm", "variant": "v7"}, "x") == Platform("linux", "arm", "v7")
+    assert index.platform_of({"os": "linux", "architecture": "arm64", "variant": "v8"}, "x") == Platform("linux", "arm64")
+    with pytest.raises(UsageError, match="names no os/architecture"):
+        index.platform_of({"os": "linux"}, "x")
+
+
+def test_skopeo_argv():
+    reg = buildah.Registry(tls_verify=False, authfile="/a.json", cert_dir="/certs")
+    assert index.skopeo_push_layout(reg, Path("/l"), "list", "r/x:1") == [
+        "skopeo", "copy", "--quiet", "--all", "--preserve-digests", "--dest-tls-verify=false", "--dest-cert-dir", "/certs",
+        "--authfile", "/a.json", "oci:/l:list", "docker://r/x:1"]
+    assert index.skopeo_copy_image(buildah.Registry(), f"r/a@{D1}", f"r/b@{D1}") == [
+        "skopeo", "copy", "--quiet", "--preserve-digests", "--src-tls-verify=true", "--dest-tls-verify=true",
+        f"docker://r/a@{D1}", f"docker://r/b@{D1}"]
+
+
+# --- for real: skopeo and a registry -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def entries(busybox_base):
+    """{platform string: repo@digest} of the base image's per-platform images."""
+    repo = busybox_base.rsplit(":", 1)[0]
+    out = {}
+    for m in skopeo_raw(busybox_base)["manifests"]:
+        p = m["platform"]
+        out["/".join(x for x in (p["os"], p["architecture"], p.get("variant")) if x)] = f"{repo}@{m['digest']}"
+    return out
+
+
+@pytest.mark.tools
+def test_index_same_repository_pushes_the_given_images_unchanged(tmp_path, registry, busybox_base, entries):
+    repo = busybox_base.rsplit(":", 1)[0]
+    image = f"{repo}:joined"
+    wanted = ["linux/arm64", "linux/amd64", "linux/arm/v7"]
+    results = tmp_path / "results"
+    results.mkdir()
+    rc, out, err = taskimage(["index", "--image", image, "--tls-verify=false", "--results-dir", str(results),
+                              entries["linux/arm64"], "", "--ref", f"{entries['linux/amd64']},{entries['linux/arm/v7']}"])
+    assert rc == 0, err[-3000:]
+    raw = skopeo_raw_bytes(image)
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    listed = json.loads(raw)
+    assert listed["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    got = {"/".join(x for x in (m["platform"]["os"], m["platform"]["architecture"], m["platform"].get("variant")) if x): m["digest"]
+           for m in listed["manifests"]}
+    assert got == {p: entries[p].split("@")[1] for p in wanted}  # exact images, no conversion
+    assert (results / "IMAGE_DIGEST").read_text() == digest
+    assert (results / "IMAGE_URL").read_text() == image
+    assert (results / "IMAGE_REF").read_text() == f"{repo}@{digest}"
+    # --ref values first, then positional ones; each entry in the list's repository
+    assert (results / "IMAGES").read_text() == ",".join(entries[p] for p in ["linux/amd64", "linux/arm/v7", "linux/arm64"])
+
+
+@pytest.mark.tools
+def test_index_copies_images_from_another_repository_by_digest(tmp_path, registry, entries):
+    image = f"{registry.host}/joined/app:v1"
+    rc, out, err = taskimage(["index", "--image", image, "--tls-verify=false", entries["linux/s390x"], entries["linux/ppc64le"]],
+                             {"TASKIMAGE_RESULTS_DIR": str(tmp_path)})
+    assert rc == 0, err[-3000:]
+    for p in ("linux/s390x", "linux/ppc64le"):
+        digest = entries[p].split("@")[1]
+        config = skopeo_raw(f"{registry.host}/joined/app@{digest}", config=True)
+        assert config["architecture"] == p.split("/")[1]
+    assert (tmp_path / "IMAGES").read_text() == ",".join(
+        f"{registry.host}/joined/app@{entries[p].split('@')[1]}" for p in ("linux/s390x", "linux/ppc64le"))
+
+
+@pytest.mark.tools
+def test_bad_refs_exit_2_and_push_nothing(tmp_path, registry, busybox_base, busybox_amd64_only, entries):
+    repo = busybox_base.rsplit(":", 1)[0]
+    amd64_only = skopeo_raw_bytes(busybox_amd64_only)
+    other_amd64 = f"{busybox_amd64_only.rsplit(':', 1)[0]}@sha256:{hashlib.sha256(amd64_only).hexdigest()}"
+    index_digest = "sha256:" + hashlib.sha256(skopeo_raw_bytes(busybox_base)).hexdigest()
+    cases = [
+        ([f"{repo}:bookworm"], "--ref: '" + f"{repo}:bookworm' is not a digest reference"),
+        ([entries["linux/amd64"], other_amd64], "are both linux/amd64"),
+        ([f"{repo}@{index_digest}"], "is a manifest list, not one platform's image"),
+        ([f"{repo}@sha256:{'0' * 64}"], "does not exist in the registry"),
+    ]
+    for n, (refs, message) in enumerate(cases):
+        image = f"{registry.host}/refused/app:case{n}"
+        rc, out, err = taskimage(["index", "--image", image, "--tls-verify=false", "--retry-delay", "0", *refs])
+        assert rc == 2, (refs, err[-2000:])
+        last = err.strip().splitlines()[-1]
+        assert message in last, (refs, last)
+        assert not tag_exists(image)
