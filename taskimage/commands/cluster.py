@@ -153,7 +153,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         result = apply_object(kube, doc, kube.namespace)
         applied.append(result)
         _stdout(f"{result.ref} {result.action}")
-    log.info(log.table(["KIND", "NAME", "NAMESPACE", "ACTION"], [(a.kind, a.name, a.namespace, a.action) for a in applied]))
+    log.info(log.table(["KIND", "NAME", "NAMESPACE", "ACTION"], [(a.kind, a.name, a.namespace or "-", a.action) for a in applied]))
     installed = {a.name for a in applied if a.kind == "Task"}
     for doc in docs:
         if doc.get("kind") != "Pipeline":

@@ -77,9 +77,13 @@ def apply_object(kube: Kube, doc: Mapping[str, Any], namespace: str | None = Non
     res = resource_for(doc)
     body = copy.deepcopy(dict(doc))
     meta = body.setdefault("metadata", {})
-    ns = meta.get("namespace") or namespace or kube.namespace
-    meta["namespace"] = ns
     name = meta["name"]
+    if res.namespaced:
+        ns = meta.get("namespace") or namespace or kube.namespace
+        meta["namespace"] = ns
+    else:
+        ns = ""
+        meta.pop("namespace", None)
     try:
         kube.create(res, body, ns)
         return Applied(res.kind, res.group, name, ns, CREATED)

@@ -6,7 +6,8 @@ crash a log follower. Every call asks for the raw JSON (``_preload_content=False
 failure goes through :mod:`taskimage.kube.errors`, so callers only ever see one-line messages.
 
 Kinds are addressed through ``CustomObjectsApi`` when they live in an API group (Tekton objects,
-``apps/v1`` DaemonSets: the URL scheme is the same) and through ``CoreV1Api`` for pods and logs.
+``apps/v1`` DaemonSets: the URL scheme is the same) and through ``CoreV1Api`` for pods, logs and
+namespaces.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Resource:
     version: str
     plural: str
     kind: str
+    namespaced: bool = True
 
     @property
     def api_version(self) -> str:
@@ -50,12 +52,13 @@ PIPELINERUNS = Resource("tekton.dev", "v1", "pipelineruns", "PipelineRun")
 TASKRUNS = Resource("tekton.dev", "v1", "taskruns", "TaskRun")
 DAEMONSETS = Resource("apps", "v1", "daemonsets", "DaemonSet")
 PODS = Resource("", "v1", "pods", "Pod")
+NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 
-_BY_KIND = {(r.api_version, r.kind): r for r in (TASKS, PIPELINES, PIPELINERUNS, TASKRUNS, DAEMONSETS)}
+_BY_KIND = {(r.api_version, r.kind): r for r in (TASKS, PIPELINES, PIPELINERUNS, TASKRUNS, DAEMONSETS, NAMESPACES)}
 
 
 def resource_for(doc: Mapping[str, Any]) -> Resource:
-    """The resource of an object we know how to apply (Tekton v1 objects, apps/v1 DaemonSet)."""
+    """The resource of an object we know how to apply (Tekton v1 objects, DaemonSet, Namespace)."""
     key = (doc.get("apiVersion"), doc.get("kind"))
     if key not in _BY_KIND:
         known = ", ".join(f"{a} {k}" for a, k in _BY_KIND)
@@ -183,6 +186,12 @@ class Kube:
 
     def get(self, res: Resource, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
+        if res is NAMESPACES:
+            try:
+                with self._translate(Call("get", "", "namespaces", name)):
+                    return self._json(self.core.read_namespace(name, _preload_content=False, _request_timeout=self._request_timeout()))
+            except errors.NotFound:
+                return None
         ns = self._ns(namespace)
         try:
             with self._translate(Call("get", res.group, res.plural, name, ns)):
@@ -195,8 +204,11 @@ class Kube:
             return None
 
     def create(self, res: Resource, body: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
-        ns = self._ns(namespace)
         name = (body.get("metadata") or {}).get("name")
+        if res is NAMESPACES:
+            with self._translate(Call("create", "", "namespaces", name)):
+                return self._json(self.core.create_namespace(dict(body), _preload_content=False, _request_timeout=self._request_timeout()))
+        ns = self._ns(namespace)
         with self._translate(Call("create", res.group, res.plural, name, ns)):
             return self._json(
                 self.custom.create_namespaced_custom_object(
@@ -206,6 +218,14 @@ class Kube:
 
     def patch(self, res: Resource, name: str, patch: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
         """A JSON merge patch (RFC 7386): dicts merge, lists replace, None deletes."""
+        if res is NAMESPACES:
+            with self._translate(Call("patch", "", "namespaces", name)):
+                return self._json(
+                    self.core.patch_namespace(
+                        name, dict(patch), _content_type="application/merge-patch+json",
+                        _preload_content=False, _request_timeout=self._request_timeout(),
+                    )
+                )
         ns = self._ns(namespace)
         with self._translate(Call("patch", res.group, res.plural, name, ns)):
             return self._json(

@@ -128,7 +128,8 @@ def from_api_exception(exc: Any, call: Call, server: str = "") -> KubeError:
         return NotFound(f"the API server has no {call.resource} (could not {what}){suffix}", code)
     if code == 409:
         if call.verb == "create":
-            return AlreadyExists(f"{call.resource} {call.name!r} already exists in namespace {call.namespace} (409 Conflict)", code)
+            where = f" in namespace {call.namespace}" if call.namespace else ""
+            return AlreadyExists(f"{call.resource} {call.name!r} already exists{where} (409 Conflict)", code)
         return Conflict(
             f"conflict: {call.resource} {call.name!r} was changed by someone else while we tried to {call.verb} it "
             f"(409 Conflict); run the command again{suffix}",
