@@ -219,3 +219,13 @@ def test_finally_results_only_in_pipeline_results(crds, tmp_path):
     )
     problems = lint_paths([str(doc)], crds=crds).problems
     assert [(p.line, p.message) for p in problems] == [(9, "$(finally.report.results.OUT): no pipeline task named 'report' in finally")]
+
+
+def test_command_module_constants_match_the_package():
+    """commands/lint.py repeats three constants to keep start-up fast; they must not drift."""
+    from taskimage import lint
+    from taskimage.commands import lint as command
+    from taskimage.lint import kube, tektonlint
+
+    assert (command.CRDS_ENV, command.TEKTON_LINT_ENV, command.DEFAULT_KUBERNETES_VERSION) == (
+        lint.CRDS_ENV, tektonlint.TEKTON_LINT_ENV, kube.DEFAULT_KUBERNETES_VERSION)

@@ -16,9 +16,11 @@ from pathlib import Path
 import taskimage
 from taskimage import log, tekton
 from taskimage.errors import UsageError
-from taskimage.kube.apply import apply_object
-from taskimage.kube.client import PIPELINERUNS, PIPELINES, TASKRUNS, TASKS, Kube
-from taskimage.kube.follow import Follower, Outcome, RunFailed
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the kubernetes client takes ~0.6 s to import: only commands that talk to a cluster pay it
+    from taskimage.kube.client import Kube
+    from taskimage.kube.follow import Outcome
 
 DEFAULT_TASK = "catalog/task/buildah-multiarch/0.1/buildah-multiarch.yaml"
 DEFAULT_PIPELINE = "catalog/pipeline/buildah-multiarch/0.1/buildah-multiarch.yaml"
@@ -92,7 +94,9 @@ def _missing_subcommand(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _connect(args: argparse.Namespace) -> Kube:
+def _connect(args: argparse.Namespace) -> "Kube":
+    from taskimage.kube.client import Kube
+
     return Kube.connect(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
 
 
@@ -144,6 +148,9 @@ def install_documents(args: argparse.Namespace) -> list[dict]:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
+    from taskimage.kube.apply import apply_object
+    from taskimage.kube.client import TASKS
+
     docs = install_documents(args)
     kube = _connect(args)
     log.phase(f"install into namespace {kube.namespace} at {kube.server}")
@@ -170,6 +177,9 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    from taskimage.kube.client import PIPELINERUNS, PIPELINES
+    from taskimage.kube.follow import Follower
+
     kube = _connect(args)
     kube.require_tekton()
     doc = kube.get(PIPELINES, args.name)
@@ -199,7 +209,9 @@ def cmd_start(args: argparse.Namespace) -> int:
     return _report(follower.outcome(final))
 
 
-def _report(outcome: Outcome) -> int:
+def _report(outcome: "Outcome") -> int:
+    from taskimage.kube.follow import RunFailed
+
     if outcome.results:
         log.info(log.table(["RESULT", "VALUE"], [(r.name, r.text) for r in outcome.results]))
     if outcome.failure:
@@ -215,6 +227,9 @@ def _report(outcome: Outcome) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    from taskimage.kube.client import PIPELINERUNS, TASKRUNS
+    from taskimage.kube.follow import Follower
+
     kube = _connect(args)
     kube.require_tekton()
     follower = Follower(kube, _stdout, follow=args.follow)
