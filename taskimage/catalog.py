@@ -35,6 +35,7 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
+from taskimage import index
 from taskimage import params as P
 
 VERSION = "0.1"
@@ -167,13 +168,8 @@ def task_defs() -> tuple[TaskDef, ...]:
     platform_params = _platform_params()
     platform_env = [_env_var(p) for p in platform_params if p.in_task and p.type != "array"]
     platform_env += _bindings(("SOURCE_ROOT", "AUTHFILE", "CERT_DIR"))
-    index_params = (
-        P.BY_NAME["IMAGE"],
-        P.Param("IMAGE_REFS", "", "Per-platform images to join, each REPOSITORY@sha256:... (e.g. the IMAGES "
-                "results of a matrixed buildah-multiarch-platform task, as $(tasks.build.results.IMAGES[*])).",
-                type="array", required=True),
-        P.BY_NAME["TLSVERIFY"],
-    )
+    index_params = tuple(
+        dataclasses.replace(p, name="IMAGE_REFS", required=True) if p.name == "REFS" else p for p in index.PARAMS)
     return (
         TaskDef(
             name="buildah-multiarch",
@@ -219,8 +215,7 @@ def task_defs() -> tuple[TaskDef, ...]:
                 "Runs `taskimage index`; no build, no privileges."),
             params=index_params,
             args=("index", "$(params.IMAGE_REFS[*])"),
-            env=tuple([{"name": p.env, "value": f"$(params.{p.name})"} for p in (P.BY_NAME["IMAGE"], P.BY_NAME["TLSVERIFY"])]
-                      + _bindings(("AUTHFILE", "CERT_DIR"))),
+            env=tuple(P.step_env(index_params)),
             workspaces=(WS_DOCKERCONFIG, WS_SSLCERTDIR),
             security_context=INDEX_SECURITY_CONTEXT,
             resources=INDEX_RESOURCES,
@@ -300,12 +295,8 @@ def _md(text: str) -> str:
 def params_table(t: TaskDef) -> str:
     rows = P.markdown_table(t.params).splitlines()
     if t.name == "buildah-multiarch-index":
-        rows = ["| Param | Type | Default | Description |", "|---|---|---|---|"]
-        for p in t.params:
-            default = "(required)" if p.required else f"`{p.tekton_default}`"
-            rows.append(f"| `{p.name}` | {p.tekton_type} | {default} | {_md(p.description)} |")
-        rows.append(f"| `BUILDER_IMAGE` | string | pinned task image | {BUILDER_IMAGE_DESCRIPTION} |")
-        return "\n".join(rows)
+        rows = [row.replace("| `IMAGE_REFS` | array | (required) | `--ref` |",
+                            "| `IMAGE_REFS` | array | (required) | `--ref` (as positional REFs) |") for row in rows]
     if t.name == "buildah-multiarch-platform":
         fixed = []
         for row in rows:
