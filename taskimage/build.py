@@ -173,12 +173,70 @@ def _cache_repo(value: str, source: str) -> str:
 
 # --- the build ----------------------------------------------------------------------------
 
-def default_jobs(n_platforms: int) -> int:
-    return max(1, min(n_platforms, os.cpu_count() or 1))
+def default_jobs(n_platforms: int, cpus: int | None = None) -> int:
+    """One build per CPU, at most one per platform.
+
+    A build is mostly one busy process (apt, a compiler, qemu emulating one), so more builds than
+    CPUs only share the same cores; fewer leave a core idle while the emulated platform, the
+    critical path, runs. :func:`build_order` starts the emulated platforms first.
+    """
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(n_platforms, cpus or 1))
+
+
+def build_order(platforms: Sequence[Platform], native: Sequence[Platform]) -> list[Platform]:
+    """Emulated platforms first (they take several times longer: longest job first), native last."""
+    return sorted(platforms, key=lambda p: p in native)
+
+
+class PlatformMismatch(TaskimageError):
+    """The built image's config names another platform than the one requested."""
+
+
+def cache_problem(registry: buildah.Registry, repo: str) -> str | None:
+    """Why the layer cache ``repo`` cannot be used (unreachable, refused), or None.
+
+    Checked once before the builds: buildah retries every cache pull of every step (3 x 2 s) and
+    fails the build when a cache push fails, so an unreachable cache would cost minutes. A
+    repository that does not exist yet is fine (a cold cache: the first run fills it).
+    """
+    try:
+        tools.run(["skopeo", "list-tags", *registry.skopeo_args(), f"docker://{repo}"], quiet=True, stream=False,
+                  timeout=30, what="skopeo list-tags")
+        return None
+    except ToolError as exc:
+        text = " ".join(exc.tail).lower()
+        if "404" in text or any(m in text for m in NOT_FOUND_MARKERS):
+            return None
+        return exc.tail[-1] if exc.tail else str(exc)
 
 
 def _run_id() -> str:
     return "".join(random.choices(string.ascii_lowercase + string.digits, k=8))
+
+
+PULL_RACE_ATTEMPTS = 3
+
+
+def _buildah_build(argv: list[str], prefix: str, env: dict, p: Platform) -> None:
+    """``buildah build``, again when a parallel build of another platform won the pull race.
+
+    Platforms built at once share one storage; each pulls the same base image name for its own
+    platform and tags it, so one build can lose the tag it just pulled ("locating pulled image
+    ... image not known", seen here in about one of four runs of two platforms on a warm storage).
+    Building again finds its image and goes on; any other failure is the user's.
+    """
+    for attempt in range(1, PULL_RACE_ATTEMPTS + 1):
+        try:
+            tools.run(argv, prefix=prefix, env=env, what=f"buildah build for {p}")
+            return
+        except ToolError as exc:
+            lost = any("locating pulled image" in line and "image not known" in line for line in exc.tail)
+            if not lost or attempt == PULL_RACE_ATTEMPTS:
+                raise
+            log.warn(f"{prefix}a parallel build re-tagged the base image this build had just pulled "
+                     f"(buildah's pull race in shared storage); building again ({attempt + 1} of {PULL_RACE_ATTEMPTS})")
 
 
 def build_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, p: Platform, workdir: str) -> PlatformBuild:
@@ -189,17 +247,28 @@ def build_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah
     argv = buildah.build(store, registry, opts.spec, p, iidfile)
     env = {"BUILDAH_ISOLATION": os.environ.get("BUILDAH_ISOLATION", "chroot")}
     try:
-        tools.run(argv, prefix=prefix, env=env, what=f"buildah build for {p}")
+        _buildah_build(argv, prefix, env, p)
     except ToolError as exc:
         if opts.spec.cache_repo and any("cache" in line.lower() for line in exc.tail):
             log.warn(f"{prefix}the build failed with the layer cache {opts.spec.cache_repo}; retrying without it")
             argv = buildah.build(store, registry, dataclasses.replace(opts.spec, cache_repo=""), p, iidfile)
-            tools.run(argv, prefix=prefix, env=env, what=f"buildah build for {p}")
+            _buildah_build(argv, prefix, env, p)
         else:
             raise
     image_id = Path(iidfile).read_text().strip()
+    try:
+        elf = verify_image(store, p, image_id, prefix)
+    except PlatformMismatch as exc:
+        # buildah < 1.42 does not check the platform of cache candidates (buildah#6269): a step
+        # whose inputs are the same for every platform (FROM scratch + COPY) reuses the layer,
+        # and the config, that another platform built. Without --layers no cache is consulted.
+        log.warn(f"{prefix}{exc}: a cached layer of another platform was reused (buildah matches cache "
+                 "entries without their platform); rebuilding without the layer cache")
+        argv = buildah.build(store, registry, dataclasses.replace(opts.spec, cache_repo=""), p, iidfile, layers=False)
+        tools.run(argv, prefix=prefix, env=env, what=f"buildah build for {p}")
+        image_id = Path(iidfile).read_text().strip()
+        elf = verify_image(store, p, image_id, prefix)
     seconds = timer.seconds
-    elf = verify_image(store, p, image_id, prefix)
     log.info(f"{prefix}built {image_id[:19]} in {seconds:.1f} s ({elf})")
     return PlatformBuild(p, image_id, seconds, elf)
 
@@ -210,7 +279,7 @@ def verify_image(store: buildah.Storage, p: Platform, image_id: str, prefix: str
     cfg = data.get("OCIv1") or {}
     if not p.matches_config(cfg.get("os"), cfg.get("architecture"), cfg.get("variant")):
         got = "/".join(x for x in (cfg.get("os"), cfg.get("architecture"), cfg.get("variant")) if x)
-        raise TaskimageError(f"{p}: the built image's config says {got}, not {p}")
+        raise PlatformMismatch(f"{p}: the built image's config says {got}, not {p}")
     name = f"taskimage-verify-{_run_id()}"
     tools.run(buildah.from_image(store, image_id, name), quiet=True, stream=False)
     try:
@@ -357,7 +426,9 @@ def run(opts: BuildOptions) -> Outcome:
     store = buildah.Storage(driver, opts.root, opts.runroot)
     jobs = opts.jobs or default_jobs(len(opts.platforms))
     jobs = min(jobs, len(opts.platforms))
-    log.info(f"building {len(opts.platforms)} platform(s), {jobs} at a time")
+    order = build_order(opts.platforms, [s.platform for s in statuses if s.native])
+    log.info(f"building {len(opts.platforms)} platform(s), {jobs} at a time"
+             + (f", emulated first: {', '.join(map(str, order))}" if len(order) > 1 else ""))
 
     workdir = tempfile.mkdtemp(prefix="taskimage-")
     temp_auth: Path | None = None
@@ -368,7 +439,14 @@ def run(opts: BuildOptions) -> Outcome:
         if opts.creds:
             temp_auth = auth.merged_authfile(Path(registry.authfile) if registry.authfile else None, opts.image.registry, opts.creds)
             registry = dataclasses.replace(registry, authfile=str(temp_auth))
-        builds = _build_all(opts, store, registry, workdir, jobs)
+        if opts.spec.cache_repo:
+            problem = cache_problem(registry, opts.spec.cache_repo)
+            if problem:
+                log.warn(f"layer cache {opts.spec.cache_repo} not used: {problem}")
+                opts = dataclasses.replace(opts, spec=dataclasses.replace(opts.spec, cache_repo=""))
+            else:
+                log.info(f"layer cache {opts.spec.cache_repo}: reachable")
+        builds = _build_all(opts, store, registry, workdir, jobs, order)
         if opts.skip_push:
             log.phase("push skipped (--skip-push)")
             out = {"IMAGE_URL": opts.image.url, "IMAGE_DIGEST": "", "IMAGE_REF": "", "IMAGES": ""}
@@ -405,12 +483,16 @@ def run(opts: BuildOptions) -> Outcome:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _build_all(opts: BuildOptions, store, registry, workdir: str, jobs: int) -> tuple[PlatformBuild, ...]:
-    if jobs == 1:
-        return tuple(build_platform(opts, store, registry, p, workdir) for p in opts.platforms)
+def _build_all(opts: BuildOptions, store, registry, workdir: str, jobs: int,
+               order: Sequence[Platform] | None = None) -> tuple[PlatformBuild, ...]:
+    order = list(order or opts.platforms)
     done: dict[Platform, PlatformBuild] = {}
+    if jobs == 1:
+        for p in order:
+            done[p] = build_platform(opts, store, registry, p, workdir)
+        return tuple(done[p] for p in opts.platforms)
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build") as pool:
-        futures = {pool.submit(build_platform, opts, store, registry, p, workdir): p for p in opts.platforms}
+        futures = {pool.submit(build_platform, opts, store, registry, p, workdir): p for p in order}
         try:
             for fut in concurrent.futures.as_completed(futures):
                 done[futures[fut]] = fut.result()
