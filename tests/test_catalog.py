@@ -430,3 +430,14 @@ def test_released_bundles_push_and_resolve(registry, tmp_path, capsys):
     listing = capsys.readouterr().out
     for t in catalog.task_defs():
         assert t.name in listing
+
+
+def test_all_shipped_yaml_passes_tekton_lint():
+    from taskimage.lint.tektonlint import find_tekton_lint, run_tekton_lint
+
+    exe = find_tekton_lint()
+    need(bool(exe) and Path(exe).exists() if exe else False, "tekton-lint not found (npm @ibm/tekton-lint; set TEKTON_LINT)")
+    files = [str(p) for d in ("catalog", "tekton", ".tekton", "examples/pac") for p in sorted((ROOT / d).rglob("*.yaml"))]
+    _, found = run_tekton_lint(files, exe)
+    errors = [f for f in found if f.get("level") == "error"]
+    assert not errors, errors
