@@ -441,3 +441,29 @@ def test_all_shipped_yaml_passes_tekton_lint():
     _, found = run_tekton_lint(files, exe)
     errors = [f for f in found if f.get("level") == "error"]
     assert not errors, errors
+
+
+def test_release_run_steps_are_real_commands(tmp_path):
+    """.tekton/release.yaml's steps, with Tekton's values substituted, run the generator and
+    parse as `taskimage bundle push` invocations."""
+    (run,) = docs(ROOT / ".tekton/release.yaml")
+    tasks = {t["name"]: t for t in run["spec"]["pipelineSpec"]["tasks"]}
+    image = f"ghcr.io/taskimage/taskimage@{DIGEST}"
+    values = {"TASKIMAGE": image, "REVISION": "0123abc", "TASKS_BUNDLE": f"ghcr.io/taskimage/tasks@{DIGEST}"}
+    out = tmp_path / "release"
+
+    def subst(arg: str) -> str:
+        arg = arg.replace("/workspace/release", str(out)).replace("$(workspaces.source.path)", str(ROOT))
+        arg = arg.replace("$(results.DIGEST.path)", str(tmp_path / "digest"))
+        return re.sub(r"\$\(params\.([A-Z_]+)\)", lambda m: values[m.group(1)], arg)
+
+    for name, produced in (("release-tasks", "tasks.yaml"), ("release-pipelines", "pipelines.yaml")):
+        render, push = tasks[name]["taskSpec"]["steps"]
+        assert render["command"] == ["python3", "-m", "taskimage.catalog"]
+        assert catalog.main([subst(a) for a in render["args"]]) == 0
+        assert (out / produced).is_file()
+        assert push["command"] == ["taskimage"]
+        args = cli.build_parser().parse_args([subst(a) for a in push["args"]])
+        assert args.files == [str(out / produced)] and args.digestfile == str(tmp_path / "digest")
+        assert args.ref.endswith(":0123abc")
+    assert f"ghcr.io/taskimage/tasks@{DIGEST}" in (out / "pipelines.yaml").read_text()
