@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import string
 import tempfile
 import time
@@ -30,6 +31,15 @@ INDEX_TYPES = {
     "application/vnd.docker.distribution.manifest.list.v2+json",
 }
 AUTH_MARKERS = ("unauthorized", "authentication required", "denied", "401", "403", "forbidden")
+# As words, never inside a digest: a bare "401" matched the hex of sha256 digests in buildah's
+# output and turned a 503 into "credentials refused" (seen through tests/faultproxy.py).
+_AUTH_RE = re.compile(r"unauthorized|authentication required|\bdenied\b|\bforbidden\b|(?<![0-9a-f:])40[13](?![0-9a-f])",
+                      re.IGNORECASE)
+
+
+def auth_refused(lines: Sequence[str]) -> bool:
+    """Does a registry tool's output say the credentials were refused (401/403)?"""
+    return any(_AUTH_RE.search(line) for line in lines)
 PERMANENT_MARKERS = ("manifest invalid", "name invalid", "invalid reference", "blob unknown to registry",
                      "name unknown", "unsupported", "no such host")
 NOT_FOUND_MARKERS = ("manifest unknown", "not found", "name unknown")
@@ -310,7 +320,7 @@ def registry_retry(action, *, what: str, image: ImageReference, retry: int, retr
             return action()
         except ToolError as exc:
             text = " ".join(exc.tail).lower()
-            if any(m in text for m in AUTH_MARKERS):
+            if auth_refused(exc.tail):
                 raise RegistryAuthError(
                     f"the registry {image.registry} refused the credentials for {image.name} "
                     f"(check --authfile / the dockerconfig workspace); not retried", tail=exc.tail) from exc
@@ -367,8 +377,8 @@ def inspect_raw(registry: buildah.Registry, ref: str, retry: int, delay: float, 
                              what="skopeo inspect").stdout
         except ToolError as exc:
             text = " ".join(exc.tail).lower()
-            stop = AUTH_MARKERS if retry_not_found else AUTH_MARKERS + NOT_FOUND_MARKERS
-            if any(m in text for m in stop) or attempt > retry:
+            not_found = not retry_not_found and any(m in text for m in NOT_FOUND_MARKERS)
+            if auth_refused(exc.tail) or not_found or attempt > retry:
                 raise
             time.sleep(delay * (2 ** (attempt - 1)))
     raise AssertionError("unreachable")
