@@ -1,0 +1,144 @@
+"""Registry layer cache (--cache-repo), build order and parallelism, with real buildah and a registry.
+
+Evidence is timing-free: buildah's own "Using cache" / "Pushing cache" lines, whether a RUN
+step's output appears at all (a reused step does not run), the cache repository's tags in the
+registry, and the pushed images' digests and configs read back with skopeo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from conftest import emulation_ready, have_tools, need, skopeo_raw
+from taskimage import build, devenv
+from taskimage.platforms import Platform
+
+AMD64, ARM64, S390X = Platform("linux", "amd64"), Platform("linux", "arm64"), Platform("linux", "s390x")
+
+
+def test_default_jobs_one_per_cpu_at_most_one_per_platform():
+    assert build.default_jobs(2, cpus=2) == 2
+    assert build.default_jobs(5, cpus=2) == 2
+    assert build.default_jobs(1, cpus=8) == 1
+    assert build.default_jobs(3, cpus=0) == 1
+
+
+def test_emulated_platforms_start_first():
+    assert build.build_order([AMD64, ARM64, S390X], native=[AMD64]) == [ARM64, S390X, AMD64]
+    assert build.build_order([ARM64, AMD64], native=[ARM64]) == [AMD64, ARM64]
+
+
+# --- for real ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def storage(tmp_path):
+    need(have_tools("buildah", "skopeo"), "buildah and skopeo are not installed (see .ci/run)")
+    need(os.geteuid() == 0, "buildah builds here run as root")
+
+    def env(name: str) -> dict:
+        return {"TASKIMAGE_ROOT": str(tmp_path / name / "root"), "TASKIMAGE_RUNROOT": str(tmp_path / name / "run"),
+                "TASKIMAGE_TLSVERIFY": "false"}
+
+    return env
+
+
+def taskimage(argv, env, timeout=900):
+    full = dict(os.environ)
+    full.update(env)
+    proc = subprocess.run([sys.executable, "-m", "taskimage", *argv], capture_output=True, text=True, env=full, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def cache_tags(registry, repo_path: str) -> list[str]:
+    try:
+        with urllib.request.urlopen(f"http://{registry.host}/v2/{repo_path}/tags/list", timeout=10) as r:
+            return json.load(r).get("tags") or []
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return []
+        raise
+
+
+def entries(ref: str) -> dict[str, str]:
+    return {m["platform"]["architecture"]: m["digest"] for m in skopeo_raw(ref)["manifests"]}
+
+
+def lines(err: str, platform: str, pattern: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith(f"[{platform}] ") and re.search(pattern, line)]
+
+
+@pytest.mark.emulation
+def test_warm_run_in_empty_storage_reuses_every_layer_from_the_cache_repo(tmp_path, registry, busybox_base, storage):
+    ok, why = emulation_ready(("linux/arm64",))
+    need(ok, why)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(f"FROM {busybox_base}\nRUN echo ran-on-$(uname -m) && uname -m > /arch\n"
+                                       "RUN echo second-step-ran && touch /second\n")
+    cache = f"{registry.host}/cache/warm"
+    assert cache_tags(registry, "cache/warm") == []
+
+    # cold: an empty cache repository is a miss, not an error; both platforms, in parallel, fill it
+    rc, _, cold = taskimage(["build", "--image", f"{registry.host}/app/warm:cold", "--context", str(ctx), "--cache-repo", cache,
+                             "--jobs", "2", "linux/amd64", "linux/arm64"], storage("cold"))
+    assert rc == 0, cold[-3000:]
+    for plat, uname in (("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")):
+        assert lines(cold, plat, rf"^\[{plat}\] ran-on-{uname}$"), cold[-3000:]
+        assert lines(cold, plat, rf"^\[{plat}\] second-step-ran$"), cold[-3000:]
+        assert len(lines(cold, plat, r"--> Pushing cache ")) == 2
+    tags = cache_tags(registry, "cache/warm")
+    assert len(tags) == 4  # one per RUN step per platform: their keys differ by platform
+
+    # warm: a new, empty storage (a new pod); nothing runs, everything comes from the registry
+    rc, _, warm = taskimage(["build", "--image", f"{registry.host}/app/warm:warm", "--context", str(ctx), "--cache-repo", cache,
+                             "linux/amd64", "linux/arm64"], storage("warm"))
+    assert rc == 0, warm[-3000:]
+    for plat in ("linux/amd64", "linux/arm64"):
+        assert not lines(warm, plat, rf"^\[{plat}\] (ran-on-.*|second-step-ran)$"), "a RUN step ran again despite the cache"
+        assert len(lines(warm, plat, r"--> Cache pulled from remote ")) == 2
+        assert len(lines(warm, plat, r"--> Using cache ")) == 2
+    assert sorted(cache_tags(registry, "cache/warm")) == sorted(tags)
+    # the same images, bit for bit
+    assert entries(f"{registry.host}/app/warm:warm") == entries(f"{registry.host}/app/warm:cold")
+
+
+@pytest.mark.tools
+def test_unreachable_cache_is_logged_and_skipped(tmp_path, registry, busybox_base, storage):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(f"FROM {busybox_base}\nRUN echo built > /built\n")
+    closed = devenv.free_port()  # nothing listens there
+    image = f"{registry.host}/app/nocache:1"
+    rc, _, err = taskimage(["build", "--image", image, "--context", str(ctx), "--cache-repo", f"127.0.0.1:{closed}/cache/x",
+                            "linux/amd64"], storage("nocache"))
+    assert rc == 0, err[-3000:]
+    assert re.search(rf"WARNING: layer cache 127.0.0.1:{closed}/cache/x not used: .*connection refused", err), err[-3000:]
+    assert "--cache-from" not in err and "Pushing cache" not in err
+    assert skopeo_raw(image)["manifests"][0]["platform"]["architecture"] == "amd64"
+
+
+@pytest.mark.tools
+def test_platform_independent_step_is_not_mislabelled_by_the_cache(tmp_path, registry, storage):
+    """buildah < 1.42 reuses a cached layer whatever its platform (buildah#6269): FROM scratch +
+    COPY has the same cache key on every platform. The result must still be right per platform."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "motd").write_text("same bytes on every platform\n")
+    (ctx / "Containerfile").write_text("FROM scratch\nCOPY motd /etc/motd\n")
+    image = f"{registry.host}/app/scratch:1"
+    rc, _, err = taskimage(["build", "--image", image, "--context", str(ctx), "--cache-repo", f"{registry.host}/cache/scratch",
+                            "--jobs", "1", "linux/amd64", "linux/arm64"], storage("scratch"))
+    assert rc == 0, err[-3000:]
+    index = skopeo_raw(image)
+    by_arch = {m["platform"]["architecture"]: m["digest"] for m in index["manifests"]}
+    assert set(by_arch) == {"amd64", "arm64"}
+    for arch, digest in by_arch.items():
+        assert skopeo_raw(f"{registry.host}/app/scratch@{digest}", config=True)["architecture"] == arch
+    assert "rebuilding without the layer cache" in err
