@@ -1,0 +1,236 @@
+"""Benchmarks of ``taskimage build`` against the seed's script (not timed tests: they print).
+
+    .venv/bin/python bench/bench.py samba [--rounds 2]    # (a) seed vs cold, (b) warm, (d) peak disk
+    .venv/bin/python bench/bench.py overhead [--runs 5]   # (c) orchestration overhead
+
+``samba`` builds examples/samba (apt-get install samba; arm64 under qemu) for linux/amd64 and
+linux/arm64 FROM a minbase Debian bookworm made locally with mmdebstrap, pushed to a local
+registry. Each round runs, in fresh storage directories, interleaved (the order alternates
+between rounds so that neither side always runs on a warmer page cache or a quieter machine):
+
+- ``seed``: bench/seed/build.sh (serial buildah bud, vfs, no cache, manifest push --all);
+- ``cold``: ``taskimage build`` with an empty ``--cache-repo`` (it fills it);
+- ``warm``: ``taskimage build`` in another empty storage with that now-populated cache repo.
+
+Each run prints its wall time, the peak size of its storage directory (``du -sxb`` sampled every
+2 s and once at the end) and the load average when it started; the end prints medians and the
+ratios to the seed's median against the targets of issue 7.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from taskimage import devenv, tools  # noqa: E402
+
+PLATFORMS = ["linux/amd64", "linux/arm64"]
+TARGETS = {"cold": 0.95, "warm": 0.15}
+DISK_TARGET = 0.6
+
+
+class PeakDisk:
+    """Samples ``du -sxb DIR`` in a thread; ``-x`` stays off overlay mounts of running builds."""
+
+    def __init__(self, directory: Path, every: float = 2.0):
+        self.directory, self.every, self.peak = directory, every, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def sample(self) -> None:
+        if self.directory.exists():
+            r = tools.run(["du", "-sxb", str(self.directory)], quiet=True, stream=False, check=False)
+            if r.stdout.split():
+                self.peak = max(self.peak, int(r.stdout.split()[0]))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self.sample()
+
+    def __enter__(self) -> "PeakDisk":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+def _timed(argv, *, cwd=None, env=None, storage: Path, log_path: Path) -> tuple[float, int, float]:
+    """(seconds, peak bytes, load average at start); raises if the command fails."""
+    load = os.getloadavg()[0]
+    full = dict(os.environ)
+    full.update(env or {})
+    with PeakDisk(storage) as disk, open(log_path, "w") as log:
+        t = time.monotonic()
+        # not tools.run: it would echo everything to the terminal; the log file keeps the output
+        proc = subprocess.run(argv, cwd=cwd, env=full, stdout=log, stderr=subprocess.STDOUT)
+        seconds = time.monotonic() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv[0]} failed with {proc.returncode}; see {log_path}")
+    return seconds, disk.peak, load
+
+
+def _storage_conf(directory: Path) -> Path:
+    conf = directory / "storage.conf"
+    conf.write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{directory / "root"}"\nrunroot = "{directory / "run"}"\n')
+    return conf
+
+
+def _clean(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def samba(rounds: int, workdir: Path, keep_logs: Path) -> None:
+    context = REPO / "examples" / "samba"
+    taskimage = [sys.executable, "-m", "taskimage"]
+    with devenv.LocalRegistry(workdir / "registry") as reg:
+        base = devenv.base_image("bookworm", PLATFORMS, f"{reg.host}/base/debian:bookworm")
+        print(f"registry {reg.host}; base {base}; {os.cpu_count()} CPUs; load {os.getloadavg()}", flush=True)
+        runs: dict[str, list[tuple[float, int]]] = {"seed": [], "cold": [], "warm": []}
+        for r in range(1, rounds + 1):
+            cache = f"{reg.host}/cache/samba-{r}"
+
+            def seed() -> None:
+                d = workdir / f"seed-{r}"
+                d.mkdir()
+                env = {"IMAGE": f"{reg.host}/bench/seed-{r}", "BASE_IMAGE": base,
+                       "CONTAINERS_STORAGE_CONF": str(_storage_conf(d))}
+                s, peak, load = _timed(["bash", str(HERE / "seed" / "build.sh"), *PLATFORMS], cwd=context, env=env,
+                                       storage=d / "root", log_path=keep_logs / f"seed-{r}.log")
+                runs["seed"].append((s, peak))
+                print(f"round {r}  seed  {s:7.1f} s  peak {_gb(peak)}  (load {load:.1f})", flush=True)
+                _clean(d)
+
+            def ours(kind: str) -> None:
+                d = workdir / f"{kind}-{r}"
+                argv = [*taskimage, "build", "--image", f"{reg.host}/bench/{kind}-{r}:v1", "--context", str(context),
+                        "--build-arg", f"BASE_IMAGE={base}", "--tls-verify=false", "--cache-repo", cache,
+                        "--root", str(d / "root"), "--runroot", str(d / "run"), *PLATFORMS]
+                s, peak, load = _timed(argv, storage=d / "root", log_path=keep_logs / f"{kind}-{r}.log")
+                runs[kind].append((s, peak))
+                print(f"round {r}  {kind:4}  {s:7.1f} s  peak {_gb(peak)}  (load {load:.1f})", flush=True)
+                _clean(d)
+
+            if r % 2:
+                seed(); ours("cold"); ours("warm")
+            else:
+                ours("cold"); ours("warm"); seed()
+
+    print()
+    seed_t = statistics.median(s for s, _ in runs["seed"])
+    seed_disk = statistics.median(p for _, p in runs["seed"])
+    print(f"{'run':6} {'median s':>9} {'x seed':>7} {'target':>7}   {'peak disk':>10} {'x seed':>7}")
+    for kind, values in runs.items():
+        t = statistics.median(s for s, _ in values)
+        disk = statistics.median(p for _, p in values)
+        target = f"<= {TARGETS[kind]}" if kind in TARGETS else ""
+        print(f"{kind:6} {t:9.1f} {t / seed_t:7.2f} {target:>7}   {_gb(disk):>10} {disk / seed_disk:7.2f}")
+    print(f"peak disk target: <= {DISK_TARGET} x the seed's; logs in {keep_logs}")
+
+
+TRACER = '''
+import json, os, sys, time
+from taskimage import tools, cli
+if os.environ.get("BENCH_LAZY_CLI") == "1":  # what a cli importing only the named command would cost
+    cli.COMMAND_MODULES[:] = [sys.argv[2]]
+spent = []
+real = tools.run
+def timed(argv, **kw):
+    t = time.monotonic()
+    try:
+        return real(argv, **kw)
+    finally:
+        spent.append([list(map(str, argv)), time.monotonic() - t])
+tools.run = timed
+try:
+    rc = cli.main(sys.argv[2:])
+finally:
+    json.dump(spent, open(sys.argv[1], "w"))
+sys.exit(rc)
+'''
+
+
+def overhead(runs: int, workdir: Path, keep_logs: Path, lazy_cli: bool = False) -> None:
+    """Wall time of ``taskimage build`` minus the time spent in the tools it runs.
+
+    The build (busybox base, one RUN, amd64 only) is warm in its storage so that the tools are
+    quick and the difference is not lost in their noise. Every tool command is timed in-process
+    (a wrapper around tools.run); the wall time is measured from outside, so Python's start-up,
+    argument parsing, preflight and our bookkeeping all count as overhead. ``lazy_cli`` measures
+    what importing only the build command (not every command module) would save.
+    """
+    ctx = workdir / "ctx"
+    ctx.mkdir()
+    with devenv.LocalRegistry(workdir / "registry") as reg:
+        base = devenv.base_image("busybox", ["linux/amd64"], f"{reg.host}/base/busybox:1")
+        (ctx / "Containerfile").write_text(f"FROM {base}\nRUN uname -m > /arch\n")
+        tracer = workdir / "tracer.py"
+        tracer.write_text(TRACER)
+        store = workdir / "storage"
+        results = []
+        for n in range(runs + 1):  # run 0 warms the storage and is not counted
+            trace = workdir / f"trace-{n}.json"
+            argv = [sys.executable, str(tracer), str(trace), "build", "--image", f"{reg.host}/bench/overhead:{n}",
+                    "--context", str(ctx), "--tls-verify=false", "--root", str(store / "root"),
+                    "--runroot", str(store / "run"), "linux/amd64"]
+            s, _, load = _timed(argv, cwd=REPO, env={"BENCH_LAZY_CLI": "1" if lazy_cli else "0"}, storage=store,
+                                log_path=keep_logs / f"overhead-{n}.log")
+            spent = json.loads(trace.read_text())
+            in_tools = sum(t for _, t in spent)
+            if n:
+                results.append((s, in_tools))
+                print(f"run {n}  wall {s:6.2f} s  in {len(spent)} tool commands {in_tools:6.2f} s  "
+                      f"overhead {s - in_tools:5.2f} s  (load {load:.1f})", flush=True)
+        print()
+        for argv, t in spent:
+            print(f"  {t:6.2f} s  {' '.join(argv)[:150]}")
+        over = statistics.median(s - t for s, t in results)
+        print(f"\nmedian overhead {over:.2f} s per build (target <= 1 s); median wall {statistics.median(s for s, _ in results):.2f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="bench", required=True)
+    s = sub.add_parser("samba", help="(a) seed vs cold, (b) warm, (d) peak disk")
+    s.add_argument("--rounds", type=int, default=2)
+    o = sub.add_parser("overhead", help="(c) orchestration overhead")
+    o.add_argument("--runs", type=int, default=5)
+    o.add_argument("--lazy-cli", action="store_true", help="import only the build command's module (as a lazy cli.py would)")
+    parser.add_argument("--logs", default="", help="keep each run's log here (default: a temp dir)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (buildah with chroot isolation and its own storage)")
+    os.environ.setdefault("BUILDAH_ISOLATION", "chroot")
+    workdir = Path(tempfile.mkdtemp(prefix="taskimage-bench-"))
+    logs = Path(args.logs or tempfile.mkdtemp(prefix="taskimage-bench-logs-"))
+    logs.mkdir(parents=True, exist_ok=True)
+    try:
+        if args.bench == "samba":
+            samba(args.rounds, workdir, logs)
+        else:
+            overhead(args.runs, workdir, logs, args.lazy_cli)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
