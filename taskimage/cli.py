@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _on_signal(signum, frame):  # Tekton sends SIGTERM on timeout / cancel
+    """Signal every child first (worker threads wait on them), then unwind the main thread.
+
+    A second signal during the unwinding is ignored, so the clean-up is not cut short.
+    """
+    if tools.stopping():
+        return
+    tools.signal_all(signal.SIGTERM)
     raise Interrupted(f"received {signal.Signals(signum).name}, stopping")
 
 

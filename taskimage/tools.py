@@ -23,7 +23,7 @@ from taskimage.errors import Interrupted, ToolError
 TAIL_LINES = 25
 
 _running: dict[int, object] = {}
-_running_lock = threading.Lock()
+_running_lock = threading.RLock()  # re-entrant: the SIGTERM handler may run while the main thread holds it
 _stopping = threading.Event()
 
 
@@ -105,10 +105,13 @@ def run(
     )
     if stdin is not None:
         kwargs["_in"] = stdin
-    process = command(*argv[1:], **kwargs)
-    with _running_lock:
-        _running[id(process)] = process
+    process = None
     try:
+        process = command(*argv[1:], **kwargs)
+        with _running_lock:
+            _running[id(process)] = process
+        if _stopping.is_set():  # a stop began while it started (signal_all may have missed it)
+            raise Interrupted(f"interrupted while starting {os.path.basename(argv[0])}")
         process.wait()
         returncode = process.exit_code
     except sh.TimeoutException:
@@ -116,9 +119,16 @@ def run(
         tail.append(f"(timed out after {timeout} s)")
     except sh.SignalException as exc:  # killed by a signal
         returncode = -abs(getattr(exc, "exit_code", 1))
+    except BaseException:
+        # Interrupted (SIGTERM handler), KeyboardInterrupt, ...: the child never outlives this
+        # call, or it would be orphaned (it is no longer tracked once we return).
+        if process is not None:
+            _stop_group(process)
+        raise
     finally:
-        with _running_lock:
-            _running.pop(id(process), None)
+        if process is not None:
+            with _running_lock:
+                _running.pop(id(process), None)
     if _stopping.is_set():
         raise Interrupted(f"interrupted while running {os.path.basename(argv[0])}")
     result = Result(tuple(argv), returncode, "".join(out), "".join(err))
@@ -128,6 +138,44 @@ def run(
             f"{name} failed with exit code {returncode}", tail=list(tail), returncode=returncode
         )
     return result
+
+
+def _stop_group(process, grace: float = 5.0) -> None:
+    """SIGTERM to the child's process group, SIGKILL after ``grace`` seconds if it is still there.
+
+    The whole group: buildah's chroot runner and the RUN step's processes are in it. A RUN step
+    that is PID 1 of its own namespace ignores SIGTERM; SIGKILL ends it.
+    """
+    import time
+
+    try:
+        process.signal_group(signal.SIGTERM)
+    except Exception:  # already gone
+        return
+    deadline = time.monotonic() + grace
+    while process.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if process.is_alive():
+        try:
+            process.signal_group(signal.SIGKILL)
+        except Exception:
+            pass
+
+
+def signal_all(sig: int = signal.SIGTERM) -> None:
+    """Begin a stop: no new child starts, every running child's process group gets ``sig`` now.
+
+    Does not wait, so it is safe in a signal handler: worker threads blocked on their children
+    wake up as those exit, instead of the main thread waiting for builds that would run on.
+    """
+    _stopping.set()
+    with _running_lock:
+        processes = list(_running.values())
+    for p in processes:
+        try:
+            p.signal_group(sig)
+        except Exception:  # already gone
+            pass
 
 
 def stop_all(sig: int = signal.SIGTERM, grace: float = 5.0) -> None:

@@ -1,0 +1,168 @@
+"""SIGTERM (what Tekton sends on timeout or cancel) stops `taskimage build` and everything it started.
+
+Checked for real: the process tree of the run is recorded before the signal and must be gone
+after it (buildah, its chroot runner, the RUN step's own processes, under qemu too); the exit code
+is 143 within 10 s; and nothing is pushed, also when the signal arrives in the middle of the push
+(the tag never points at a partial list).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import emulation_ready, have_tools, need, tag_exists
+from faultproxy import Fault, FaultProxy
+
+pytestmark = [pytest.mark.tools]
+
+DIGEST_PUT = r"^/v2/.+/manifests/sha256:"
+
+
+@pytest.fixture
+def storage_env(tmp_path):
+    need(have_tools("buildah", "skopeo"), "buildah and skopeo are not installed (see .ci/run)")
+    need(os.geteuid() == 0, "buildah builds here run as root")
+    ok, why = emulation_ready(("linux/arm64",))
+    need(ok, why)
+    return {"TASKIMAGE_ROOT": str(tmp_path / "root"), "TASKIMAGE_RUNROOT": str(tmp_path / "run"),
+            "TASKIMAGE_TLSVERIFY": "false", "TASKIMAGE_STORAGE_DRIVER": "vfs"}
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def descendants(root: int) -> dict[int, str]:
+    """Every live process below ``root`` (by parent pid), with its command line."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in found:
+                found[child] = cmdline(child)
+                frontier.append(child)
+    return found
+
+
+def alive(pid: int, was: str) -> bool:
+    """Still running (not a zombie) with the same command line (pids are not reused that fast)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z" and cmdline(pid) == was
+
+
+def matching(text: str) -> list[str]:
+    return [c for c in (cmdline(int(p)) for p in os.listdir("/proc") if p.isdigit()) if text in c]
+
+
+def start(argv, env, log_path: Path) -> subprocess.Popen:
+    full = dict(os.environ)
+    full.update(env)
+    with open(log_path, "w") as log:
+        return subprocess.Popen([sys.executable, "-m", "taskimage", *argv], stdout=subprocess.DEVNULL, stderr=log, env=full)
+
+
+def wait_for(predicate, timeout: float, what: str, log_path: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}; log:\n{log_path.read_text()[-3000:]}")
+
+
+def terminate(proc: subprocess.Popen) -> tuple[int, float]:
+    t = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail("taskimage did not exit within 30 s of SIGTERM")
+    return rc, time.monotonic() - t
+
+
+@pytest.mark.emulation
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_sigterm_during_a_run_step_stops_every_child_and_pushes_nothing(tmp_path, registry, busybox_base, storage_env, jobs):
+    marker = str(random.randint(10_000_000, 99_999_999))  # `sleep <marker>`: findable in /proc
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(f"FROM {busybox_base}\nRUN sleep {marker}\n")
+    image = f"{registry.host}/interrupt/build-{jobs}:1"
+    log_path = tmp_path / "stderr"
+    proc = start(["build", "--image", image, "--context", str(ctx), "--jobs", jobs, "linux/amd64", "linux/arm64"],
+                 storage_env, log_path)
+    try:
+        # with --jobs 2 both platforms sleep (arm64 under qemu); with --jobs 1 the first one does
+        wait_for(lambda: len(matching(f"sleep {marker}")) >= int(jobs), 120, "the RUN steps to start", log_path)
+        tree = descendants(proc.pid)
+        assert any("buildah" in c for c in tree.values()) and any(f"sleep {marker}" in c for c in tree.values()), tree
+        rc, seconds = terminate(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = log_path.read_text()
+    assert rc == 143, err[-2000:]
+    assert seconds < 10
+    assert err.strip().splitlines()[-1] == "ERROR: received SIGTERM, stopping"
+    time.sleep(0.5)  # let the kernel reap
+    left = {pid: c for pid, c in tree.items() if alive(pid, c)}
+    assert left == {}, f"processes of the run still running: {left}"
+    assert matching(f"sleep {marker}") == []
+    assert not tag_exists(image)
+
+
+def test_sigterm_during_the_push_leaves_no_tag(tmp_path, registry, busybox_base, storage_env):
+    """The registry stalls on the second platform's manifest; SIGTERM then: the tag never appears
+    (not even after the stalled request is let through), and no buildah process remains."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(f"FROM {busybox_base}\nCOPY Containerfile /c\n")
+    stall = Fault("stall", ("PUT",), DIGEST_PUT, nth=(2,))
+    with FaultProxy(registry.host, [stall]) as proxy:
+        image = f"{proxy.host}/interrupt/push:1"
+        log_path = tmp_path / "stderr"
+        proc = start(["build", "--image", image, "--context", str(ctx), "linux/amd64", "linux/arm64"], storage_env, log_path)
+        try:
+            wait_for(lambda: stall.fired, 120, "the push to reach the stalled manifest", log_path)
+            tree = descendants(proc.pid)
+            assert any("manifest push" in c for c in tree.values()), tree
+            rc, seconds = terminate(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        proxy.release()  # the stalled PUT reaches the registry now: still no tag
+        time.sleep(1)
+        tag_puts = proxy.requests("PUT", r"/manifests/1$")
+    err = log_path.read_text()
+    assert rc == 143, err[-2000:]
+    assert seconds < 10
+    assert tag_puts == []
+    assert not tag_exists(f"{registry.host}/interrupt/push:1")
+    left = {pid: c for pid, c in tree.items() if alive(pid, c)}
+    assert left == {}, f"processes of the run still running: {left}"
