@@ -467,3 +467,55 @@ def test_release_run_steps_are_real_commands(tmp_path):
         assert args.files == [str(out / produced)] and args.digestfile == str(tmp_path / "digest")
         assert args.ref.endswith(":0123abc")
     assert f"ghcr.io/taskimage/tasks@{DIGEST}" in (out / "pipelines.yaml").read_text()
+
+
+# --- the fan-out flow, run for real (taskimage run: each step in podman) ------------------------
+
+@pytest.fixture
+def task_image_ref(request) -> str:
+    try:
+        return request.getfixturevalue("task_image")
+    except pytest.FixtureLookupError:
+        pass
+    ref = os.environ.get("TASKIMAGE_TASK_IMAGE", "")
+    if not ref:
+        pytest.skip("no task image: tests/conftest.py has no task_image fixture and TASKIMAGE_TASK_IMAGE is unset")
+    return ref
+
+
+@pytest.mark.podman
+@pytest.mark.emulation
+def test_platform_tasks_then_index_make_one_list(task_image_ref, registry, busybox_base, tmp_path):
+    """What the matrix Pipeline does, one TaskRun after the other: each platform Task pushes to a
+    per-run tag and gives its image by digest; the index Task (non-root, no capabilities) joins them."""
+    from conftest import emulation_ready, skopeo_raw
+
+    need(have_tools("podman", "runc", "skopeo"), "podman, runc and skopeo are needed")
+    ok, reason = emulation_ready(["linux/arm64"])
+    need(ok, reason)
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "Containerfile").write_text(f"FROM {busybox_base}\nRUN uname -m > /arch\n")
+    repo = f"{registry.host}/catalog/fanout"
+    common = ["-p", "TLSVERIFY=false", "-p", f"BUILDER_IMAGE={task_image_ref}", "--tls-verify=false"]
+    images = {}
+    for platform in ("amd64", "arm64"):
+        out = tmp_path / f"results-{platform}"
+        task = ROOT / "catalog/task/buildah-multiarch-platform/0.1/buildah-multiarch-platform.yaml"
+        assert cli.main(["run", str(task), "-w", f"source={source}", "-p", f"REPOSITORY={repo}",
+                         "-p", f"PLATFORM={platform}", "--results-dir", str(out), *common]) == 0
+        url = (out / "IMAGE_URL").read_text()
+        assert url.startswith(f"{repo}:buildah-multiarch-platform-")  # the TaskRun's name: a per-run tag
+        images[platform] = (out / "IMAGES").read_text()
+        assert "," not in images[platform] and images[platform].startswith(f"{repo}@sha256:")
+        config = skopeo_raw(images[platform], config=True)
+        assert config["architecture"] == platform
+    assert len({u for u in images.values()}) == 2
+    out = tmp_path / "results-index"
+    task = ROOT / "catalog/task/buildah-multiarch-index/0.1/buildah-multiarch-index.yaml"
+    assert cli.main(["run", str(task), "-p", f"IMAGE={repo}:v1", "-p", f"IMAGE_REFS={images['amd64']},{images['arm64']}",
+                     "--results-dir", str(out), *common]) == 0
+    digest = (out / "IMAGE_DIGEST").read_text()
+    listed = skopeo_raw(f"{repo}@{digest}")
+    assert {m["platform"]["architecture"]: f"{repo}@{m['digest']}" for m in listed["manifests"]} == images
+    assert skopeo_raw(f"{repo}:v1") == listed
