@@ -13,6 +13,7 @@ Exposed on the CLI as ``taskimage dev registry`` and ``taskimage dev base-image`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -20,6 +21,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tarfile
 import tempfile
 import time
@@ -316,3 +318,148 @@ def base_image(flavour: str, platforms: Iterable[str | Platform], ref: str, *, t
     layout = build_layout(flavour, plats)
     push_layout(layout, ref, tls_verify=tls_verify)
     return ref
+
+
+# --- the task image -----------------------------------------------------------------------
+
+TASK_IMAGE_PLATFORMS = ("linux/amd64", "linux/arm64")
+# what goes into the task image's build context (the rest is kept out by .containerignore)
+_TASK_IMAGE_INPUTS = ("Containerfile", ".containerignore", "pyproject.toml", "README.md", "LICENSE")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskImage:
+    """A task image pushed by :func:`build_task_image`."""
+
+    ref: str  # REPO:TAG
+    digest: str  # the index digest (the registry's)
+    images: tuple[tuple[str, str], ...]  # (platform, REPO@DIGEST) per platform, in build order
+    base: str  # the base image it was built FROM
+    labels: dict  # the OCI label values passed as build args
+    seconds: float  # the `taskimage build` run alone
+    layer_cache: Path  # buildah storage kept between builds
+
+    @property
+    def by_digest(self) -> str:
+        return self.ref.rsplit(":", 1)[0] + "@" + self.digest
+
+    def image_for(self, platform: str) -> str:
+        return dict(self.images)[platform]
+
+
+def repo_root() -> Path:
+    """The source tree this package was installed from (editable installs): the build context."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "Containerfile").is_file():
+        raise UsageError(f"no Containerfile next to the taskimage package in {root}: "
+                         "build the task image from a source checkout")
+    return root
+
+
+def task_image_inputs(root: Path) -> list[Path]:
+    """Every file whose content ends up in the task image (the key of the layer cache)."""
+    files = [root / name for name in _TASK_IMAGE_INPUTS if (root / name).is_file()]
+    files += sorted(p for p in (root / "taskimage").rglob("*")
+                    if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    return files
+
+
+def _git(root: Path, *args: str) -> str:
+    try:
+        return tools.run(["git", "-C", str(root), *args], quiet=True, stream=False).stdout.strip()
+    except ToolError:
+        return ""
+
+
+def task_image_labels(root: Path) -> dict[str, str]:
+    """Values of the OCI labels: version from the package, revision and source from git,
+    created from SOURCE_DATE_EPOCH (reproducible builds) or now."""
+    from taskimage import __version__
+
+    revision = _git(root, "rev-parse", "HEAD") or "unknown"
+    if revision != "unknown" and _git(root, "status", "--porcelain", "--", *[str(p.relative_to(root)) for p in task_image_inputs(root)]):
+        revision += "-dirty"
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = time.gmtime(int(epoch)) if epoch and epoch.isdigit() else time.gmtime()
+    return {
+        "org.opencontainers.image.source": _git(root, "config", "--get", "remote.origin.url"),
+        "org.opencontainers.image.revision": revision,
+        "org.opencontainers.image.version": __version__,
+        "org.opencontainers.image.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", when),
+    }
+
+
+def task_image_argv(root: Path, ref: str, platforms: Iterable[str], base: str, labels: dict[str, str], *,
+                    storage_root: Path, runroot: Path, results_dir: Path, tls_verify: bool = False,
+                    jobs: int = 0) -> list[str]:
+    """The `taskimage build` command line that builds the task image (pure: tests check it)."""
+    short = {k.rsplit(".", 1)[1].upper(): v for k, v in labels.items()}  # SOURCE, REVISION, ...
+    argv = [sys.executable, "-m", "taskimage", "build", "--image", ref, "--context", str(root),
+            f"--tls-verify={'true' if tls_verify else 'false'}",
+            "--root", str(storage_root), "--runroot", str(runroot), "--results-dir", str(results_dir),
+            "--build-arg", f"BASE_IMAGE={base}", *[f"{k}={v}" for k, v in short.items()],
+            "--annotation", *[f"{k}={v}" for k, v in labels.items()]]
+    if jobs:
+        argv += ["--jobs", str(jobs)]
+    return argv + ["--platform", ",".join(platforms)]
+
+
+TASK_IMAGE_CACHE_LIMIT = 8 * 1024**3  # bytes of layer cache kept (a few Containerfile versions)
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _layer_cache() -> Path:
+    """buildah storage kept between builds: ``--layers`` reuses the apt layer (minutes under
+    emulation) whenever the Containerfile lines up to it are unchanged, whatever the source.
+    Old layers of earlier Containerfiles pile up; past the limit the cache starts afresh."""
+    path = cache_dir() / "task-image" / f"storage-v{CACHE_VERSION}"
+    if path.is_dir() and _tree_size(path) > TASK_IMAGE_CACHE_LIMIT:
+        log.info(f"the task image layer cache {path} is over {TASK_IMAGE_CACHE_LIMIT // 1024**3} GiB: starting afresh")
+        shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_task_image(registry_host: str, ref: str | None = None,
+                     platforms: Iterable[str] = TASK_IMAGE_PLATFORMS, *, base: str | None = None,
+                     tls_verify: bool = False, jobs: int = 0, layer_cache: Path | None = None) -> TaskImage:
+    """Build the task image from this source tree with `taskimage build` itself and push it.
+
+    The Debian trixie base is made with mmdebstrap (cached) and pushed to ``registry_host``
+    unless ``base`` names one. Layers are cached in a buildah storage under the cache dir, so a
+    rebuild after a source change reruns only the small layers after the apt install
+    (``layer_cache`` names another storage directory, e.g. an empty one for a cold build).
+    """
+    platforms = [str(p) for p in parse_platforms(list(platforms), source="--platform")]
+    root = repo_root()
+    ref = ref or f"{registry_host}/taskimage/taskimage:{__import__('taskimage').__version__}"
+    if base is None:
+        base = base_image("trixie", platforms, f"{registry_host}/base/debian:trixie", tls_verify=tls_verify)
+    labels = task_image_labels(root)
+    storage_root = Path(layer_cache) if layer_cache else _layer_cache()
+    with tempfile.TemporaryDirectory(prefix="taskimage-task-image-") as tmp:
+        runroot, results_dir = Path(tmp) / "run", Path(tmp) / "results"
+        runroot.mkdir()
+        results_dir.mkdir()
+        argv = task_image_argv(root, ref, platforms, base, labels, storage_root=storage_root, runroot=runroot,
+                               results_dir=results_dir, tls_verify=tls_verify, jobs=jobs)
+        log.phase(f"task image {ref} for {', '.join(platforms)}")
+        started = time.monotonic()
+        tools.run(argv, prefix="[task image] ", what="taskimage build of the task image")
+        seconds = time.monotonic() - started
+        results = {p.name: p.read_text() for p in results_dir.iterdir()}
+    images = results["IMAGES"].split(",")
+    if len(images) != len(platforms):
+        raise ToolError(f"taskimage build reported {len(images)} image(s) for {len(platforms)} platform(s): {results['IMAGES']}")
+    return TaskImage(ref=results["IMAGE_URL"], digest=results["IMAGE_DIGEST"], images=tuple(zip(platforms, images)),
+                     base=base, labels=labels, seconds=seconds, layer_cache=storage_root)
