@@ -333,35 +333,17 @@ def registry_retry(action, *, what: str, image: ImageReference, retry: int, retr
     raise AssertionError("unreachable")
 
 
-def without_digestfile(argv: list[str]) -> list[str]:
-    """``argv`` minus ``--digestfile PATH``.
-
-    buildah 1.28's ``manifest push --digestfile`` loses the push error: a reset connection or a
-    5xx during the push exits 0 and leaves an empty digest file (seen here through
-    tests/faultproxy.py; the likely cause of konflux-ci/build-definitions#3833). Without it buildah
-    exits non-zero with the registry's error, which we need to retry it (or not, for a 401). The
-    digest is read from the registry afterwards anyway.
-    """
-    out = list(argv)
-    if "--digestfile" in out:
-        i = out.index("--digestfile")
-        del out[i:i + 2]
-    return out
-
-
-def push_with_retry(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, list_name: str, workdir: str) -> str:
+def push_with_retry(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, list_name: str) -> None:
     """Push the list (images by digest first, then the list to the tag, which moves last).
 
-    Returns "" (no trusted local digest): :func:`read_back` takes the digest from the registry.
+    No local digest is trusted: :func:`read_back` takes the digest from the registry.
     """
-    argv = without_digestfile(buildah.manifest_push(store, registry, list_name, opts.image.url, opts.spec.format,
-                                                    os.path.join(workdir, "digest")))
+    argv = buildah.manifest_push(store, registry, list_name, opts.image.url, opts.spec.format)
 
-    def push() -> str:
+    def push() -> None:
         tools.run(argv, what="buildah manifest push")
-        return ""
 
-    return registry_retry(push, what=f"pushing {opts.image.url}", image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
+    registry_retry(push, what=f"pushing {opts.image.url}", image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
 
 
 def inspect_raw(registry: buildah.Registry, ref: str, retry: int, delay: float, *, config: bool = False,
@@ -384,9 +366,9 @@ def inspect_raw(registry: buildah.Registry, ref: str, retry: int, delay: float, 
     raise AssertionError("unreachable")
 
 
-def read_back(opts: BuildOptions, registry: buildah.Registry, digestfile_text: str) -> tuple[str, tuple[tuple[Platform, str], ...]]:
+def read_back(opts: BuildOptions, registry: buildah.Registry) -> tuple[str, tuple[tuple[Platform, str], ...]]:
     """Take the digest from the registry and check the pushed index lists every platform."""
-    return read_back_index(registry, opts.image, opts.platforms, digestfile_text, opts.retry, opts.retry_delay)
+    return read_back_index(registry, opts.image, opts.platforms, "", opts.retry, opts.retry_delay)
 
 
 def read_back_index(registry: buildah.Registry, image: ImageReference, platforms: Sequence[Platform], pushed_digest: str,
@@ -468,9 +450,9 @@ def run(opts: BuildOptions) -> Outcome:
             for b in builds:
                 tools.run(buildah.manifest_add(store, list_name, b.image_id), stream=False)
             log.phase(f"push {opts.image.url}")
-            digestfile_text = push_with_retry(opts, store, registry, list_name, workdir)
+            push_with_retry(opts, store, registry, list_name)
             log.phase("verify pushed index")
-            digest, images = read_back(opts, registry, digestfile_text)
+            digest, images = read_back(opts, registry)
             out = {
                 "IMAGE_DIGEST": digest,
                 "IMAGE_URL": opts.image.url,

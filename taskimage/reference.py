@@ -61,18 +61,18 @@ def parse_image(value: str, *, source: str = "--image", allow_digest: bool = Fal
     first, sep, remainder = value.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
         registry, rest = first, remainder
-        if not _HOST_RE.match(registry):
+        if not _HOST_RE.fullmatch(registry):
             raise UsageError(f"{source}: invalid registry host in {raw!r}")
     tag = "latest"
     last_slash = rest.rfind("/")
     colon = rest.rfind(":")
     if colon > last_slash:
         rest, tag = rest[:colon], rest[colon + 1:]
-        if not _TAG_RE.match(tag):
+        if not _TAG_RE.fullmatch(tag):
             raise UsageError(f"{source}: invalid tag {tag!r} in {raw!r} (letters, digits, '_', '.', '-'; at most 128)")
-    if rest != rest.lower() and _PATH_RE.match(rest.lower()):
+    if rest != rest.lower() and _PATH_RE.fullmatch(rest.lower()):
         raise UsageError(f"{source}: invalid image name {raw!r}: repository names must be lower-case")
-    if not _PATH_RE.match(rest):
+    if not _PATH_RE.fullmatch(rest):
         raise UsageError(f"{source}: invalid image name {raw!r}: expected [registry/]name[:tag] with lower-case name components")
     if registry == DEFAULT_REGISTRY and "/" not in rest:
         rest = f"library/{rest}"

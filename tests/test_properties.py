@@ -201,8 +201,6 @@ def test_any_text_is_a_reference_or_a_one_line_usage_error(text, source):
     assert len(ref.name) <= 255
 
 
-@pytest.mark.xfail(strict=True, reason="reference.py matches with re.match and '$', which accepts a newline before "
-                   "the end of a component ('r.example.com/app\\n:1' gives repository 'app\\n'); fix: re.fullmatch")
 @given(references(), st.sampled_from(["\n", "\r\n"]))
 @example(ImageReference("r.example.com", "app", "1"), "\n")
 def test_no_line_break_survives_into_a_reference(ref, brk):
