@@ -58,6 +58,10 @@ class Status:
     native: bool
     handler: Handler | None
     problem: str | None  # None: this platform's binaries can run here
+    how: str = ""  # how we know: "native", the handler, or the test binary that ran
+
+    def describe(self) -> str:
+        return self.problem or self.how
 
     @property
     def ok(self) -> bool:
@@ -121,7 +125,8 @@ def mount(directory: Path = BINFMT_DIR) -> None:
     if is_mounted(directory):
         return
     try:
-        tools.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(directory)], what="mount binfmt_misc")
+        tools.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(directory)], what="mount binfmt_misc",
+                  quiet=True, stream=False)
     except ToolError as exc:
         raise EmulationError(
             f"binfmt_misc is not mounted at {directory} and mounting it failed "
@@ -130,7 +135,15 @@ def mount(directory: Path = BINFMT_DIR) -> None:
 
 
 def check(platforms: Iterable[Platform], directory: Path | None = None, host: Platform | None = None) -> list[Status]:
-    """How each platform's binaries would run here: natively, through a handler, or not."""
+    """How each platform's binaries would run here: natively, through a handler, or not.
+
+    Where binfmt_misc can be read, its handlers explain what is missing (no handler, disabled,
+    no F flag). Every foreign platform is also proven by running a tiny test binary of that
+    architecture (:mod:`taskimage.probe`); where binfmt_misc cannot be read (an unprivileged
+    container may not mount it), that test alone decides.
+    """
+    from taskimage import probe
+
     directory = directory or _dir()
     host = host or host_platform()
     platforms = list(platforms)
@@ -148,16 +161,26 @@ def check(platforms: Iterable[Platform], directory: Path | None = None, host: Pl
     statuses = []
     for p in platforms:
         if runs_natively(p, host):
-            statuses.append(Status(p, True, None, None))
+            statuses.append(Status(p, True, None, None, "native"))
             continue
         if unreadable:
-            statuses.append(Status(p, False, None, unreadable))
+            failed = probe.run(p)
+            if failed:
+                statuses.append(Status(p, False, None, f"{failed}; binfmt_misc cannot be read here to say why "
+                                                        f"(not mounted, and mounting it needs CAP_SYS_ADMIN)"))
+            else:
+                statuses.append(Status(p, False, None, None, "a test binary ran (binfmt_misc is not readable here)"))
             continue
         header = elf_header(p.arch)
         candidates = [h for h in handlers if h.matches(header)]
         good = [h for h in candidates if h.enabled and "F" in h.flags]
         if good:
-            statuses.append(Status(p, False, good[0], None))
+            h = good[0]
+            failed = probe.run(p)
+            if failed:
+                statuses.append(Status(p, False, h, f"binfmt_misc handler {h.name!r} is registered but {failed}"))
+            else:
+                statuses.append(Status(p, False, h, None, f"emulated by {h.interpreter} ({h.name}, flags {h.flags})"))
         elif not candidates:
             statuses.append(Status(p, False, None, f"no binfmt_misc handler for {ARCHES[p.arch].qemu} binaries"))
         else:

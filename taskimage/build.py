@@ -412,7 +412,7 @@ def run(opts: BuildOptions) -> Outcome:
     log.info(f"image {opts.image.url}; platforms {', '.join(map(str, opts.platforms))}")
     statuses = binfmt.preflight(opts.platforms)
     for s in statuses:
-        log.info(f"  {s.platform}: " + ("native" if s.native else f"emulated by {s.handler.interpreter} ({s.handler.name}, flags {s.handler.flags})"))
+        log.info(f"  {s.platform}: {s.describe()}")
     driver, why = storage.choose(opts.storage_driver, opts.root)
     log.info(f"storage driver {driver}: {why}")
     store = buildah.Storage(driver, opts.root, opts.runroot)

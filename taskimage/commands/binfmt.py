@@ -41,7 +41,7 @@ def _status(args) -> int:
     statuses = binfmt.check(_platforms(args) or _all())
     rows = []
     for s in statuses:
-        how = "native" if s.native else (s.handler.name if s.handler else "-")
+        how = "native" if s.native else (s.handler.name if s.handler else ("test binary" if s.ok else "-"))
         flags = s.handler.flags if s.handler else ""
         interp = s.handler.interpreter if s.handler else ""
         rows.append((str(s.platform), "ok" if s.ok else "MISSING", how, flags, interp, s.problem or ""))
