@@ -191,8 +191,31 @@ def default_jobs(n_platforms: int, cpus: int | None = None) -> int:
     critical path, runs. :func:`build_order` starts the emulated platforms first.
     """
     if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        cpus = available_cpus()
     return max(1, min(n_platforms, cpus or 1))
+
+
+def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup CPU quota (a pod's CPU limit).
+
+    In a Tekton pod the affinity is the node's CPUs; the limit is only in the cgroup
+    (v2 ``cpu.max`` "QUOTA PERIOD", v1 ``cpu/cpu.cfs_quota_us`` and ``cpu.cfs_period_us``).
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = period = None
+    try:
+        if (cgroup / "cpu.max").is_file():
+            fields = (cgroup / "cpu.max").read_text().split()
+            quota = None if fields[0] == "max" else int(fields[0])
+            period = int(fields[1]) if len(fields) > 1 else 100000
+        elif (cgroup / "cpu" / "cpu.cfs_quota_us").is_file():
+            q = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+            quota, period = (q if q > 0 else None), int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        quota = None
+    if quota and period:
+        cpus = min(cpus, max(1, -(-quota // period)))
+    return cpus
 
 
 def build_order(platforms: Sequence[Platform], native: Sequence[Platform]) -> list[Platform]:

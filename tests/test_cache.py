@@ -30,6 +30,26 @@ def test_default_jobs_one_per_cpu_at_most_one_per_platform():
     assert build.default_jobs(3, cpus=0) == 1
 
 
+def test_available_cpus_honours_a_cgroup_cpu_limit(tmp_path):
+    affinity = len(os.sched_getaffinity(0))
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert build.available_cpus(v2) == affinity
+    (v2 / "cpu.max").write_text("50000 100000\n")  # limits.cpu: 500m
+    assert build.available_cpus(v2) == 1
+    (v2 / "cpu.max").write_text(f"{150000 * affinity} 100000\n")  # more than the node has
+    assert build.available_cpus(v2) == affinity
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert build.available_cpus(v1) == affinity
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    assert build.available_cpus(v1) == 1
+    assert build.available_cpus(tmp_path / "none") == affinity
+
+
 def test_emulated_platforms_start_first():
     assert build.build_order([AMD64, ARM64, S390X], native=[AMD64]) == [ARM64, S390X, AMD64]
     assert build.build_order([ARM64, AMD64], native=[ARM64]) == [AMD64, ARM64]
