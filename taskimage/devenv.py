@@ -398,6 +398,9 @@ def task_image_argv(root: Path, ref: str, platforms: Iterable[str], base: str, l
             f"--tls-verify={'true' if tls_verify else 'false'}",
             "--root", str(storage_root), "--runroot", str(runroot), "--results-dir", str(results_dir),
             "--build-arg", f"BASE_IMAGE={base}", *[f"{k}={v}" for k, v in short.items()],
+            # also as --label: buildah 1.28's layer cache reuses a LABEL step whose ARG values
+            # changed, so the Containerfile's LABEL alone could carry an older build's values
+            "--label", *[f"{k}={v}" for k, v in labels.items()],
             "--annotation", *[f"{k}={v}" for k, v in labels.items()]]
     if jobs:
         argv += ["--jobs", str(jobs)]
