@@ -17,6 +17,8 @@ from taskimage import __version__, log, tools
 from taskimage.errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, TaskimageError, ToolError
 
 COMMAND_MODULES = ["build", "index", "binfmt", "bundle", "lint", "run", "cluster", "dev"]
+# commands registered by a module of another name
+COMMAND_OWNER = {"pipeline": "cluster", "logs": "cluster"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,14 +31,18 @@ class _Parser(argparse.ArgumentParser):
 from taskimage.errors import UsageError  # noqa: E402  (after _Parser for readability)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command``, only that command's module is imported (start-up time:
+    each module imports what it needs, and a build should not pay for the kubernetes client)."""
     parser = _Parser(
         prog="taskimage",
         description="Multi-architecture container image builds for Tekton, with buildah and qemu.",
     )
     parser.add_argument("--version", action="version", version=f"taskimage {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in COMMAND_MODULES:
+    owner = COMMAND_OWNER.get(command or "", command)
+    names = [owner] if owner in COMMAND_MODULES else COMMAND_MODULES
+    for name in names:
         try:
             module = importlib.import_module(f"taskimage.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -60,7 +66,7 @@ def _on_signal(signum, frame):  # Tekton sends SIGTERM on timeout / cancel
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(argv[0] if argv and not argv[0].startswith("-") else None)
     previous = {}
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -103,8 +103,9 @@ def run(
         _decode_errors="replace",
         _timeout=timeout,
     )
-    if stdin is not None:
-        kwargs["_in"] = stdin
+    # Always give stdin: children never read ours, and without it sh polls stdin for 0.1 s,
+    # which cost ~100 ms per command (measured: 108 ms vs 6 ms for `true`).
+    kwargs["_in"] = stdin if stdin is not None else ""
     process = None
     try:
         process = command(*argv[1:], **kwargs)
