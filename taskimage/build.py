@@ -147,6 +147,7 @@ def options_from_values(values: dict) -> BuildOptions:
         target=v["TARGET"],
         format=v["FORMAT"],
         cache_repo=_cache_repo(v["CACHE_REPO"], src["CACHE_REPO"]),
+        ulimits=buildah.run_limits(),
     )
     authfile = auth.resolve_authfile(v["AUTHFILE"], src["AUTHFILE"])
     creds = v["CREDS"] or None

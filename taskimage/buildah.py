@@ -55,6 +55,7 @@ class BuildSpec:
     target: str = ""
     format: str = "oci"  # oci | docker
     cache_repo: str = ""
+    ulimits: tuple[str, ...] = ()  # e.g. "nofile=20000:20000", for RUN steps (see run_limits)
 
 
 def build(storage: Storage, registry: Registry, spec: BuildSpec, platform: Platform, iidfile: str, *, layers: bool = True) -> list[str]:
@@ -68,6 +69,8 @@ def build(storage: Storage, registry: Registry, spec: BuildSpec, platform: Platf
         argv += ["--annotation", f"{key}={value}"]
     if spec.target:
         argv += ["--target", spec.target]
+    for limit in spec.ulimits:
+        argv += ["--ulimit", limit]
     if layers or spec.cache_repo:
         argv.append("--layers")
     if spec.cache_repo:
@@ -115,3 +118,26 @@ def manifest_push(storage: Storage, registry: Registry, name: str, destination: 
 def skopeo_inspect_raw(registry: Registry, ref: str, *, config: bool = False) -> list[str]:
     return ["skopeo", "inspect", "--raw" if not config else "--config", *(["--raw"] if config else []),
             *registry.skopeo_args(), f"docker://{ref}"]
+
+
+NPROC_CAP = 32768  # what buildah 1.28's chroot isolation has already set when it applies --ulimit
+
+
+def run_limits(getrlimit=None) -> tuple[str, ...]:
+    """``--ulimit`` values for RUN steps: the limits this process has.
+
+    Without them buildah 1.39 (chroot isolation) raises RLIMIT_NOFILE/NPROC of RUN steps to
+    1048576, which fails in any container or pod whose hard limit is lower ("setting RLIMIT_NOFILE
+    ... operation not permitted"). RLIMIT_NPROC is capped at 32768: buildah 1.28 has lowered it to
+    that before applying --ulimit and cannot raise it back.
+    """
+    import resource
+
+    getrlimit = getrlimit or resource.getrlimit
+    out = []
+    for name, kind, cap in (("nofile", resource.RLIMIT_NOFILE, 1048576), ("nproc", resource.RLIMIT_NPROC, NPROC_CAP)):
+        soft, hard = getrlimit(kind)
+        hard = cap if hard == resource.RLIM_INFINITY else min(hard, cap)
+        soft = hard if soft == resource.RLIM_INFINITY else min(soft, hard)
+        out.append(f"{name}={soft}:{hard}")
+    return tuple(out)

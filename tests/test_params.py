@@ -103,3 +103,14 @@ def test_readme_flag_table_is_generated_from_the_declaration():
     assert params.render_readme(readme) == readme, "run: python -m taskimage.params --readme"
     for p in params.BUILD_PARAMS:
         assert f"| `{p.flag}` | `{p.env}` |" in readme
+
+
+def test_run_limits_follow_this_process_and_never_exceed_caps():
+    import resource
+
+    from taskimage import buildah
+
+    limits = {resource.RLIMIT_NOFILE: (1024, 4096), resource.RLIMIT_NPROC: (resource.RLIM_INFINITY, resource.RLIM_INFINITY)}
+    assert buildah.run_limits(limits.__getitem__) == ("nofile=1024:4096", "nproc=32768:32768")
+    limits = {resource.RLIMIT_NOFILE: (resource.RLIM_INFINITY, resource.RLIM_INFINITY), resource.RLIMIT_NPROC: (5000, 10000)}
+    assert buildah.run_limits(limits.__getitem__) == ("nofile=1048576:1048576", "nproc=5000:10000")
