@@ -17,6 +17,8 @@ from taskimage import __version__, log, tools
 from taskimage.errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, TaskimageError, ToolError
 
 COMMAND_MODULES = ["build", "index", "binfmt", "bundle", "lint", "run", "cluster", "dev"]
+# optional dependencies (pyproject extras) and the extra that brings each
+OPTIONAL_MODULES = {"kubernetes": "cluster", "urllib3": "cluster", "jsonschema": "lint", "kubernetes_validate": "lint"}
 # commands registered by a module of another name
 COMMAND_OWNER = {"pipeline": "cluster", "logs": "cluster"}
 
@@ -91,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TaskimageError as exc:
         log.error(str(exc))
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        extra = OPTIONAL_MODULES.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        log.error(f"taskimage {argv[0] if argv else ''} needs {exc.name}: pip install 'taskimage[{extra}]'")
+        return 1
     except KeyboardInterrupt:
         tools.stop_all()
         log.error("interrupted")
