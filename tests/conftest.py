@@ -87,3 +87,24 @@ def skopeo_raw_bytes(ref: str) -> bytes:
 def tag_exists(ref: str) -> bool:
     proc = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"], capture_output=True, text=True)
     return proc.returncode == 0
+
+
+TASK_IMAGE_PLATFORMS = ("linux/amd64", "linux/arm64")
+
+
+@pytest.fixture(scope="session")
+def task_image_build(registry):
+    """The task image, built once per session from this checkout by `taskimage build` itself
+    (amd64 + arm64, the arm64 half under qemu), pushed to the session registry. Its buildah layer
+    cache lives in ~/.cache/taskimage, so only a changed source tree rebuilds the small layers."""
+    need(have_tools("buildah", "skopeo", "mmdebstrap"), "buildah, skopeo and mmdebstrap are not installed (see .ci/run)")
+    need(os.geteuid() == 0, "buildah builds here run as root")
+    ok, why = emulation_ready(("linux/arm64",))
+    need(ok, why)
+    return devenv.build_task_image(registry.host, f"{registry.host}/taskimage/taskimage:test", TASK_IMAGE_PLATFORMS)
+
+
+@pytest.fixture(scope="session")
+def task_image(task_image_build) -> str:
+    """The task image by digest (REPO@sha256:...), as a Task's BUILDER_IMAGE would pin it."""
+    return task_image_build.by_digest

@@ -102,11 +102,10 @@ def test_substitution_helper_follows_tekton_rules():
 # --- fixtures ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def task_image(registry) -> devenv.TaskImage:
-    need(have_tools("buildah", "skopeo", "mmdebstrap"), "buildah, skopeo and mmdebstrap are not installed (see .ci/run)")
-    ok, why = emulation_ready(("linux/arm64",))
-    need(ok, why)
-    return devenv.build_task_image(registry.host, f"{registry.host}/taskimage/taskimage:test", PLATFORMS)
+def task_image(task_image_build) -> devenv.TaskImage:
+    """The session's task image (tests/conftest.py builds it once for every test that needs it)."""
+    assert tuple(p for p, _ in task_image_build.images) == PLATFORMS
+    return task_image_build
 
 
 def _limit(kind: int, wanted: int = 10000) -> int:

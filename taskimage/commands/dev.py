@@ -3,6 +3,8 @@
 - ``taskimage dev registry --dir DIR [--port 5000]``: run a local registry in the foreground.
 - ``taskimage dev base-image FLAVOUR REF [--platform ...]``: make a base image from Debian
   packages with mmdebstrap (cached) and push it.
+- ``taskimage dev task-image HOST:PORT [--platform ...]``: build the task image from this
+  checkout (the Containerfile) with ``taskimage build`` and push it; prints REPO@DIGEST.
 """
 
 from __future__ import annotations
@@ -30,7 +32,20 @@ def register(sub) -> None:
     b.add_argument("--platform", action="append", default=[], metavar="OS/ARCH[,...]")
     b.add_argument("--tls-verify", default="false", metavar="true|false", help="default false (a local registry)")
     b.set_defaults(func=_base_image)
+    t = verbs.add_parser("task-image", help="build the task image from this checkout with taskimage build and push it")
+    t.add_argument("registry", metavar="HOST:PORT", help="registry to push the base and the task image to (plain HTTP)")
+    t.add_argument("--ref", help="image reference (default HOST:PORT/taskimage/taskimage:VERSION)")
+    t.add_argument("--platform", action="append", default=[], metavar="OS/ARCH[,...]",
+                   help="default linux/amd64,linux/arm64")
+    t.set_defaults(func=_task_image)
     p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
+
+
+def _task_image(args) -> int:
+    platforms = [str(p) for p in parse_platforms(args.platform)] or list(devenv.TASK_IMAGE_PLATFORMS)
+    image = devenv.build_task_image(args.registry, args.ref, platforms)
+    print(image.by_digest)
+    return 0
 
 
 def _registry(args) -> int:
