@@ -141,26 +141,32 @@ def run(
     return result
 
 
-def _stop_group(process, grace: float = 5.0) -> None:
-    """SIGTERM to the child's process group, SIGKILL after ``grace`` seconds if it is still there.
+def _stop_groups(processes, sig: int = signal.SIGTERM, grace: float = 5.0) -> None:
+    """``sig`` to each child's process group, SIGKILL after ``grace`` seconds for those still there.
 
     The whole group: buildah's chroot runner and the RUN step's processes are in it. A RUN step
     that is PID 1 of its own namespace ignores SIGTERM; SIGKILL ends it.
     """
     import time
 
-    try:
-        process.signal_group(signal.SIGTERM)
-    except Exception:  # already gone
-        return
-    deadline = time.monotonic() + grace
-    while process.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if process.is_alive():
+    for p in processes:
         try:
-            process.signal_group(signal.SIGKILL)
-        except Exception:
+            p.signal_group(sig)
+        except Exception:  # already gone
             pass
+    deadline = time.monotonic() + grace
+    for p in processes:
+        while p.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if p.is_alive():
+            try:
+                p.signal_group(signal.SIGKILL)
+            except Exception:
+                pass
+
+
+def _stop_group(process, grace: float = 5.0) -> None:
+    _stop_groups([process], grace=grace)
 
 
 def signal_all(sig: int = signal.SIGTERM) -> None:
@@ -180,26 +186,11 @@ def signal_all(sig: int = signal.SIGTERM) -> None:
 
 
 def stop_all(sig: int = signal.SIGTERM, grace: float = 5.0) -> None:
-    """Stop every running child (their whole process groups): SIGTERM, then SIGKILL."""
-    import time
-
+    """Stop every running child (their whole process groups): ``sig``, then SIGKILL."""
     _stopping.set()
     with _running_lock:
         processes = list(_running.values())
-    for p in processes:
-        try:
-            p.signal_group(sig)
-        except (ProcessLookupError, OSError, Exception):  # already gone
-            pass
-    deadline = time.monotonic() + grace
-    for p in processes:
-        while p.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if p.is_alive():
-            try:
-                p.signal_group(signal.SIGKILL)
-            except Exception:
-                pass
+    _stop_groups(processes, sig, grace)
 
 
 def reset_stopping() -> None:
@@ -236,21 +227,8 @@ class Spawned:
         return self.process.is_alive()
 
     def stop(self, grace: float = 5.0) -> None:
-        import time
-
         if self.process.is_alive():
-            try:
-                self.process.signal_group(signal.SIGTERM)
-            except Exception:
-                pass
-            deadline = time.monotonic() + grace
-            while self.process.is_alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self.process.is_alive():
-                try:
-                    self.process.signal_group(signal.SIGKILL)
-                except Exception:
-                    pass
+            _stop_group(self.process, grace)
         try:
             self.process.wait()
         except Exception:
