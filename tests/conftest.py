@@ -108,3 +108,24 @@ def task_image_build(registry):
 def task_image(task_image_build) -> str:
     """The task image by digest (REPO@sha256:...), as a Task's BUILDER_IMAGE would pin it."""
     return task_image_build.by_digest
+
+
+def _mounts_below(path: str) -> list[str]:
+    base = os.path.realpath(path).rstrip("/") + "/"
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mountpoint = line.split()[4].replace("\\040", " ")
+            if mountpoint.startswith(base):
+                found.append(mountpoint)
+    return sorted(found, key=len, reverse=True)  # deepest first
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_mounts_left_behind(tmp_path_factory):
+    """buildah's overlay storage keeps its layer mounts after a build; a test run must not leave
+    them on the machine (they pile up and keep pytest from removing old temp dirs)."""
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    for mountpoint in _mounts_below(base):
+        subprocess.run(["umount", "-l", mountpoint], capture_output=True)
