@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from taskimage import log, tools
-from taskimage.errors import EmulationError, TaskimageError, ToolError, UsageError
+from taskimage import tools
+from taskimage.errors import EmulationError, TaskimageError, ToolError
 from taskimage.platforms import ARCHES, Platform, elf_header, host_platform, runs_natively
 
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")

@@ -22,7 +22,6 @@ from typing import Sequence
 
 from taskimage import auth, binfmt, buildah, log, results, storage, tools, verify
 from taskimage.errors import RegistryAuthError, TaskimageError, ToolError, UsageError
-from taskimage.params import BY_NAME
 from taskimage.platforms import Platform, host_platform, parse_platforms
 from taskimage.reference import ImageReference, parse_image
 

@@ -12,7 +12,6 @@ Exposed on the CLI as ``taskimage dev registry`` and ``taskimage dev base-image`
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gzip
 import hashlib
@@ -27,7 +26,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from taskimage import log, tools
 from taskimage.errors import ToolError, UsageError

@@ -13,12 +13,11 @@ import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from taskimage import devenv
-from taskimage.platforms import Platform, host_platform, normalize
+from taskimage.platforms import normalize
 
 REQUIRE_ALL = os.environ.get("TASKIMAGE_REQUIRE_ALL") == "1"
 BASE_PLATFORMS = ["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/s390x", "linux/ppc64le"]

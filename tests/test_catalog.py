@@ -471,21 +471,11 @@ def test_release_run_steps_are_real_commands(tmp_path):
 
 # --- the fan-out flow, run for real (taskimage run: each step in podman) ------------------------
 
-@pytest.fixture
-def task_image_ref(request) -> str:
-    try:
-        return request.getfixturevalue("task_image")
-    except pytest.FixtureLookupError:
-        pass
-    ref = os.environ.get("TASKIMAGE_TASK_IMAGE", "")
-    if not ref:
-        pytest.skip("no task image: tests/conftest.py has no task_image fixture and TASKIMAGE_TASK_IMAGE is unset")
-    return ref
 
 
 @pytest.mark.podman
 @pytest.mark.emulation
-def test_platform_tasks_then_index_make_one_list(task_image_ref, registry, busybox_base, tmp_path):
+def test_platform_tasks_then_index_make_one_list(task_image, registry, busybox_base, tmp_path):
     """What the matrix Pipeline does, one TaskRun after the other: each platform Task pushes to a
     per-run tag and gives its image by digest; the index Task (non-root, no capabilities) joins them."""
     from conftest import emulation_ready, skopeo_raw
@@ -497,7 +487,7 @@ def test_platform_tasks_then_index_make_one_list(task_image_ref, registry, busyb
     source.mkdir()
     (source / "Containerfile").write_text(f"FROM {busybox_base}\nRUN uname -m > /arch\n")
     repo = f"{registry.host}/catalog/fanout"
-    common = ["-p", "TLSVERIFY=false", "-p", f"BUILDER_IMAGE={task_image_ref}", "--tls-verify=false"]
+    common = ["-p", "TLSVERIFY=false", "-p", f"BUILDER_IMAGE={task_image}", "--tls-verify=false"]
     images = {}
     for platform in ("amd64", "arm64"):
         out = tmp_path / f"results-{platform}"

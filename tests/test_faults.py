@@ -20,7 +20,7 @@ import urllib.request
 
 import pytest
 
-from conftest import emulation_ready, have_tools, need, skopeo_raw, skopeo_raw_bytes, tag_exists
+from conftest import emulation_ready, have_tools, need, skopeo_raw_bytes, tag_exists
 from faultproxy import BLOB_UPLOAD_PATH, MANIFEST_PATH, Fault, FaultProxy
 
 pytestmark = [pytest.mark.tools]

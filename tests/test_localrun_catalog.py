@@ -3,17 +3,13 @@
 It builds tests/data/localrun/app (busybox base, a RUN step) for linux/amd64 and linux/arm64,
 pushes the index to the local registry and checks the results against the registry.
 
-Needs, besides podman and the registry:
-- catalog/task/buildah-multiarch/0.1/buildah-multiarch.yaml (skips until it exists);
-- the task image: a ``task_image`` fixture (a ref in the session registry) when tests/conftest.py
-  provides one, else the env var TASKIMAGE_TASK_IMAGE (a ref pullable with --tls-verify=false);
-- qemu handlers for arm64 (taskimage binfmt install).
+Needs, besides podman and the registry: the session's task image (tests/conftest.py builds it)
+and qemu handlers for arm64 (taskimage binfmt install).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -28,18 +24,6 @@ TASK = ROOT / "catalog" / "task" / "buildah-multiarch" / "0.1" / "buildah-multia
 APP = Path(__file__).parent / "data" / "localrun" / "app"
 
 
-@pytest.fixture
-def task_image_ref(request) -> str:
-    if not TASK.exists():
-        pytest.skip(f"{TASK.relative_to(ROOT)} does not exist yet")
-    try:
-        return request.getfixturevalue("task_image")
-    except pytest.FixtureLookupError:
-        pass
-    ref = os.environ.get("TASKIMAGE_TASK_IMAGE", "")
-    if not ref:
-        pytest.skip("no task image: tests/conftest.py has no task_image fixture and TASKIMAGE_TASK_IMAGE is unset")
-    return ref
 
 
 def _declared(task_yaml: Path) -> set[str]:
@@ -49,7 +33,7 @@ def _declared(task_yaml: Path) -> set[str]:
     return {p["name"] for p in task["spec"].get("params") or []}
 
 
-def test_catalog_task_runs_unchanged(task_image_ref, registry, busybox_base, tmp_path, capsys):
+def test_catalog_task_runs_unchanged(task_image, registry, busybox_base, tmp_path, capsys):
     need(have_tools("podman", "runc", "skopeo"), "podman, runc and skopeo are needed")
     ok, reason = emulation_ready(["linux/arm64"])
     need(ok, reason)
@@ -61,7 +45,7 @@ def test_catalog_task_runs_unchanged(task_image_ref, registry, busybox_base, tmp
         "PLATFORMS": "linux/amd64,linux/arm64",
         "BUILD_ARGS": f"BASE={busybox_base}",
         "TLSVERIFY": "false",
-        "BUILDER_IMAGE": task_image_ref,
+        "BUILDER_IMAGE": task_image,
     }
     declared = _declared(TASK)
     assert {"IMAGE", "PLATFORMS"} <= declared, f"the catalog Task lacks IMAGE/PLATFORMS: {sorted(declared)}"

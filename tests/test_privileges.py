@@ -15,14 +15,12 @@ Established by experiment here (podman 4.3, runc, buildah 1.39 in the task image
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 
 import pytest
 
 from conftest import have_tools, need, skopeo_raw, tag_exists
-from taskimage import devenv
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow, pytest.mark.tools]
 

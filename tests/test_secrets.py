@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import have_tools, need, skopeo_raw, tag_exists
+from conftest import have_tools, need, tag_exists
 from taskimage import devenv
 
 pytestmark = [pytest.mark.tools]

@@ -25,11 +25,10 @@ import shutil
 import subprocess
 import tarfile
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from conftest import emulation_ready, have_tools, need, skopeo_raw, skopeo_raw_bytes
+from conftest import have_tools, need, skopeo_raw, skopeo_raw_bytes
 from taskimage import __version__, devenv, params
 
 pytestmark = [pytest.mark.slow, pytest.mark.tools, pytest.mark.emulation]

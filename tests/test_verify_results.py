@@ -1,7 +1,5 @@
 import os
 
-import pytest
-
 from taskimage import results, verify
 from taskimage.platforms import elf_header
 

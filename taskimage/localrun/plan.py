@@ -13,7 +13,6 @@ import re
 import secrets
 import string
 import uuid
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from taskimage.errors import UsageError

@@ -16,7 +16,6 @@ import dataclasses
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from taskimage import log, tools
