@@ -177,6 +177,8 @@ def test_task_image_is_one_index_with_both_platforms_labelled(task_image, regist
         # the package is really there, for this platform's Python (read from the layers)
         script = _file_in_layers(registry.host, repo, manifest, "usr/local/bin/taskimage")
         assert script is not None and script.startswith(b"#!/usr/bin/python3")
+        cli = _file_in_layers(registry.host, repo, manifest, "usr/local/lib/python3.13/dist-packages/taskimage/cli.py")
+        assert cli is not None and b"def console_main" in cli
 
 
 # --- run as Tekton runs it ---------------------------------------------------------------------
