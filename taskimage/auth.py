@@ -9,6 +9,8 @@ private temporary auth file, so credentials never appear on any command line.
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import json
 import os
 import tempfile
@@ -95,3 +97,17 @@ def merged_authfile(base: Path | None, registry: str, creds: str, source: str = 
         json.dump({"auths": auths}, f)
     os.chmod(name, 0o600)
     return Path(name)
+
+
+@contextlib.contextmanager
+def with_creds(registry, host: str, creds: str | None):
+    """``registry`` (a :class:`taskimage.buildah.Registry`) whose auth file also holds ``creds``
+    for ``host``; the private temporary file is removed afterwards. No creds: ``registry`` as is."""
+    if not creds:
+        yield registry
+        return
+    temp = merged_authfile(Path(registry.authfile) if registry.authfile else None, host, creds)
+    try:
+        yield dataclasses.replace(registry, authfile=str(temp))
+    finally:
+        temp.unlink(missing_ok=True)

@@ -148,18 +148,12 @@ def options_from_values(values: dict) -> BuildOptions:
         cache_repo=_cache_repo(v["CACHE_REPO"], src["CACHE_REPO"]),
         ulimits=buildah.run_limits(),
     )
-    authfile = auth.resolve_authfile(v["AUTHFILE"], src["AUTHFILE"])
-    creds = v["CREDS"] or None
-    if creds:
-        auth.split_creds(creds, src["CREDS"])
-    cert_dir = v["CERT_DIR"] or None
-    if cert_dir and not Path(cert_dir).is_dir():
-        raise UsageError(f"{src['CERT_DIR']}: {cert_dir!r} is not a directory")
+    registry, creds = registry_access(v, src)
     return BuildOptions(
         image=image,
         platforms=platforms,
         spec=spec,
-        registry=buildah.Registry(v["TLSVERIFY"], str(authfile) if authfile else None, cert_dir),
+        registry=registry,
         storage_driver=v["STORAGE_DRIVER"],
         root=v["ROOT"] or None,
         runroot=v["RUNROOT"] or None,
@@ -170,6 +164,18 @@ def options_from_values(values: dict) -> BuildOptions:
         results_dir=results.check_dir(v["RESULTS_DIR"], src["RESULTS_DIR"]),
         creds=creds,
     )
+
+
+def registry_access(v: dict, src: dict) -> tuple[buildah.Registry, str | None]:
+    """TLSVERIFY, AUTHFILE, CERT_DIR and CREDS checked (as build and index take them)."""
+    authfile = auth.resolve_authfile(v["AUTHFILE"], src["AUTHFILE"])
+    creds = v["CREDS"] or None
+    if creds:
+        auth.split_creds(creds, src["CREDS"])
+    cert_dir = v["CERT_DIR"] or None
+    if cert_dir and not Path(cert_dir).is_dir():
+        raise UsageError(f"{src['CERT_DIR']}: {cert_dir!r} is not a directory")
+    return buildah.Registry(v["TLSVERIFY"], str(authfile) if authfile else None, cert_dir), creds
 
 
 def _cache_repo(value: str, source: str) -> str:
@@ -389,6 +395,16 @@ def inspect_raw(registry: buildah.Registry, ref: str, retry: int, delay: float, 
     raise AssertionError("unreachable")
 
 
+def results_for(image: ImageReference, digest: str, images) -> dict[str, str]:
+    """The four Tekton results of a pushed list (build and index write the same)."""
+    return {
+        "IMAGE_DIGEST": digest,
+        "IMAGE_URL": image.url,
+        "IMAGE_REF": image.with_digest(digest),
+        "IMAGES": ",".join(image.with_digest(d) for _, d in images),
+    }
+
+
 def read_back(opts: BuildOptions, registry: buildah.Registry) -> tuple[str, tuple[tuple[Platform, str], ...]]:
     """Take the digest from the registry and check the pushed index lists every platform."""
     return read_back_index(registry, opts.image, opts.platforms, "", opts.retry, opts.retry_delay)
@@ -446,53 +462,42 @@ def run(opts: BuildOptions) -> Outcome:
              + (f", emulated first: {', '.join(map(str, order))}" if len(order) > 1 else ""))
 
     workdir = tempfile.mkdtemp(prefix="taskimage-")
-    temp_auth: Path | None = None
     list_name = f"localhost/taskimage-list-{_run_id()}"
     list_created = False
     try:
-        registry = opts.registry
-        if opts.creds:
-            temp_auth = auth.merged_authfile(Path(registry.authfile) if registry.authfile else None, opts.image.registry, opts.creds)
-            registry = dataclasses.replace(registry, authfile=str(temp_auth))
-        if opts.spec.cache_repo:
-            problem = cache_problem(registry, opts.spec.cache_repo)
-            if problem:
-                log.warn(f"layer cache {opts.spec.cache_repo} not used: {problem}")
-                opts = dataclasses.replace(opts, spec=dataclasses.replace(opts.spec, cache_repo=""))
+        with auth.with_creds(opts.registry, opts.image.registry, opts.creds) as registry:
+            if opts.spec.cache_repo:
+                problem = cache_problem(registry, opts.spec.cache_repo)
+                if problem:
+                    log.warn(f"layer cache {opts.spec.cache_repo} not used: {problem}")
+                    opts = dataclasses.replace(opts, spec=dataclasses.replace(opts.spec, cache_repo=""))
+                else:
+                    log.info(f"layer cache {opts.spec.cache_repo}: reachable")
+            builds = _build_all(opts, store, registry, workdir, jobs, order)
+            if opts.skip_push:
+                log.phase("push skipped (--skip-push)")
+                out = {"IMAGE_URL": opts.image.url, "IMAGE_DIGEST": "", "IMAGE_REF": "", "IMAGES": ""}
+                outcome = Outcome(opts.image, "", (), builds, out)
             else:
-                log.info(f"layer cache {opts.spec.cache_repo}: reachable")
-        builds = _build_all(opts, store, registry, workdir, jobs, order)
-        if opts.skip_push:
-            log.phase("push skipped (--skip-push)")
-            out = {"IMAGE_URL": opts.image.url, "IMAGE_DIGEST": "", "IMAGE_REF": "", "IMAGES": ""}
-            outcome = Outcome(opts.image, "", (), builds, out)
-        else:
-            log.phase("manifest list")
-            tools.run(buildah.manifest_create(store, list_name), stream=False)
-            list_created = True
-            for b in builds:
-                tools.run(buildah.manifest_add(store, list_name, b.image_id), stream=False)
-            log.phase(f"push {opts.image.url}")
-            push_with_retry(opts, store, registry, list_name)
-            log.phase("verify pushed index")
-            digest, images = read_back(opts, registry)
-            out = {
-                "IMAGE_DIGEST": digest,
-                "IMAGE_URL": opts.image.url,
-                "IMAGE_REF": opts.image.with_digest(digest),
-                "IMAGES": ",".join(opts.image.with_digest(d) for _, d in images),
-            }
-            outcome = Outcome(opts.image, digest, images, builds, out)
-        if opts.results_dir:
-            results.write(opts.results_dir, outcome.results)
-            log.info(f"results written to {opts.results_dir}")
-        _summary(outcome, total.seconds)
-        return outcome
+                log.phase("manifest list")
+                tools.run(buildah.manifest_create(store, list_name), stream=False)
+                list_created = True
+                for b in builds:
+                    tools.run(buildah.manifest_add(store, list_name, b.image_id), stream=False)
+                log.phase(f"push {opts.image.url}")
+                push_with_retry(opts, store, registry, list_name)
+                log.phase("verify pushed index")
+                digest, images = read_back(opts, registry)
+                out = results_for(opts.image, digest, images)
+                outcome = Outcome(opts.image, digest, images, builds, out)
+            if opts.results_dir:
+                results.write(opts.results_dir, outcome.results)
+                log.info(f"results written to {opts.results_dir}")
+            _summary(outcome, total.seconds)
+            return outcome
     finally:
         if list_created:
             tools.run(buildah.manifest_rm(store, list_name), quiet=True, stream=False, check=False) if not tools.stopping() else None
-        if temp_auth:
-            temp_auth.unlink(missing_ok=True)
         import shutil
 
         shutil.rmtree(workdir, ignore_errors=True)

@@ -130,17 +130,11 @@ def options_from_values(values: dict) -> IndexOptions:
         if ref.image.registry != image.registry:
             raise UsageError(f"{src['REFS']}: {ref.text!r} is on {ref.image.registry}, not on {image.registry} "
                              f"where {image.url} goes; copy it there first")
-    authfile = auth.resolve_authfile(v["AUTHFILE"], src["AUTHFILE"])
-    creds = v["CREDS"] or None
-    if creds:
-        auth.split_creds(creds, src["CREDS"])
-    cert_dir = v["CERT_DIR"] or None
-    if cert_dir and not Path(cert_dir).is_dir():
-        raise UsageError(f"{src['CERT_DIR']}: {cert_dir!r} is not a directory")
+    registry, creds = build.registry_access(v, src)
     return IndexOptions(
         image=image,
         refs=tuple(refs),
-        registry=buildah.Registry(v["TLSVERIFY"], str(authfile) if authfile else None, cert_dir),
+        registry=registry,
         format=v["FORMAT"],
         retry=v["RETRY"],
         retry_delay=float(v["RETRY_DELAY"]),
@@ -268,58 +262,46 @@ def check_platforms(instances: Sequence[Instance]) -> None:
 def run(opts: IndexOptions) -> IndexOutcome:
     total = log.Timer()
     workdir = Path(tempfile.mkdtemp(prefix="taskimage-index-"))
-    temp_auth: Path | None = None
     try:
-        registry = opts.registry
-        if opts.creds:
-            temp_auth = auth.merged_authfile(Path(registry.authfile) if registry.authfile else None, opts.image.registry, opts.creds)
-            registry = dataclasses.replace(registry, authfile=str(temp_auth))
+        with auth.with_creds(opts.registry, opts.image.registry, opts.creds) as registry:
+            log.phase("read per-platform images")
+            instances = [read_instance(opts, registry, ref) for ref in opts.refs]
+            check_platforms(instances)
+            log.info(log.table(("PLATFORM", "TYPE", "IMAGE"),
+                               [(str(i.platform), FAMILY[i.media_type], i.ref.pinned) for i in instances]))
 
-        log.phase("read per-platform images")
-        instances = [read_instance(opts, registry, ref) for ref in opts.refs]
-        check_platforms(instances)
-        log.info(log.table(("PLATFORM", "TYPE", "IMAGE"),
-                           [(str(i.platform), FAMILY[i.media_type], i.ref.pinned) for i in instances]))
+            foreign = [i for i in instances if i.ref.image.name != opts.image.name]
+            if foreign:
+                log.phase(f"copy into {opts.image.name}")
+            for i in foreign:
+                target = opts.image.with_digest(i.ref.digest)
+                argv = skopeo_copy_image(registry, i.ref.pinned, target)
+                build.registry_retry(lambda argv=argv: tools.run(argv, what="skopeo copy"), what=f"copying {i.ref.pinned}",
+                                     image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
 
-        foreign = [i for i in instances if i.ref.image.name != opts.image.name]
-        if foreign:
-            log.phase(f"copy into {opts.image.name}")
-        for i in foreign:
-            target = opts.image.with_digest(i.ref.digest)
-            argv = skopeo_copy_image(registry, i.ref.pinned, target)
-            build.registry_retry(lambda argv=argv: tools.run(argv, what="skopeo copy"), what=f"copying {i.ref.pinned}",
+            log.phase(f"push {opts.image.url}")
+            media_type = list_media_type(instances, opts.format)
+            document = index_document(instances, media_type)
+            layout = workdir / "layout"
+            digest = write_layout(layout, instances, document, media_type, "list")
+            argv = skopeo_push_layout(registry, layout, "list", opts.image.url)
+            build.registry_retry(lambda: tools.run(argv, what="skopeo copy"), what=f"pushing {opts.image.url}",
                                  image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
 
-        log.phase(f"push {opts.image.url}")
-        media_type = list_media_type(instances, opts.format)
-        document = index_document(instances, media_type)
-        layout = workdir / "layout"
-        digest = write_layout(layout, instances, document, media_type, "list")
-        argv = skopeo_push_layout(registry, layout, "list", opts.image.url)
-        build.registry_retry(lambda: tools.run(argv, what="skopeo copy"), what=f"pushing {opts.image.url}",
-                             image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
-
-        log.phase("verify pushed index")
-        platforms = [i.platform for i in instances]
-        digest, images = build.read_back_index(registry, opts.image, platforms, digest, opts.retry, opts.retry_delay)
-        for (p, pushed), i in zip(images, instances):
-            if pushed != i.ref.digest:
-                raise TaskimageError(f"the pushed index names {pushed} for {p}, not the given {i.ref.digest}")
-        out = {
-            "IMAGE_DIGEST": digest,
-            "IMAGE_URL": opts.image.url,
-            "IMAGE_REF": opts.image.with_digest(digest),
-            "IMAGES": ",".join(opts.image.with_digest(d) for _, d in images),
-        }
-        if opts.results_dir:
-            results.write(opts.results_dir, out)
-            log.info(f"results written to {opts.results_dir}")
-        log.phase("summary")
-        log.info(log.table(("PLATFORM", "DIGEST"), [(str(p), d) for p, d in images]))
-        log.info(f"pushed {opts.image.url} = {opts.image.with_digest(digest)}")
-        log.info(f"total {total.seconds:.1f} s")
-        return IndexOutcome(opts.image, digest, images, out)
+            log.phase("verify pushed index")
+            platforms = [i.platform for i in instances]
+            digest, images = build.read_back_index(registry, opts.image, platforms, digest, opts.retry, opts.retry_delay)
+            for (p, pushed), i in zip(images, instances):
+                if pushed != i.ref.digest:
+                    raise TaskimageError(f"the pushed index names {pushed} for {p}, not the given {i.ref.digest}")
+            out = build.results_for(opts.image, digest, images)
+            if opts.results_dir:
+                results.write(opts.results_dir, out)
+                log.info(f"results written to {opts.results_dir}")
+            log.phase("summary")
+            log.info(log.table(("PLATFORM", "DIGEST"), [(str(p), d) for p, d in images]))
+            log.info(f"pushed {opts.image.url} = {opts.image.with_digest(digest)}")
+            log.info(f"total {total.seconds:.1f} s")
+            return IndexOutcome(opts.image, digest, images, out)
     finally:
-        if temp_auth:
-            temp_auth.unlink(missing_ok=True)
         shutil.rmtree(workdir, ignore_errors=True)
