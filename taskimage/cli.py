@@ -13,7 +13,7 @@ import signal
 import sys
 from typing import Sequence
 
-from taskimage import __version__, log, tools
+from taskimage import __version__, log, params, tools
 from taskimage.errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, TaskimageError, ToolError
 
 COMMAND_MODULES = ["build", "index", "binfmt", "bundle", "lint", "run", "cluster", "dev"]
@@ -127,10 +127,31 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
         current, rest = action.choices[rest[0]], rest[1:]
     if _subparsers(current) is not None:  # stopped above a leaf (e.g. `bundle` alone): plain parse
         return parser.parse_args(argv)
-    args = current.parse_intermixed_args(rest)
+    args = current.parse_intermixed_args(_bare_bools(current, rest))
     for dest, value in chosen.items():
         setattr(args, dest, value)
     return args
+
+
+def _bare_bools(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """A bare boolean flag means true and takes the next word only if it is a boolean:
+    `--evict linux/amd64` is --evict=true and a platform (as in buildah), `--tls-verify false`
+    and `--tls-verify=false` are both false."""
+    flags = {s for a in parser._actions if a.nargs == "?" and a.const == "true" for s in a.option_strings}
+    out: list[str] = []
+    words = iter(enumerate(argv))
+    for n, arg in words:
+        if arg == "--":
+            return out + argv[n:]
+        if arg in flags:
+            value = argv[n + 1] if n + 1 < len(argv) else ""
+            if value.lower() in params.TRUE | params.FALSE:
+                next(words)
+            else:
+                value = "true"
+            arg = f"{arg}={value}"
+        out.append(arg)
+    return out
 
 
 def console_main() -> None:

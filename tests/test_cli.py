@@ -21,3 +21,21 @@ def test_only_the_named_command_is_registered():
     sub = cli._subparsers(parser)
     assert list(sub.choices) == ["build"]
     assert set(cli._subparsers(cli.build_parser()).choices) >= {"build", "index", "binfmt", "bundle", "lint", "run", "cluster", "pipeline", "logs", "dev"}
+
+
+def test_a_bare_boolean_flag_is_true_and_takes_only_a_boolean_word():
+    """As in buildah, `--evict linux/amd64` is --evict=true plus a platform; `--tls-verify false`
+    (and `=false`) still set the value."""
+    from taskimage import params
+
+    def parse(*argv):
+        args = cli._parse(cli.build_parser("build"), ["build", "--image", "r/x", *argv])
+        return params.resolve(args)
+
+    v = parse("--evict", "linux/amd64", "--skip-push", "--tls-verify", "false", "linux/arm64")
+    assert v["EVICT"][0] is True and v["SKIP_PUSH"][0] is True and v["TLSVERIFY"][0] is False
+    assert v["PLATFORMS"][0] == ["linux/amd64", "linux/arm64"]
+    v = parse("--tls-verify=false", "--evict=FALSE", "--skip-push", "true", "linux/s390x")
+    assert (v["TLSVERIFY"][0], v["EVICT"][0], v["SKIP_PUSH"][0], v["PLATFORMS"][0]) == (False, False, True, ["linux/s390x"])
+    v = parse("linux/amd64", "--evict")
+    assert v["EVICT"][0] is True and v["PLATFORMS"][0] == ["linux/amd64"]
