@@ -1,8 +1,11 @@
 """``taskimage build``: preflight, build every platform, verify, push one manifest list, results.
 
 Order matters for users: every check of their input happens before anything runs, emulation is
-checked before any build, every image is verified before anything is pushed, the per-platform
-images are pushed by digest before the list, and the tag moves last (one manifest PUT).
+checked before any build, each image is verified before it is pushed, each platform is pushed by
+digest (no tag) as soon as it is verified, while the others still build, and the tag moves last,
+in one manifest PUT of the list that joins them, once every platform is in. A failed run never
+moves the tag. With ``--evict`` each pushed platform also leaves the storage at once, so the
+storage holds about one finished platform at a time instead of all of them.
 """
 
 from __future__ import annotations
@@ -13,36 +16,16 @@ import hashlib
 import json
 import os
 import random
-import re
+import shutil
 import string
 import tempfile
-import time
 from pathlib import Path
 from typing import Sequence
 
-from taskimage import auth, binfmt, buildah, log, results, storage, tools, verify
-from taskimage.errors import RegistryAuthError, TaskimageError, ToolError, UsageError
+from taskimage import auth, binfmt, buildah, index, log, remote, results, storage, tools, verify
+from taskimage.errors import TaskimageError, ToolError, UsageError
 from taskimage.platforms import Platform, host_platform, parse_platforms
 from taskimage.reference import ImageReference, parse_image
-
-INDEX_TYPES = {
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-}
-AUTH_MARKERS = ("unauthorized", "authentication required", "denied", "401", "403", "forbidden")
-# As words, never inside a digest: a bare "401" matched the hex of sha256 digests in buildah's
-# output and turned a 503 into "credentials refused" (seen through tests/faultproxy.py).
-_AUTH_RE = re.compile(r"unauthorized|authentication required|\bdenied\b|\bforbidden\b|(?<![0-9a-f:])40[13](?![0-9a-f])",
-                      re.IGNORECASE)
-
-
-def auth_refused(lines: Sequence[str]) -> bool:
-    """Does a registry tool's output say the credentials were refused (401/403)?"""
-    return any(_AUTH_RE.search(line) for line in lines)
-PERMANENT_MARKERS = ("manifest invalid", "name invalid", "invalid reference", "blob unknown to registry",
-                     "name unknown", "unsupported", "no such host")
-NOT_FOUND_MARKERS = ("manifest unknown", "not found", "name unknown")
-
 
 @dataclasses.dataclass(frozen=True)
 class BuildOptions:
@@ -57,6 +40,7 @@ class BuildOptions:
     retry: int = 3
     retry_delay: float = 2.0
     jobs: int = 0
+    evict: bool = False
     results_dir: Path | None = None
     creds: str | None = dataclasses.field(default=None, repr=False)
 
@@ -67,6 +51,7 @@ class PlatformBuild:
     image_id: str
     seconds: float
     elf: str  # what the ELF check found
+    pushed: index.Instance | None = None  # the image as pushed by digest (None with --skip-push)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +133,7 @@ def options_from_values(values: dict) -> BuildOptions:
         cache_repo=_cache_repo(v["CACHE_REPO"], src["CACHE_REPO"]),
         ulimits=buildah.run_limits(),
     )
-    registry, creds = registry_access(v, src)
+    registry, creds = remote.access(v, src)
     return BuildOptions(
         image=image,
         platforms=platforms,
@@ -161,21 +146,10 @@ def options_from_values(values: dict) -> BuildOptions:
         retry=v["RETRY"],
         retry_delay=float(v["RETRY_DELAY"]),
         jobs=v["JOBS"],
+        evict=v["EVICT"],
         results_dir=results.check_dir(v["RESULTS_DIR"], src["RESULTS_DIR"]),
         creds=creds,
     )
-
-
-def registry_access(v: dict, src: dict) -> tuple[buildah.Registry, str | None]:
-    """TLSVERIFY, AUTHFILE, CERT_DIR and CREDS checked (as build and index take them)."""
-    authfile = auth.resolve_authfile(v["AUTHFILE"], src["AUTHFILE"])
-    creds = v["CREDS"] or None
-    if creds:
-        auth.split_creds(creds, src["CREDS"])
-    cert_dir = v["CERT_DIR"] or None
-    if cert_dir and not Path(cert_dir).is_dir():
-        raise UsageError(f"{src['CERT_DIR']}: {cert_dir!r} is not a directory")
-    return buildah.Registry(v["TLSVERIFY"], str(authfile) if authfile else None, cert_dir), creds
 
 
 def _cache_repo(value: str, source: str) -> str:
@@ -246,7 +220,7 @@ def cache_problem(registry: buildah.Registry, repo: str) -> str | None:
         return None
     except ToolError as exc:
         text = " ".join(exc.tail).lower()
-        if "404" in text or any(m in text for m in NOT_FOUND_MARKERS):
+        if "404" in text or any(m in text for m in remote.NOT_FOUND_MARKERS):
             return None
         return exc.tail[-1] if exc.tail else str(exc)
 
@@ -279,6 +253,7 @@ def _buildah_build(argv: list[str], prefix: str, env: dict, p: Platform) -> None
 
 
 def build_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, p: Platform, workdir: str) -> PlatformBuild:
+    """Build ``p`` and verify it (its push is :func:`push_built`'s)."""
     prefix = f"[{p}] "
     log.phase(f"build {p}")
     timer = log.Timer()
@@ -312,6 +287,15 @@ def build_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah
     return PlatformBuild(p, image_id, seconds, elf)
 
 
+def push_built(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, b: PlatformBuild, workdir: str,
+               before: frozenset[str]) -> PlatformBuild:
+    """Push a verified platform by digest and, with --evict, remove it from the storage."""
+    pushed = push_platform(opts, store, registry, b.platform, b.image_id, workdir)
+    if opts.evict:
+        evict(store, b.platform, b.image_id, before, f"[{b.platform}] ")
+    return dataclasses.replace(b, pushed=pushed)
+
+
 def verify_image(store: buildah.Storage, p: Platform, image_id: str, prefix: str) -> str:
     """The image config says ``p`` and its executables really are ``p``'s, or raise."""
     data = json.loads(tools.run(buildah.inspect_image(store, image_id), quiet=True, stream=False).stdout)
@@ -336,113 +320,67 @@ def verify_image(store: buildah.Storage, p: Platform, image_id: str, prefix: str
     return f"executables are {verdict.arch}: {verdict.evidence}"
 
 
-def registry_retry(action, *, what: str, image: ImageReference, retry: int, retry_delay: float):
-    """Run ``action()`` (a registry write), retrying transient errors with backoff.
+def push_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, p: Platform, image_id: str,
+                  workdir: str) -> index.Instance:
+    """Push one verified platform into IMAGE's repository by digest, no tag, while others still build.
 
-    Authentication errors are never retried (a wrong password stays wrong, and retrying may lock
-    the account); errors that cannot heal (invalid manifest, unknown name) end at once. Shared by
-    ``build`` and ``index``, which both move a tag with one manifest PUT.
+    buildah pushes only to a tag, and an image's digest is known only once its layers are
+    compressed; so the image is written compressed to a ``dir:`` copy first, whose manifest gives
+    the digest, and skopeo pushes that copy unchanged to REPOSITORY@DIGEST (removed afterwards).
+    Nobody reads an untagged manifest by name: until the list moves the tag, nothing has changed.
     """
-    attempts = retry + 1
-    for attempt in range(1, attempts + 1):
+    prefix = f"[{p}] "
+    directory = os.path.join(workdir, f"push-{p.slug}")
+    try:
+        tools.run(buildah.push_dir(store, image_id, directory, opts.spec.format), prefix=prefix, stream=False,
+                  what=f"buildah push for {p}")
+        manifest = Path(directory, "manifest.json").read_bytes()
+        doc = json.loads(manifest)
+        config = Path(directory, doc["config"]["digest"].partition(":")[2]).read_bytes()
+        digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+        target = opts.image.with_digest(digest)
+        argv = buildah.skopeo_push_dir(registry, directory, target)
+        remote.with_retry(lambda: tools.run(argv, prefix=prefix, what="skopeo copy"), what=f"pushing {p} to {target}",
+                          image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    log.info(f"{prefix}pushed {target}")
+    media_type = doc.get("mediaType") or index.OCI_MANIFEST
+    return index.Instance(index.SourceRef(target, opts.image, digest), p, media_type, manifest, config)
+
+
+def evict(store: buildah.Storage, p: Platform, image_id: str, before: frozenset[str], prefix: str) -> None:
+    """Remove from the storage what this run added for ``p``, once it is pushed: its image, the
+    intermediate images ``--layers`` kept, and the base images pulled for it.
+
+    Images that were there before the run are kept (a local storage may hold the user's own), and
+    so is everything of other platforms, which may still be building. Never fatal: a failure here
+    costs disk, not the build.
+    """
+    failures: list[str] = []
+
+    def remove(images: list[str]) -> int:
+        r = tools.run(buildah.remove_images(store, images), quiet=True, stream=False, check=False)
+        if r.returncode:
+            failures.append((r.stderr.strip().splitlines() or [f"buildah rmi exited {r.returncode}"])[-1])
+        return len(r.stdout.split())
+
+    gone = remove([image_id])
+    listed = tools.run(buildah.image_ids(store), quiet=True, stream=False, check=False).stdout.split()
+    bases = []
+    for image in (i for i in listed if i not in before):
+        data = tools.run(buildah.inspect_image(store, image), quiet=True, stream=False, check=False)
         try:
-            return action()
-        except ToolError as exc:
-            text = " ".join(exc.tail).lower()
-            if auth_refused(exc.tail):
-                raise RegistryAuthError(
-                    f"the registry {image.registry} refused the credentials for {image.name} "
-                    f"(check --authfile / the dockerconfig workspace); not retried", tail=exc.tail) from exc
-            if any(m in text for m in PERMANENT_MARKERS) or attempt == attempts:
-                raise ToolError(f"{what} failed after {attempt} attempt(s): "
-                                f"{exc.tail[-1] if exc.tail else exc}", tail=exc.tail) from exc
-            delay = retry_delay * (2 ** (attempt - 1))
-            log.warn(f"{what}: attempt {attempt} of {attempts} failed ({exc.tail[-1] if exc.tail else exc}); retrying in {delay:g} s")
-            time.sleep(delay)
-    raise AssertionError("unreachable")
-
-
-def push_with_retry(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, list_name: str) -> None:
-    """Push the list (images by digest first, then the list to the tag, which moves last).
-
-    No local digest is trusted: :func:`read_back` takes the digest from the registry.
-    """
-    argv = buildah.manifest_push(store, registry, list_name, opts.image.url, opts.spec.format)
-
-    def push() -> None:
-        tools.run(argv, what="buildah manifest push")
-
-    registry_retry(push, what=f"pushing {opts.image.url}", image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
-
-
-def inspect_raw(registry: buildah.Registry, ref: str, retry: int, delay: float, *, config: bool = False,
-                retry_not_found: bool = True) -> str:
-    """``skopeo inspect --raw`` (or the config) of ``ref``, retried; auth errors are not.
-
-    "Not found" is retried by default (a registry on eventually consistent storage may not show a
-    fresh push at once); callers checking user input pass ``retry_not_found=False``.
-    """
-    for attempt in range(1, retry + 2):
-        try:
-            return tools.run(buildah.skopeo_inspect_raw(registry, ref, config=config), quiet=True, stream=False,
-                             what="skopeo inspect").stdout
-        except ToolError as exc:
-            text = " ".join(exc.tail).lower()
-            not_found = not retry_not_found and any(m in text for m in NOT_FOUND_MARKERS)
-            if auth_refused(exc.tail) or not_found or attempt > retry:
-                raise
-            time.sleep(delay * (2 ** (attempt - 1)))
-    raise AssertionError("unreachable")
-
-
-def results_for(image: ImageReference, digest: str, images) -> dict[str, str]:
-    """The four Tekton results of a pushed list (build and index write the same)."""
-    return {
-        "IMAGE_DIGEST": digest,
-        "IMAGE_URL": image.url,
-        "IMAGE_REF": image.with_digest(digest),
-        "IMAGES": ",".join(image.with_digest(d) for _, d in images),
-    }
-
-
-def read_back(opts: BuildOptions, registry: buildah.Registry) -> tuple[str, tuple[tuple[Platform, str], ...]]:
-    """Take the digest from the registry and check the pushed index lists every platform."""
-    return read_back_index(registry, opts.image, opts.platforms, "", opts.retry, opts.retry_delay)
-
-
-def read_back_index(registry: buildah.Registry, image: ImageReference, platforms: Sequence[Platform], pushed_digest: str,
-                    retry: int, retry_delay: float) -> tuple[str, tuple[tuple[Platform, str], ...]]:
-    """Read the index at ``image``'s tag from the registry; check every platform's entry and config.
-
-    ``pushed_digest`` is what we believe we pushed (may be empty: then the tag's digest is taken).
-    Returns the index digest and each platform's manifest digest, in ``platforms`` order.
-    """
-    raw_by_tag = inspect_raw(registry, image.url, retry, retry_delay)
-    tag_digest = "sha256:" + hashlib.sha256(raw_by_tag.encode()).hexdigest()
-    digest = pushed_digest if pushed_digest.startswith("sha256:") else tag_digest
-    if digest != tag_digest:
-        log.warn(f"the tag {image.url} now points at {tag_digest}, not at what we pushed ({digest}): "
-                 "another push raced ours; results name what we pushed")
-        raw = inspect_raw(registry, image.with_digest(digest), retry, retry_delay)
-    else:
-        raw = raw_by_tag
-    index = json.loads(raw)
-    if index.get("mediaType") not in INDEX_TYPES and "manifests" not in index:
-        raise TaskimageError(f"the registry returned a {index.get('mediaType')} for {image.url}, not a manifest list")
-    listed: dict[Platform, str] = {}
-    for entry in index.get("manifests", []):
-        plat = entry.get("platform") or {}
-        for p in platforms:
-            if p.matches_config(plat.get("os"), plat.get("architecture"), plat.get("variant")):
-                listed[p] = entry["digest"]
-    missing = [str(p) for p in platforms if p not in listed]
-    if missing:
-        raise TaskimageError(f"the pushed index {image.with_digest(digest)} lacks {', '.join(missing)}")
-    for p, entry_digest in listed.items():
-        cfg = json.loads(inspect_raw(registry, image.with_digest(entry_digest), retry, retry_delay, config=True))
-        if not p.matches_config(cfg.get("os"), cfg.get("architecture"), cfg.get("variant")):
-            raise TaskimageError(f"the pushed image for {p} ({entry_digest}) has a config for {cfg.get('architecture')}")
-    return digest, tuple((p, listed[p]) for p in platforms)
+            cfg = json.loads(data.stdout).get("OCIv1") or {}
+        except json.JSONDecodeError:
+            continue  # removed meanwhile
+        if p.matches_config(cfg.get("os"), cfg.get("architecture"), cfg.get("variant")):
+            bases.append(image)
+    if bases:
+        gone += remove(bases)
+    if failures:
+        log.warn(f"{prefix}--evict: could not remove every image of {p} from the storage: {failures[-1]}")
+    log.info(f"{prefix}removed {gone} image(s) of {p} from the storage (--evict)")
 
 
 def run(opts: BuildOptions) -> Outcome:
@@ -460,10 +398,10 @@ def run(opts: BuildOptions) -> Outcome:
     order = build_order(opts.platforms, [s.platform for s in statuses if s.native])
     log.info(f"building {len(opts.platforms)} platform(s), {jobs} at a time"
              + (f", emulated first: {', '.join(map(str, order))}" if len(order) > 1 else ""))
+    if opts.evict and opts.skip_push:
+        log.info("--evict has no effect with --skip-push: the images stay in the storage")
 
     workdir = tempfile.mkdtemp(prefix="taskimage-")
-    list_name = f"localhost/taskimage-list-{_run_id()}"
-    list_created = False
     try:
         with auth.with_creds(opts.registry, opts.image.registry, opts.creds) as registry:
             if opts.spec.cache_repo:
@@ -473,22 +411,18 @@ def run(opts: BuildOptions) -> Outcome:
                     opts = dataclasses.replace(opts, spec=dataclasses.replace(opts.spec, cache_repo=""))
                 else:
                     log.info(f"layer cache {opts.spec.cache_repo}: reachable")
-            builds = _build_all(opts, store, registry, workdir, jobs, order)
+            before = frozenset()
+            if opts.evict and not opts.skip_push:
+                before = frozenset(tools.run(buildah.image_ids(store), quiet=True, stream=False).stdout.split())
+            builds = _build_all(opts, store, registry, workdir, jobs, order, before)
             if opts.skip_push:
                 log.phase("push skipped (--skip-push)")
                 out = {"IMAGE_URL": opts.image.url, "IMAGE_DIGEST": "", "IMAGE_REF": "", "IMAGES": ""}
                 outcome = Outcome(opts.image, "", (), builds, out)
             else:
-                log.phase("manifest list")
-                tools.run(buildah.manifest_create(store, list_name), stream=False)
-                list_created = True
-                for b in builds:
-                    tools.run(buildah.manifest_add(store, list_name, b.image_id), stream=False)
-                log.phase(f"push {opts.image.url}")
-                push_with_retry(opts, store, registry, list_name)
-                log.phase("verify pushed index")
-                digest, images = read_back(opts, registry)
-                out = results_for(opts.image, digest, images)
+                digest, images = index.push_list(registry, opts.image, [b.pushed for b in builds], opts.spec.format,
+                                                 Path(workdir), opts.retry, opts.retry_delay)
+                out = remote.results_for(opts.image, digest, images)
                 outcome = Outcome(opts.image, digest, images, builds, out)
             if opts.results_dir:
                 results.write(opts.results_dir, outcome.results)
@@ -496,28 +430,43 @@ def run(opts: BuildOptions) -> Outcome:
             _summary(outcome, total.seconds)
             return outcome
     finally:
-        if list_created:
-            tools.run(buildah.manifest_rm(store, list_name), quiet=True, stream=False, check=False) if not tools.stopping() else None
-        import shutil
-
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _build_all(opts: BuildOptions, store, registry, workdir: str, jobs: int,
-               order: Sequence[Platform] | None = None) -> tuple[PlatformBuild, ...]:
+               order: Sequence[Platform] | None = None, before: frozenset[str] = frozenset()) -> tuple[PlatformBuild, ...]:
+    """Build ``jobs`` platforms at a time in ``order``; push each one as soon as it is verified.
+
+    Pushes (and evictions) run beside the builds, so a build slot is free again the moment its
+    platform is verified: with ``--jobs 1`` the next platform builds while the previous one is
+    compressed and pushed, and the storage holds at most one platform being built and one being
+    pushed.
+    """
     order = list(order or opts.platforms)
     done: dict[Platform, PlatformBuild] = {}
-    if jobs == 1:
-        for p in order:
-            done[p] = build_platform(opts, store, registry, p, workdir)
-        return tuple(done[p] for p in opts.platforms)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build") as pool:
-        futures = {pool.submit(build_platform, opts, store, registry, p, workdir): p for p in order}
+    if len(order) == 1:  # nothing to overlap
+        b = build_platform(opts, store, registry, order[0], workdir)
+        return (b if opts.skip_push else push_built(opts, store, registry, b, workdir, before),)
+    wait, first = concurrent.futures.wait, concurrent.futures.FIRST_COMPLETED
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build") as builds, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="push") as pushes:
+        building = {builds.submit(build_platform, opts, store, registry, p, workdir): p for p in order}
+        pushing: dict[concurrent.futures.Future, Platform] = {}
         try:
-            for fut in concurrent.futures.as_completed(futures):
-                done[futures[fut]] = fut.result()
+            while building or pushing:
+                finished, _ = wait([*building, *pushing], return_when=first)
+                for fut in finished:
+                    if fut in building:
+                        del building[fut]
+                        b = fut.result()
+                        if opts.skip_push:
+                            done[b.platform] = b
+                        else:
+                            pushing[pushes.submit(push_built, opts, store, registry, b, workdir, before)] = b.platform
+                    else:
+                        done[pushing.pop(fut)] = fut.result()
         except BaseException:
-            for f in futures:
+            for f in (*building, *pushing):
                 f.cancel()
             raise
     return tuple(done[p] for p in opts.platforms)

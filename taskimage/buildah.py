@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Sequence
 
 from taskimage.platforms import Platform
 
@@ -94,29 +95,60 @@ def remove_container(storage: Storage, container: str) -> list[str]:
     return ["buildah", *storage.args(), "rm", container]
 
 
-def manifest_create(storage: Storage, name: str) -> list[str]:
-    return ["buildah", *storage.args(), "manifest", "create", name]
+def image_ids(storage: Storage) -> list[str]:
+    """Every image in the storage, intermediate ones included, by full ID (one per line)."""
+    return ["buildah", *storage.args(), "images", "--all", "--quiet", "--no-trunc"]
 
 
-def manifest_add(storage: Storage, name: str, image: str) -> list[str]:
-    return ["buildah", *storage.args(), "manifest", "add", name, image]
+def remove_images(storage: Storage, images: Sequence[str]) -> list[str]:
+    """Remove images; buildah also removes the unnamed intermediate images only they used."""
+    return ["buildah", *storage.args(), "rmi", *images]
 
 
-def manifest_rm(storage: Storage, name: str) -> list[str]:
-    return ["buildah", *storage.args(), "manifest", "rm", name]
+def push_dir(storage: Storage, image: str, directory: str, fmt: str) -> list[str]:
+    """Write ``image`` with compressed layers to a ``dir:`` copy, whose manifest.json gives the digest
+    the registry will know it by (buildah itself can push only to a tag)."""
+    return ["buildah", *storage.args(), "push", "--quiet", "--format", "v2s2" if fmt == "docker" else "oci", image,
+            f"dir:{directory}"]
 
 
-def manifest_push(storage: Storage, registry: Registry, name: str, destination: str, fmt: str) -> list[str]:
-    """No ``--digestfile``: with it, buildah 1.28 loses the push error (a reset connection or a 5xx
-    exits 0 and leaves an empty file; seen through tests/faultproxy.py, the likely cause of
-    konflux-ci/build-definitions#3833). The digest is read from the registry afterwards."""
-    return ["buildah", *storage.args(), "manifest", "push", "--all", "--format", "v2s2" if fmt == "docker" else "oci",
-            *registry.buildah_args(), name, f"docker://{destination}"]
+def skopeo_push_dir(registry: Registry, directory: str, destination: str) -> list[str]:
+    """Push a ``dir:`` copy unchanged to ``destination`` (REPOSITORY@DIGEST: no tag is written)."""
+    return ["skopeo", "copy", "--quiet", "--preserve-digests", *copy_flags(registry, src=False),
+            *(["--authfile", registry.authfile] if registry.authfile else []), f"dir:{directory}",
+            f"docker://{destination}"]
 
 
 def skopeo_inspect_raw(registry: Registry, ref: str, *, config: bool = False) -> list[str]:
     return ["skopeo", "inspect", "--raw" if not config else "--config", *(["--raw"] if config else []),
             *registry.skopeo_args(), f"docker://{ref}"]
+
+
+def skopeo_copy_image(registry: Registry, source: str, destination: str) -> list[str]:
+    """Copy one image between repositories, by digest, unchanged."""
+    return ["skopeo", "copy", "--quiet", "--preserve-digests", *copy_flags(registry, src=True), *copy_flags(registry, src=False),
+            *(["--authfile", registry.authfile] if registry.authfile else []), f"docker://{source}", f"docker://{destination}"]
+
+
+def skopeo_push_list_dir(registry: Registry, directory: Path, destination: str, fmt: str = "") -> list[str]:
+    """Push a list and its images' manifests (``dir:``, no layers) unchanged; the tag moves last.
+
+    ``fmt`` (oci | docker, when the list and every image are of that family) pins the list's type:
+    otherwise, when the registry refuses the list (a 503 on the tag), skopeo 1.9 tries the other
+    list type, cannot convert it under --preserve-digests, and reports only that, hiding the 503.
+    """
+    forced = ["--format", "v2s2" if fmt == "docker" else "oci"] if fmt else []
+    return ["skopeo", "copy", "--quiet", "--all", "--preserve-digests", *forced, *copy_flags(registry, src=False),
+            *(["--authfile", registry.authfile] if registry.authfile else []), f"dir:{directory}",
+            f"docker://{destination}"]
+
+
+def copy_flags(registry: Registry, *, src: bool) -> list[str]:
+    side = "src" if src else "dest"
+    out = [f"--{side}-tls-verify={'true' if registry.tls_verify else 'false'}"]
+    if registry.cert_dir:
+        out += [f"--{side}-cert-dir", registry.cert_dir]
+    return out
 
 
 NPROC_CAP = 32768  # what buildah 1.28's chroot isolation has already set when it applies --ulimit

@@ -6,7 +6,7 @@ Only skopeo is used, so the step needs no container storage and no privileges:
 1. every REF must be ``repo@sha256:...``; each one's manifest and config are read from the
    registry, which tells its platform (duplicates, lists and unknown refs are usage errors);
 2. images from another repository are first copied into IMAGE's repository by digest;
-3. the list is written as a small OCI layout holding the list and each image's manifest and
+3. the list is written as a small ``dir:`` copy holding the list and each image's manifest and
    config, but no layers, and ``skopeo copy --all --preserve-digests`` pushes it: every layer is
    already in the repository, so nothing but manifests moves and no digest changes;
 4. the tag is read back and checked (as ``build`` does), then the same results are written.
@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from taskimage import auth, build, buildah, log, results, tools
+from taskimage import auth, buildah, log, remote, results, tools
 from taskimage.errors import TaskimageError, ToolError, UsageError
 from taskimage.params import BY_NAME, Param
 from taskimage.platforms import Platform, normalize, split_values
@@ -35,6 +35,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 LIST_TYPE = {"oci": OCI_INDEX, "docker": DOCKER_LIST}
 FAMILY = {OCI_MANIFEST: "oci", DOCKER_MANIFEST: "docker"}
+FAMILY_OF_LIST = {OCI_INDEX: "oci", DOCKER_LIST: "docker"}
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 REFS = Param("REFS", "--ref", "Per-platform images to join, each REPOSITORY@sha256:... (e.g. the IMAGES results of "
@@ -130,7 +131,7 @@ def options_from_values(values: dict) -> IndexOptions:
         if ref.image.registry != image.registry:
             raise UsageError(f"{src['REFS']}: {ref.text!r} is on {ref.image.registry}, not on {image.registry} "
                              f"where {image.url} goes; copy it there first")
-    registry, creds = build.registry_access(v, src)
+    registry, creds = remote.access(v, src)
     return IndexOptions(
         image=image,
         refs=tuple(refs),
@@ -183,56 +184,57 @@ def index_document(instances: Sequence[Instance], media_type: str) -> bytes:
                       separators=(",", ":")).encode()
 
 
-def write_layout(directory: Path, instances: Sequence[Instance], document: bytes, media_type: str, ref_name: str) -> str:
-    """An OCI layout with the list, each manifest and config, no layers; returns the list digest."""
-    blobs = directory / "blobs" / "sha256"
-    blobs.mkdir(parents=True, exist_ok=True)
+def write_list_dir(directory: Path, instances: Sequence[Instance], document: bytes) -> str:
+    """A ``dir:`` copy of the list: the list, each image's manifest and config, no layers (they are
+    in the repository already, so skopeo only checks them); returns the list digest.
 
-    def put(data: bytes) -> str:
-        hexdigest = hashlib.sha256(data).hexdigest()
-        (blobs / hexdigest).write_bytes(data)
-        return "sha256:" + hexdigest
-
+    Not an OCI layout: skopeo reads only OCI-typed entries from one, and a docker list is not.
+    """
+    directory.mkdir(parents=True)
+    (directory / "version").write_text("Directory Transport Version: 1.1\n")
+    (directory / "manifest.json").write_bytes(document)
     for i in instances:
-        put(i.manifest)
-        put(i.config)
-    digest = put(document)
-    (directory / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    (directory / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
-        "mediaType": media_type, "digest": digest, "size": len(document),
-        "annotations": {"org.opencontainers.image.ref.name": ref_name}}]}))
-    return digest
-
-
-def skopeo_copy_image(registry: buildah.Registry, source: str, destination: str) -> list[str]:
-    """Copy one image between repositories, by digest, unchanged."""
-    return ["skopeo", "copy", "--quiet", "--preserve-digests", *_copy_flags(registry, src=True), *_copy_flags(registry, src=False),
-            *(["--authfile", registry.authfile] if registry.authfile else []), f"docker://{source}", f"docker://{destination}"]
-
-
-def skopeo_push_layout(registry: buildah.Registry, layout: Path, ref_name: str, destination: str) -> list[str]:
-    return ["skopeo", "copy", "--quiet", "--all", "--preserve-digests", *_copy_flags(registry, src=False),
-            *(["--authfile", registry.authfile] if registry.authfile else []), f"oci:{layout}:{ref_name}",
-            f"docker://{destination}"]
-
-
-def _copy_flags(registry: buildah.Registry, *, src: bool) -> list[str]:
-    side = "src" if src else "dest"
-    out = [f"--{side}-tls-verify={'true' if registry.tls_verify else 'false'}"]
-    if registry.cert_dir:
-        out += [f"--{side}-cert-dir", registry.cert_dir]
-    return out
+        (directory / f"{i.ref.digest.partition(':')[2]}.manifest.json").write_bytes(i.manifest)
+        config = json.loads(i.manifest)["config"]["digest"]
+        (directory / config.partition(":")[2]).write_bytes(i.config)
+    return "sha256:" + hashlib.sha256(document).hexdigest()
 
 
 # --- the run ------------------------------------------------------------------------------
 
+def push_list(registry: buildah.Registry, image: ImageReference, instances: Sequence[Instance], fmt: str, workdir: Path,
+              retry: int, retry_delay: float) -> tuple[str, tuple[tuple[Platform, str], ...]]:
+    """Push the list naming ``instances`` (already in ``image``'s repository by digest) to its tag.
+
+    The tag is the one thing written here that anybody reads by name, and it is written last, in
+    one manifest PUT. The list is read back from the registry and must name exactly the given
+    images; returns its digest and each platform's image digest.
+    """
+    log.phase(f"push {image.url}")
+    media_type = list_media_type(instances, fmt)
+    document = index_document(instances, media_type)
+    digest = write_list_dir(workdir / "list", instances, document)
+    family = FAMILY_OF_LIST[media_type]
+    uniform = all(FAMILY[i.media_type] == family for i in instances)
+    argv = buildah.skopeo_push_list_dir(registry, workdir / "list", image.url, family if uniform else "")
+    remote.with_retry(lambda: tools.run(argv, what="skopeo copy"), what=f"pushing {image.url}",
+                      image=image, retry=retry, retry_delay=retry_delay)
+    log.phase("verify pushed index")
+    digest, images = remote.read_back_index(registry, image, [i.platform for i in instances], digest, retry, retry_delay)
+    for (p, pushed), i in zip(images, instances):
+        if pushed != i.ref.digest:
+            raise TaskimageError(f"the pushed index names {pushed} for {p}, not the given {i.ref.digest}")
+    return digest, images
+
+
+
 def read_instance(opts: IndexOptions, registry: buildah.Registry, ref: SourceRef) -> Instance:
     """Read one REF's manifest and config; refuse lists and unknown references."""
     try:
-        raw = build.inspect_raw(registry, ref.pinned, opts.retry, opts.retry_delay, retry_not_found=False)
+        raw = remote.inspect_raw(registry, ref.pinned, opts.retry, opts.retry_delay, retry_not_found=False)
     except ToolError as exc:
         text = " ".join(exc.tail).lower()
-        if any(m in text for m in build.NOT_FOUND_MARKERS):
+        if any(m in text for m in remote.NOT_FOUND_MARKERS):
             raise UsageError(f"--ref: {ref.text!r} does not exist in the registry") from exc
         raise
     manifest = raw.encode()
@@ -245,7 +247,7 @@ def read_instance(opts: IndexOptions, registry: buildah.Registry, ref: SourceRef
                          "(the IMAGES result of build), each REPOSITORY@sha256:...")
     if media_type not in FAMILY:
         raise UsageError(f"--ref: {ref.text!r} is a {media_type}, not a container image manifest")
-    config = build.inspect_raw(registry, ref.pinned, opts.retry, opts.retry_delay, config=True).encode()
+    config = remote.inspect_raw(registry, ref.pinned, opts.retry, opts.retry_delay, config=True).encode()
     platform = platform_of(json.loads(config), f"--ref {ref.text}")
     return Instance(ref, platform, media_type, manifest, config)
 
@@ -275,26 +277,12 @@ def run(opts: IndexOptions) -> IndexOutcome:
                 log.phase(f"copy into {opts.image.name}")
             for i in foreign:
                 target = opts.image.with_digest(i.ref.digest)
-                argv = skopeo_copy_image(registry, i.ref.pinned, target)
-                build.registry_retry(lambda argv=argv: tools.run(argv, what="skopeo copy"), what=f"copying {i.ref.pinned}",
-                                     image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
+                argv = buildah.skopeo_copy_image(registry, i.ref.pinned, target)
+                remote.with_retry(lambda argv=argv: tools.run(argv, what="skopeo copy"), what=f"copying {i.ref.pinned}",
+                                  image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
 
-            log.phase(f"push {opts.image.url}")
-            media_type = list_media_type(instances, opts.format)
-            document = index_document(instances, media_type)
-            layout = workdir / "layout"
-            digest = write_layout(layout, instances, document, media_type, "list")
-            argv = skopeo_push_layout(registry, layout, "list", opts.image.url)
-            build.registry_retry(lambda: tools.run(argv, what="skopeo copy"), what=f"pushing {opts.image.url}",
-                                 image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
-
-            log.phase("verify pushed index")
-            platforms = [i.platform for i in instances]
-            digest, images = build.read_back_index(registry, opts.image, platforms, digest, opts.retry, opts.retry_delay)
-            for (p, pushed), i in zip(images, instances):
-                if pushed != i.ref.digest:
-                    raise TaskimageError(f"the pushed index names {pushed} for {p}, not the given {i.ref.digest}")
-            out = build.results_for(opts.image, digest, images)
+            digest, images = push_list(registry, opts.image, instances, opts.format, workdir, opts.retry, opts.retry_delay)
+            out = remote.results_for(opts.image, digest, images)
             if opts.results_dir:
                 results.write(opts.results_dir, out)
                 log.info(f"results written to {opts.results_dir}")

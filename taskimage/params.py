@@ -95,6 +95,10 @@ BUILD_PARAMS: tuple[Param, ...] = (
           "timeout); authentication errors are never retried.", type="int", default=3, metavar="N"),
     Param("RETRY_DELAY", "--retry-delay", "Seconds before the first retry; doubles each time.",
           type="int", default=2, metavar="SECONDS"),
+    Param("EVICT", "--evict", "Remove each platform's images from the storage as soon as it is pushed (it is "
+          "pushed by digest when verified), so the storage holds about one platform at a time, not all; "
+          "off keeps them for buildah's layer reuse by the next local build. The Task turns it on: "
+          "a pod's storage starts empty and is thrown away.", type="bool", default=False, task_default=True),
     Param("JOBS", "--jobs", "Platforms built at once; 0: automatic (the number of CPUs, at most the number of platforms).",
           type="int", default=0, metavar="N"),
     # CLI only: in the Task these are bound to workspaces, not params.

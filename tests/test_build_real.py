@@ -196,3 +196,46 @@ def test_failing_run_step_exits_1_with_the_tool_output(tmp_path, registry, busyb
     assert "about to fail" in err
     assert err.strip().splitlines()[-1] == "ERROR: buildah build for linux/amd64 failed with exit code 7"
     assert not tag_exists(image)
+
+
+def _image_ids(root: Path, run: Path) -> set[str]:
+    out = subprocess.run(["buildah", "--root", str(root), "--runroot", str(run), "images", "--all", "--quiet", "--no-trunc"],
+                         capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+@pytest.mark.emulation
+def test_evict_leaves_only_what_was_there_before_and_pushes_every_platform(tmp_path, registry, busybox_base, busybox_amd64_only):
+    """--evict: each platform is pushed by digest and removed from the storage (its image, the
+    intermediate images of --layers, the base pulled for it); an image the storage already held
+    stays. Without --evict the run's images stay for the next local build."""
+    ok, why = emulation_ready(("linux/arm64",))
+    need(ok, why)
+    root, run = tmp_path / "root", tmp_path / "run"
+    env = {"TASKIMAGE_ROOT": str(root), "TASKIMAGE_RUNROOT": str(run), "TASKIMAGE_TLSVERIFY": "false"}
+    subprocess.run(["buildah", "--root", str(root), "--runroot", str(run), "pull", "--quiet", "--tls-verify=false",
+                    busybox_amd64_only], check=True, capture_output=True)
+    before = _image_ids(root, run)
+    assert len(before) == 1
+    ctx = app(tmp_path, busybox_base, "COPY Containerfile /c\nRUN uname -m > /uname.txt\n")
+    image = f"{registry.host}/demo/evicted:1"
+    rc, out, err, _ = taskimage(["build", "--image", image, "--context", str(ctx), "--evict", "linux/amd64", "linux/arm64"], env)
+    assert rc == 0, err[-3000:]
+    assert _image_ids(root, run) == before
+    for p in ("linux/amd64", "linux/arm64"):
+        assert f"[{p}] removed " in err and f"image(s) of {p} from the storage (--evict)" in err
+        assert "could not remove" not in err
+    index = skopeo_raw(image)
+    for entry in index["manifests"]:
+        ref = f"{registry.host}/demo/evicted@{entry['digest']}"
+        assert skopeo_raw(ref, config=True)["architecture"] == entry["platform"]["architecture"]
+        want = {"amd64": "x86_64", "arm64": "aarch64"}[entry["platform"]["architecture"]]
+        assert layer_file(ref, "uname.txt", tmp_path) == want + "\n"  # the RUN step really ran on it
+    assert sorted(e["platform"]["architecture"] for e in index["manifests"]) == ["amd64", "arm64"]
+
+    rc, out, err, _ = taskimage(["build", "--image", f"{registry.host}/demo/kept:1", "--context", str(ctx),
+                                 "linux/amd64", "linux/arm64"], env)
+    assert rc == 0, err[-3000:]
+    kept = _image_ids(root, run) - before
+    assert len(kept) >= 5  # the arm64 base (amd64's was there), per platform one image per step (--layers)
+    assert "(--evict)" not in err

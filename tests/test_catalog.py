@@ -177,7 +177,7 @@ def test_builder_image_is_pinned_and_marked_unreleased():
 SAMPLE = {
     "IMAGE": "reg.example/team/app:v1", "CONTEXT": "sub/dir", "DOCKERFILE": "Dockerfile.alt",
     "TARGET": "final", "FORMAT": "docker", "TLSVERIFY": "false", "STORAGE_DRIVER": "vfs",
-    "SKIP_PUSH": "true", "CACHE_REPO": "reg.example/team/cache", "RETRY": "5", "RETRY_DELAY": "7", "JOBS": "2",
+    "SKIP_PUSH": "true", "CACHE_REPO": "reg.example/team/cache", "RETRY": "5", "RETRY_DELAY": "7", "JOBS": "2", "EVICT": "false",
     "PLATFORMS": ["linux/amd64", "linux/arm64", "linux/arm/v7"], "BUILD_ARGS": ["A=1", "B=two words"],
     "LABELS": ["org.example=x"], "ANNOTATIONS": [], "REPOSITORY": "reg.example/team/app", "PLATFORM": "arm64",
     "IMAGE_REFS": [f"reg.example/team/app@{DIGEST}", f"reg.example/team/app@sha256:{'cd' * 32}"],

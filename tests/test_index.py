@@ -100,12 +100,23 @@ def test_platform_of_config_normalizes_and_refuses_configs_without_arch():
 
 def test_skopeo_argv():
     reg = buildah.Registry(tls_verify=False, authfile="/a.json", cert_dir="/certs")
-    assert index.skopeo_push_layout(reg, Path("/l"), "list", "r/x:1") == [
+    assert buildah.skopeo_push_list_dir(reg, Path("/l"), "r/x:1") == [
         "skopeo", "copy", "--quiet", "--all", "--preserve-digests", "--dest-tls-verify=false", "--dest-cert-dir", "/certs",
-        "--authfile", "/a.json", "oci:/l:list", "docker://r/x:1"]
-    assert index.skopeo_copy_image(buildah.Registry(), f"r/a@{D1}", f"r/b@{D1}") == [
+        "--authfile", "/a.json", "dir:/l", "docker://r/x:1"]
+    assert buildah.skopeo_push_list_dir(reg, Path("/l"), "r/x:1", "docker")[5:7] == ["--format", "v2s2"]
+    assert buildah.skopeo_push_list_dir(reg, Path("/l"), "r/x:1", "oci")[5:7] == ["--format", "oci"]
+    assert buildah.skopeo_copy_image(buildah.Registry(), f"r/a@{D1}", f"r/b@{D1}") == [
         "skopeo", "copy", "--quiet", "--preserve-digests", "--src-tls-verify=true", "--dest-tls-verify=true",
         f"docker://r/a@{D1}", f"docker://r/b@{D1}"]
+    # build's per-platform push: a compressed dir: copy, pushed unchanged to REPOSITORY@DIGEST
+    store = buildah.Storage("overlay", "/s/root", "/s/run")
+    assert buildah.push_dir(store, "abc", "/w/push", "docker") == [
+        "buildah", "--storage-driver", "overlay", "--root", "/s/root", "--runroot", "/s/run", "push", "--quiet",
+        "--format", "v2s2", "abc", "dir:/w/push"]
+    assert buildah.push_dir(store, "abc", "/w/push", "oci")[-4:] == ["--format", "oci", "abc", "dir:/w/push"]
+    assert buildah.skopeo_push_dir(reg, "/w/push", f"r/x@{D1}") == [
+        "skopeo", "copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false", "--dest-cert-dir", "/certs",
+        "--authfile", "/a.json", "dir:/w/push", f"docker://r/x@{D1}"]
 
 
 # --- for real: skopeo and a registry -------------------------------------------------------------
@@ -157,6 +168,25 @@ def test_index_copies_images_from_another_repository_by_digest(tmp_path, registr
         assert config["architecture"] == p.split("/")[1]
     assert (tmp_path / "IMAGES").read_text() == ",".join(
         f"{registry.host}/joined/app@{entries[p].split('@')[1]}" for p in ("linux/s390x", "linux/ppc64le"))
+
+
+@pytest.mark.tools
+def test_index_of_docker_images_is_a_docker_list_with_the_images_unchanged(tmp_path, registry, entries):
+    """Docker v2s2 images make a docker manifest list (an OCI layout could not carry one to skopeo)."""
+    repo = f"{registry.host}/joined/docker"
+    refs = []
+    for p in ("linux/amd64", "linux/arm64"):
+        subprocess.run(["skopeo", "copy", "--quiet", "--format", "v2s2", "--src-tls-verify=false", "--dest-tls-verify=false",
+                        f"docker://{entries[p]}", f"docker://{repo}:src-{p.replace('/', '-')}"], check=True)
+        raw = skopeo_raw_bytes(f"{repo}:src-{p.replace('/', '-')}")
+        assert json.loads(raw)["mediaType"] == index.DOCKER_MANIFEST
+        refs.append(f"{repo}@sha256:{hashlib.sha256(raw).hexdigest()}")
+    rc, out, err = taskimage(["index", "--image", f"{repo}:v1", "--tls-verify=false", *refs], {"TASKIMAGE_RESULTS_DIR": str(tmp_path)})
+    assert rc == 0, err[-3000:]
+    listed = json.loads(skopeo_raw_bytes(f"{repo}:v1"))
+    assert listed["mediaType"] == index.DOCKER_LIST
+    assert [m["digest"] for m in listed["manifests"]] == [r.split("@")[1] for r in refs]
+    assert [m["platform"]["architecture"] for m in listed["manifests"]] == ["amd64", "arm64"]
 
 
 @pytest.mark.tools

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from taskimage import platforms as P
-from taskimage.build import auth_refused
+from taskimage.remote import auth_refused
 from taskimage.errors import UsageError
 from taskimage.reference import DEFAULT_REGISTRY, ImageReference, parse_image
 
