@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import string
 import tempfile
@@ -52,6 +53,7 @@ class PlatformBuild:
     seconds: float
     elf: str  # what the ELF check found
     pushed: index.Instance | None = None  # the image as pushed by digest (None with --skip-push)
+    cached: str = ""  # the layer cache's copy of the final step, if the build pushed or pulled one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,7 +234,7 @@ def _run_id() -> str:
 PULL_RACE_ATTEMPTS = 3
 
 
-def _buildah_build(argv: list[str], prefix: str, env: dict, p: Platform) -> None:
+def _buildah_build(argv: list[str], prefix: str, env: dict, p: Platform) -> tools.Result:
     """``buildah build``, again when a parallel build of another platform won the pull race.
 
     Platforms built at once share one storage; each pulls the same base image name for its own
@@ -242,14 +244,24 @@ def _buildah_build(argv: list[str], prefix: str, env: dict, p: Platform) -> None
     """
     for attempt in range(1, PULL_RACE_ATTEMPTS + 1):
         try:
-            tools.run(argv, prefix=prefix, env=env, what=f"buildah build for {p}")
-            return
+            return tools.run(argv, prefix=prefix, env=env, what=f"buildah build for {p}")
         except ToolError as exc:
             lost = any("locating pulled image" in line and "image not known" in line for line in exc.tail)
             if not lost or attempt == PULL_RACE_ATTEMPTS:
                 raise
             log.warn(f"{prefix}a parallel build re-tagged the base image this build had just pulled "
                      f"(buildah's pull race in shared storage); building again ({attempt + 1} of {PULL_RACE_ATTEMPTS})")
+    raise AssertionError("unreachable")
+
+
+_CACHE_LINE = re.compile(r"--> (?:Pushing cache|Cache pulled from remote) (\S+)")
+
+
+def last_cache_ref(output: str) -> str:
+    """The layer-cache reference of a build's last step: buildah pushes (cold) or pulls (warm) one
+    per step, the final image's last; "" when the build used no cache."""
+    refs = _CACHE_LINE.findall(output)
+    return refs[-1] if refs else ""
 
 
 def build_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, p: Platform, workdir: str) -> PlatformBuild:
@@ -261,14 +273,15 @@ def build_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah
     argv = buildah.build(store, registry, opts.spec, p, iidfile)
     env = {"BUILDAH_ISOLATION": os.environ.get("BUILDAH_ISOLATION", "chroot")}
     try:
-        _buildah_build(argv, prefix, env, p)
+        result = _buildah_build(argv, prefix, env, p)
     except ToolError as exc:
         if opts.spec.cache_repo and any("cache" in line.lower() for line in exc.tail):
             log.warn(f"{prefix}the build failed with the layer cache {opts.spec.cache_repo}; retrying without it")
             argv = buildah.build(store, registry, dataclasses.replace(opts.spec, cache_repo=""), p, iidfile)
-            _buildah_build(argv, prefix, env, p)
+            result = _buildah_build(argv, prefix, env, p)
         else:
             raise
+    cached = last_cache_ref(result.stdout + "\n" + result.stderr)
     image_id = Path(iidfile).read_text().strip()
     try:
         elf = verify_image(store, p, image_id, prefix)
@@ -280,17 +293,18 @@ def build_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah
                  "entries without their platform); rebuilding without the layer cache")
         argv = buildah.build(store, registry, dataclasses.replace(opts.spec, cache_repo=""), p, iidfile, layers=False)
         tools.run(argv, prefix=prefix, env=env, what=f"buildah build for {p}")
+        cached = ""
         image_id = Path(iidfile).read_text().strip()
         elf = verify_image(store, p, image_id, prefix)
     seconds = timer.seconds
     log.info(f"{prefix}built {image_id[:19]} in {seconds:.1f} s ({elf})")
-    return PlatformBuild(p, image_id, seconds, elf)
+    return PlatformBuild(p, image_id, seconds, elf, cached=cached)
 
 
 def push_built(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, b: PlatformBuild, workdir: str,
                before: frozenset[str]) -> PlatformBuild:
     """Push a verified platform by digest and, with --evict, remove it from the storage."""
-    pushed = push_platform(opts, store, registry, b.platform, b.image_id, workdir)
+    pushed = push_platform(opts, store, registry, b.platform, b.image_id, workdir, b.cached)
     if opts.evict:
         evict(store, b.platform, b.image_id, before, f"[{b.platform}] ")
     return dataclasses.replace(b, pushed=pushed)
@@ -321,7 +335,7 @@ def verify_image(store: buildah.Storage, p: Platform, image_id: str, prefix: str
 
 
 def push_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, p: Platform, image_id: str,
-                  workdir: str) -> index.Instance:
+                  workdir: str, cached: str = "") -> index.Instance:
     """Push one verified platform into IMAGE's repository by digest, no tag, while others still build.
 
     buildah pushes only to a tag, and an image's digest is known only once its layers are
@@ -330,6 +344,10 @@ def push_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah.
     Nobody reads an untagged manifest by name: until the list moves the tag, nothing has changed.
     """
     prefix = f"[{p}] "
+    if cached:
+        instance = push_from_cache(opts, registry, p, image_id, cached)
+        if instance:
+            return instance
     directory = os.path.join(workdir, f"push-{p.slug}")
     try:
         tools.run(buildah.push_dir(store, image_id, directory, opts.spec.format), prefix=prefix, stream=False,
@@ -346,6 +364,39 @@ def push_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah.
         shutil.rmtree(directory, ignore_errors=True)
     log.info(f"{prefix}pushed {target}")
     media_type = doc.get("mediaType") or index.OCI_MANIFEST
+    return index.Instance(index.SourceRef(target, opts.image, digest), p, media_type, manifest, config)
+
+
+def push_from_cache(opts: BuildOptions, registry: buildah.Registry, p: Platform, image_id: str,
+                    cached: str) -> index.Instance | None:
+    """Copy the final image from the layer cache, where the build just put it (or found it), by digest.
+
+    With --cache-to buildah pushes every step, the last one included, already compressed; a copy
+    of it saves compressing the whole image again (seconds of CPU on the critical path, on a warm
+    run most of the push), and within one registry the layers are only mounted. Used only when the
+    cache's manifest names exactly our image (its config digest is the image ID) in the requested
+    format; else (None) the image is pushed from the storage.
+    """
+    prefix = f"[{p}] "
+    try:
+        manifest = remote.inspect_raw(registry, cached, 0, 0).encode()
+        doc = json.loads(manifest)
+        media_type = doc.get("mediaType") or index.OCI_MANIFEST
+        config_digest = image_id if image_id.startswith("sha256:") else f"sha256:{image_id}"  # the iidfile has the prefix
+        if doc.get("config", {}).get("digest") != config_digest or index.FAMILY.get(media_type) != opts.spec.format:
+            log.info(f"{prefix}the layer cache's {cached} is not this image in {opts.spec.format} form; pushing from the storage")
+            return None
+        config = remote.inspect_raw(registry, cached, 0, 0, config=True).encode()
+    except (ToolError, ValueError) as exc:
+        log.info(f"{prefix}the layer cache's {cached} could not be read ({exc}); pushing from the storage")
+        return None
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    target = opts.image.with_digest(digest)
+    source = f"{cached.rsplit(':', 1)[0]}@{digest}"
+    argv = buildah.skopeo_copy_image(registry, source, target)
+    remote.with_retry(lambda: tools.run(argv, prefix=prefix, what="skopeo copy"), what=f"pushing {p} to {target}",
+                      image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
+    log.info(f"{prefix}pushed {target} (copied from the layer cache)")
     return index.Instance(index.SourceRef(target, opts.image, digest), p, media_type, manifest, config)
 
 

@@ -76,7 +76,8 @@ WS_SSLCERTDIR = {"name": "sslcertdir", "optional": True, "readOnly": True,
 WS_STORAGE = {"name": "storage", "optional": True, "mountPath": "/var/lib/containers",
               "description": "Container storage. Bind a volume (emptyDir or PVC) so STORAGE_DRIVER=auto can use "
               "overlay; unbound, storage sits on the container's own overlay root and vfs is used (slower, "
-              "more disk). A PVC reused between runs keeps base images and layers."}
+              "more disk). A PVC reused between runs keeps base images and layers only with EVICT "
+              "\"false\" (a CACHE_REPO is the better reuse: it works for every new pod)."}
 
 # What the build step asks for (see the catalog README's Privileges section for why).
 BUILD_SECURITY_CONTEXT = {

@@ -127,6 +127,11 @@ def test_warm_run_in_empty_storage_reuses_every_layer_from_the_cache_repo(tmp_pa
     assert sorted(cache_tags(registry, "cache/warm")) == sorted(tags)
     # the same images, bit for bit
     assert entries(f"{registry.host}/app/warm:warm") == entries(f"{registry.host}/app/warm:cold")
+    # both runs copied each final image from the cache by digest (it is the last step's cache entry,
+    # already compressed) instead of compressing it again
+    for out in (cold, warm):
+        for plat in ("linux/amd64", "linux/arm64"):
+            assert len(lines(out, plat, r"pushed \S+@sha256:[0-9a-f]{64} \(copied from the layer cache\)$")) == 1, out[-3000:]
 
 
 @pytest.mark.tools
