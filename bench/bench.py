@@ -38,23 +38,27 @@ sys.path.insert(0, str(REPO))
 from taskimage import devenv, tools  # noqa: E402
 
 PLATFORMS = ["linux/amd64", "linux/arm64"]
-TARGETS = {"cold": 0.95, "warm": 0.15}
 DISK_TARGET = 0.6
 
 
 class PeakDisk:
-    """Samples ``du -sxb DIR`` in a thread; ``-x`` stays off overlay mounts of running builds."""
+    """Samples ``du -sxb`` of each directory in a thread, their sum too; ``-x`` stays off the
+    overlay mounts of running builds."""
 
-    def __init__(self, directory: Path, every: float = 2.0):
-        self.directory, self.every, self.peak = directory, every, 0
+    def __init__(self, directories: dict[str, Path], every: float = 1.0):
+        self.directories, self.every = directories, every
+        self.peak = {name: 0 for name in (*directories, "total")}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def sample(self) -> None:
-        if self.directory.exists():
-            r = tools.run(["du", "-sxb", str(self.directory)], quiet=True, stream=False, check=False)
-            if r.stdout.split():
-                self.peak = max(self.peak, int(r.stdout.split()[0]))
+        sizes = {}
+        for name, directory in self.directories.items():
+            r = tools.run(["du", "-sxb", str(directory)], quiet=True, stream=False, check=False) if directory.exists() else None
+            sizes[name] = int(r.stdout.split()[0]) if r and r.stdout.split() else 0
+        sizes["total"] = sum(sizes.values())
+        for name, size in sizes.items():
+            self.peak[name] = max(self.peak[name], size)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
@@ -70,15 +74,30 @@ class PeakDisk:
         self.sample()
 
 
-def _timed(argv, *, cwd=None, env=None, storage: Path, log_path: Path) -> tuple[float, int, float]:
-    """(seconds, peak bytes, load average at start); raises if the command fails."""
+def _timed(argv, *, cwd=None, env=None, storage: Path, tmp: Path | None = None, log_path: Path) -> tuple[float, dict, float]:
+    """(seconds, peak bytes {"storage", "tmp", "total"}, load average at start); raises if the command fails.
+
+    ``tmp`` becomes the command's TMPDIR and is measured too: buildah stages every committed layer
+    there (uncompressed) and skopeo/buildah pushes stage blobs there, so it is disk the pod pays for
+    as much as the storage volume.
+    """
     load = os.getloadavg()[0]
     full = dict(os.environ)
     full.update(env or {})
-    with PeakDisk(storage) as disk, open(log_path, "w") as log:
+    dirs = {"storage": storage}
+    if tmp is not None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        full["TMPDIR"] = str(tmp)
+        dirs["tmp"] = tmp
+    with PeakDisk(dirs) as disk, open(log_path, "w") as log:
         t = time.monotonic()
-        # not tools.run: it would echo everything to the terminal; the log file keeps the output
-        proc = subprocess.run(argv, cwd=cwd, env=full, stdout=log, stderr=subprocess.STDOUT)
+        # not tools.run: it would echo everything to the terminal; the log file keeps the output,
+        # each line with the seconds since the start
+        proc = subprocess.Popen(argv, cwd=cwd, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace")
+        for line in proc.stdout:
+            log.write(f"{time.monotonic() - t:7.1f} {line}")
+        proc.wait()
         seconds = time.monotonic() - t
     if proc.returncode != 0:
         raise SystemExit(f"{argv[0]} failed with {proc.returncode}; see {log_path}")
@@ -99,13 +118,32 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.2f} GB"
 
 
-def samba(rounds: int, workdir: Path, keep_logs: Path) -> None:
+# The runs of a round. "cold"/"warm" run `taskimage build` as the catalog Task does (--evict on,
+# --jobs automatic); "cold-j1" builds one platform at a time; "cold-keep" keeps every image in the
+# storage until the end (--evict off, the CLI's default), for comparison.
+VARIANTS = {
+    "cold": ["--evict"],
+    "warm": ["--evict"],
+    "cold-j1": ["--evict", "--jobs", "1"],
+    "cold-keep": [],
+}
+TARGETS = {"cold": 0.95, "warm": 0.15, "cold-j1": 0.95}
+
+
+def samba(rounds: int, workdir: Path, keep_logs: Path, variants: list[str]) -> None:
     context = REPO / "examples" / "samba"
     taskimage = [sys.executable, "-m", "taskimage"]
     with devenv.LocalRegistry(workdir / "registry") as reg:
         base = devenv.base_image("bookworm", PLATFORMS, f"{reg.host}/base/debian:bookworm")
         print(f"registry {reg.host}; base {base}; {os.cpu_count()} CPUs; load {os.getloadavg()}", flush=True)
-        runs: dict[str, list[tuple[float, int]]] = {"seed": [], "cold": [], "warm": []}
+        print(f"{'round':5} {'run':9} {'seconds':>8} {'storage':>9} {'tmp':>9} {'both':>9}  load", flush=True)
+        runs: dict[str, list[tuple[float, dict]]] = {k: [] for k in ("seed", *variants)}
+
+        def report(r: int, kind: str, s: float, peak: dict, load: float) -> None:
+            runs[kind].append((s, peak))
+            print(f"{r:5} {kind:9} {s:8.1f} {_gb(peak['storage']):>9} {_gb(peak['tmp']):>9} {_gb(peak['total']):>9}  {load:.1f}",
+                  flush=True)
+
         for r in range(1, rounds + 1):
             cache = f"{reg.host}/cache/samba-{r}"
 
@@ -115,36 +153,39 @@ def samba(rounds: int, workdir: Path, keep_logs: Path) -> None:
                 env = {"IMAGE": f"{reg.host}/bench/seed-{r}", "BASE_IMAGE": base,
                        "CONTAINERS_STORAGE_CONF": str(_storage_conf(d))}
                 s, peak, load = _timed(["bash", str(HERE / "seed" / "build.sh"), *PLATFORMS], cwd=context, env=env,
-                                       storage=d / "root", log_path=keep_logs / f"seed-{r}.log")
-                runs["seed"].append((s, peak))
-                print(f"round {r}  seed  {s:7.1f} s  peak {_gb(peak)}  (load {load:.1f})", flush=True)
+                                       storage=d / "root", tmp=d / "tmp", log_path=keep_logs / f"seed-{r}.log")
+                report(r, "seed", s, peak, load)
                 _clean(d)
 
             def ours(kind: str) -> None:
                 d = workdir / f"{kind}-{r}"
+                # warm reuses the cache that this round's cold run filled; the other cold runs get their own
+                repo = cache if kind in ("cold", "warm") else f"{cache}-{kind}"
                 argv = [*taskimage, "build", "--image", f"{reg.host}/bench/{kind}-{r}:v1", "--context", str(context),
-                        "--build-arg", f"BASE_IMAGE={base}", "--tls-verify=false", "--cache-repo", cache,
-                        "--root", str(d / "root"), "--runroot", str(d / "run"), *PLATFORMS]
-                s, peak, load = _timed(argv, storage=d / "root", log_path=keep_logs / f"{kind}-{r}.log")
-                runs[kind].append((s, peak))
-                print(f"round {r}  {kind:4}  {s:7.1f} s  peak {_gb(peak)}  (load {load:.1f})", flush=True)
+                        "--build-arg", f"BASE_IMAGE={base}", "--tls-verify=false", "--cache-repo", repo,
+                        "--root", str(d / "root"), "--runroot", str(d / "run"), *VARIANTS[kind], *PLATFORMS]
+                s, peak, load = _timed(argv, storage=d / "root", tmp=d / "tmp", log_path=keep_logs / f"{kind}-{r}.log")
+                report(r, kind, s, peak, load)
                 _clean(d)
 
-            if r % 2:
-                seed(); ours("cold"); ours("warm")
-            else:
-                ours("cold"); ours("warm"); seed()
+            order = ["seed", *variants] if r % 2 else [*variants, "seed"]
+            if "warm" in order and "cold" in order and order.index("warm") < order.index("cold"):
+                order.remove("warm")
+                order.insert(order.index("cold") + 1, "warm")
+            for kind in order:
+                seed() if kind == "seed" else ours(kind)
 
     print()
     seed_t = statistics.median(s for s, _ in runs["seed"])
-    seed_disk = statistics.median(p for _, p in runs["seed"])
-    print(f"{'run':6} {'median s':>9} {'x seed':>7} {'target':>7}   {'peak disk':>10} {'x seed':>7}")
+    seed_disk = {k: statistics.median(p[k] for _, p in runs["seed"]) for k in ("storage", "total")}
+    print(f"{'run':9} {'median s':>9} {'x seed':>7} {'target':>8}   {'storage':>9} {'x seed':>7}   {'storage+tmp':>11} {'x seed':>7}")
     for kind, values in runs.items():
         t = statistics.median(s for s, _ in values)
-        disk = statistics.median(p for _, p in values)
+        disk = {k: statistics.median(p[k] for _, p in values) for k in ("storage", "total")}
         target = f"<= {TARGETS[kind]}" if kind in TARGETS else ""
-        print(f"{kind:6} {t:9.1f} {t / seed_t:7.2f} {target:>7}   {_gb(disk):>10} {disk / seed_disk:7.2f}")
-    print(f"peak disk target: <= {DISK_TARGET} x the seed's; logs in {keep_logs}")
+        print(f"{kind:9} {t:9.1f} {t / seed_t:7.2f} {target:>8}   {_gb(disk['storage']):>9} {disk['storage'] / seed_disk['storage']:7.2f}"
+              f"   {_gb(disk['total']):>11} {disk['total'] / seed_disk['total']:7.2f}")
+    print(f"peak disk target (storage): <= {DISK_TARGET} x the seed's; logs in {keep_logs}")
 
 
 TRACER = '''
@@ -180,12 +221,21 @@ if os.environ.get("BENCH_SUBPROCESS_SEAM") == "1":  # what tools.run on plain su
         if check and rc:
             raise ToolError(f"{what or argv[0]} failed with exit code {rc}", tail=list(tail), returncode=rc)
         return tools.Result(tuple(argv), rc, "".join(out), "".join(err))
+import shutil
+kept = sys.argv[1] + ".dirs"
 def timed(argv, **kw):
+    argv = list(map(str, argv))
     t = time.monotonic()
     try:
         return real(argv, **kw)
     finally:
-        spent.append([list(map(str, argv)), time.monotonic() - t])
+        seconds = time.monotonic() - t
+        # a dir: our own code wrote (the list) is gone after the run: keep a copy for the replay
+        if argv[:2] == ["skopeo", "copy"] and argv[-2].startswith("dir:") and "/list" in argv[-2]:
+            copy = os.path.join(kept, str(len(spent)))
+            shutil.copytree(argv[-2][4:], copy)
+            argv = [*argv[:-2], "dir:" + copy, argv[-1]]
+        spent.append([argv, seconds])
 tools.run = timed
 try:
     rc = cli.main(sys.argv[2:])
@@ -249,6 +299,9 @@ def _replay(commands: list[list[str]]) -> float:
     for argv in commands:
         if "--iidfile" in argv:
             Path(argv[argv.index("--iidfile") + 1]).parent.mkdir(parents=True, exist_ok=True)
+        for arg in argv:  # the per-platform dir: copies go into the run's (removed) work directory
+            if arg.startswith("dir:"):
+                Path(arg[4:]).parent.mkdir(parents=True, exist_ok=True)
     t = time.monotonic()
     for argv in commands:
         subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
@@ -264,6 +317,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="bench", required=True)
     s = sub.add_parser("samba", help="(a) seed vs cold, (b) warm, (d) peak disk")
     s.add_argument("--rounds", type=int, default=2)
+    s.add_argument("--variants", default=",".join(VARIANTS), help=f"which of {', '.join(VARIANTS)} to run besides the seed")
     o = sub.add_parser("overhead", help="(c) orchestration overhead")
     o.add_argument("--runs", type=int, default=5)
     o.add_argument("--lazy-cli", action="store_true", help="import only the build command's module (as a lazy cli.py would)")
@@ -279,7 +333,7 @@ def main() -> None:
     logs.mkdir(parents=True, exist_ok=True)
     try:
         if args.bench == "samba":
-            samba(args.rounds, workdir, logs)
+            samba(args.rounds, workdir, logs, [v for v in args.variants.split(",") if v])
         else:
             overhead(args.runs, workdir, logs, args.lazy_cli, args.subprocess_seam)
     finally:
