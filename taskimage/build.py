@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from taskimage import auth, binfmt, buildah, index, log, remote, results, storage, tools, verify
+from taskimage import __version__, auth, binfmt, buildah, buildkey, index, log, remote, results, storage, tools, verify
 from taskimage.errors import TaskimageError, ToolError, UsageError
 from taskimage.platforms import Platform, host_platform, parse_platforms
 from taskimage.reference import ImageReference, parse_image
@@ -54,6 +54,7 @@ class PlatformBuild:
     elf: str  # what the ELF check found
     pushed: index.Instance | None = None  # the image as pushed by digest (None with --skip-push)
     cached: str = ""  # the layer cache's copy of the final step, if the build pushed or pulled one
+    reused: bool = False  # not built: an earlier build with the same inputs (buildkey) was copied
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,11 +265,18 @@ def last_cache_ref(output: str) -> str:
     return refs[-1] if refs else ""
 
 
-def build_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, p: Platform, workdir: str) -> PlatformBuild:
-    """Build ``p`` and verify it (its push is :func:`push_built`'s)."""
+def build_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, p: Platform, workdir: str,
+                   keys: dict | None = None) -> PlatformBuild:
+    """Build ``p`` and verify it (its push is :func:`push_built`'s), or reuse an earlier build's
+    image when the whole-build key ``keys[p]`` finds one."""
     prefix = f"[{p}] "
     log.phase(f"build {p}")
     timer = log.Timer()
+    if keys and p in keys:
+        instance = reuse_built(opts, registry, p, keys[p])
+        if instance:
+            digest = json.loads(instance.manifest)["config"]["digest"]
+            return PlatformBuild(p, digest, timer.seconds, "reused", pushed=instance, reused=True)
     iidfile = os.path.join(workdir, f"iid-{p.slug}")
     argv = buildah.build(store, registry, opts.spec, p, iidfile)
     env = {"BUILDAH_ISOLATION": os.environ.get("BUILDAH_ISOLATION", "chroot")}
@@ -302,12 +310,96 @@ def build_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah
 
 
 def push_built(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, b: PlatformBuild, workdir: str,
-               before: frozenset[str]) -> PlatformBuild:
-    """Push a verified platform by digest and, with --evict, remove it from the storage."""
+               before: frozenset[str], keys: dict | None = None) -> PlatformBuild:
+    """Push a verified platform by digest, file it under its whole-build key and, with --evict,
+    remove it from the storage. A reused image is pushed already."""
+    if b.reused:
+        return b
     pushed = push_platform(opts, store, registry, b.platform, b.image_id, workdir, b.cached)
+    if keys and b.platform in keys:
+        record_built(opts, registry, b.platform, pushed, keys[b.platform])
     if opts.evict:
         evict(store, b.platform, b.image_id, before, f"[{b.platform}] ")
     return dataclasses.replace(b, pushed=pushed)
+
+
+# --- the whole-build key (taskimage/buildkey.py) -------------------------------------------------
+
+def build_keys(opts: BuildOptions, registry: buildah.Registry) -> dict[Platform, str]:
+    """Each platform's whole-build key, for builds with a layer cache (where results are filed)."""
+    timer = log.Timer()
+    try:
+        containerfile = opts.spec.containerfile.read_bytes()
+        text = containerfile.decode()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    digests: dict[str, str | None] = {}
+
+    def digest_of(image: str) -> str | None:
+        if image not in digests:
+            try:
+                raw = remote.inspect_raw(registry, image, 0, 0, retry_not_found=False)
+                digests[image] = "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
+            except ToolError:
+                digests[image] = None
+        return digests[image]
+
+    found = tools.run(["buildah", "--version"], quiet=True, stream=False, check=False).stdout.strip()
+    versions = f"taskimage {__version__}; {found}; on {host_platform()}"  # $BUILDPLATFORM stages depend on the host
+    context = buildkey.context_digest(opts.spec.context)
+    keys = {}
+    for p in opts.platforms:
+        images = buildkey.external_images(text, dict(opts.spec.build_args), p)
+        resolved = buildkey.resolve_images(images, digest_of) if images is not None else None
+        if resolved is None:
+            log.info(f"[{p}] no whole-build key (a FROM image that cannot be pinned to a digest, or a "
+                     "Containerfile parser directive): buildah's layer cache only")
+            continue
+        keys[p] = buildkey.key(versions=versions, containerfile=containerfile, context=context, platform=p,
+                               fmt=opts.spec.format, target=opts.spec.target, build_args=opts.spec.build_args,
+                               labels=opts.spec.labels, annotations=opts.spec.annotations, images=resolved)
+    log.info(f"whole-build keys for {len(keys)} of {len(opts.platforms)} platform(s) in {timer.seconds:.1f} s")
+    return keys
+
+
+def reuse_built(opts: BuildOptions, registry: buildah.Registry, p: Platform, build_key: str) -> index.Instance | None:
+    """The image an earlier run built and verified from the same inputs, copied by digest; or None."""
+    prefix = f"[{p}] "
+    ref = buildkey.tag(opts.spec.cache_repo, build_key)
+    try:
+        manifest = remote.inspect_raw(registry, ref, 0, 0, retry_not_found=False).encode()
+        doc = json.loads(manifest)
+        media_type = doc.get("mediaType") or index.OCI_MANIFEST
+        config = remote.inspect_raw(registry, ref, 0, 0, config=True).encode()
+        cfg = json.loads(config)
+    except ToolError as exc:
+        if not any(m in " ".join(exc.tail).lower() for m in remote.NOT_FOUND_MARKERS):
+            log.info(f"{prefix}the layer cache's {ref} could not be read ({exc}); building")
+        return None
+    except ValueError:
+        return None
+    if index.FAMILY.get(media_type) != opts.spec.format or not p.matches_config(cfg.get("os"), cfg.get("architecture"),
+                                                                                 cfg.get("variant")):
+        log.warn(f"{prefix}{ref} is not a {opts.spec.format} image for {p}; building")
+        return None
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    target = opts.image.with_digest(digest)
+    argv = buildah.skopeo_copy_image(registry, f"{opts.spec.cache_repo}@{digest}", target)
+    remote.with_retry(lambda: tools.run(argv, prefix=prefix, what="skopeo copy"), what=f"pushing {p} to {target}",
+                      image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
+    log.info(f"{prefix}nothing the build reads has changed since {ref}: reused that image, "
+             f"pushed {target}")
+    return index.Instance(index.SourceRef(target, opts.image, digest), p, media_type, manifest, config)
+
+
+def record_built(opts: BuildOptions, registry: buildah.Registry, p: Platform, pushed: index.Instance, build_key: str) -> None:
+    """File the pushed image under its whole-build key in the layer cache (never fatal)."""
+    ref = buildkey.tag(opts.spec.cache_repo, build_key)
+    try:
+        tools.run(buildah.skopeo_copy_image(registry, pushed.ref.pinned, ref), prefix=f"[{p}] ", stream=False,
+                  what="skopeo copy")
+    except ToolError as exc:
+        log.warn(f"[{p}] the build could not be filed in the layer cache as {ref}: {exc}; the next run builds again")
 
 
 def verify_image(store: buildah.Storage, p: Platform, image_id: str, prefix: str) -> str:
@@ -465,7 +557,8 @@ def run(opts: BuildOptions) -> Outcome:
             before = frozenset()
             if opts.evict and not opts.skip_push:
                 before = frozenset(tools.run(buildah.image_ids(store), quiet=True, stream=False).stdout.split())
-            builds = _build_all(opts, store, registry, workdir, jobs, order, before)
+            keys = build_keys(opts, registry) if opts.spec.cache_repo and not opts.skip_push else {}
+            builds = _build_all(opts, store, registry, workdir, jobs, order, before, keys)
             if opts.skip_push:
                 log.phase("push skipped (--skip-push)")
                 out = {"IMAGE_URL": opts.image.url, "IMAGE_DIGEST": "", "IMAGE_REF": "", "IMAGES": ""}
@@ -485,7 +578,8 @@ def run(opts: BuildOptions) -> Outcome:
 
 
 def _build_all(opts: BuildOptions, store, registry, workdir: str, jobs: int,
-               order: Sequence[Platform] | None = None, before: frozenset[str] = frozenset()) -> tuple[PlatformBuild, ...]:
+               order: Sequence[Platform] | None = None, before: frozenset[str] = frozenset(),
+               keys: dict | None = None) -> tuple[PlatformBuild, ...]:
     """Build ``jobs`` platforms at a time in ``order``; push each one as soon as it is verified.
 
     Pushes (and evictions) run beside the builds, so a build slot is free again the moment its
@@ -496,12 +590,12 @@ def _build_all(opts: BuildOptions, store, registry, workdir: str, jobs: int,
     order = list(order or opts.platforms)
     done: dict[Platform, PlatformBuild] = {}
     if len(order) == 1:  # nothing to overlap
-        b = build_platform(opts, store, registry, order[0], workdir)
-        return (b if opts.skip_push else push_built(opts, store, registry, b, workdir, before),)
+        b = build_platform(opts, store, registry, order[0], workdir, keys)
+        return (b if opts.skip_push else push_built(opts, store, registry, b, workdir, before, keys),)
     wait, first = concurrent.futures.wait, concurrent.futures.FIRST_COMPLETED
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build") as builds, \
             concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="push") as pushes:
-        building = {builds.submit(build_platform, opts, store, registry, p, workdir): p for p in order}
+        building = {builds.submit(build_platform, opts, store, registry, p, workdir, keys): p for p in order}
         pushing: dict[concurrent.futures.Future, Platform] = {}
         try:
             while building or pushing:
@@ -513,7 +607,7 @@ def _build_all(opts: BuildOptions, store, registry, workdir: str, jobs: int,
                         if opts.skip_push:
                             done[b.platform] = b
                         else:
-                            pushing[pushes.submit(push_built, opts, store, registry, b, workdir, before)] = b.platform
+                            pushing[pushes.submit(push_built, opts, store, registry, b, workdir, before, keys)] = b.platform
                     else:
                         done[pushing.pop(fut)] = fut.result()
         except BaseException:

@@ -86,6 +86,11 @@ def cache_tags(registry, repo_path: str) -> list[str]:
         raise
 
 
+def step_tags(registry, repo_path: str) -> list[str]:
+    """buildah's per-step cache tags (not the whole-build keys taskimage files beside them)."""
+    return [t for t in cache_tags(registry, repo_path) if not t.startswith("taskimage-build-")]
+
+
 def entries(ref: str) -> dict[str, str]:
     return {m["platform"]["architecture"]: m["digest"] for m in skopeo_raw(ref)["manifests"]}
 
@@ -113,10 +118,12 @@ def test_warm_run_in_empty_storage_reuses_every_layer_from_the_cache_repo(tmp_pa
         assert lines(cold, plat, rf"^\[{plat}\] ran-on-{uname}$"), cold[-3000:]
         assert lines(cold, plat, rf"^\[{plat}\] second-step-ran$"), cold[-3000:]
         assert len(lines(cold, plat, r"--> Pushing cache ")) == 2
-    tags = cache_tags(registry, "cache/warm")
+    tags = step_tags(registry, "cache/warm")
     assert len(tags) == 4  # one per RUN step per platform: their keys differ by platform
 
-    # warm: a new, empty storage (a new pod); nothing runs, everything comes from the registry
+    # warm: a new, empty storage (a new pod); nothing runs, everything comes from the registry. A
+    # file no step reads changes, so the whole-build key misses and buildah's layer cache answers.
+    (ctx / "README").write_text("not read by any step\n")
     rc, _, warm = taskimage(["build", "--image", f"{registry.host}/app/warm:warm", "--context", str(ctx), "--cache-repo", cache,
                              "linux/amd64", "linux/arm64"], storage("warm"))
     assert rc == 0, warm[-3000:]
@@ -124,11 +131,11 @@ def test_warm_run_in_empty_storage_reuses_every_layer_from_the_cache_repo(tmp_pa
         assert not lines(warm, plat, rf"^\[{plat}\] (ran-on-.*|second-step-ran)$"), "a RUN step ran again despite the cache"
         assert len(lines(warm, plat, r"--> Cache pulled from remote ")) == 2
         assert len(lines(warm, plat, r"--> Using cache ")) == 2
-    assert sorted(cache_tags(registry, "cache/warm")) == sorted(tags)
+    assert sorted(step_tags(registry, "cache/warm")) == sorted(tags)
     # the same images, bit for bit
     assert entries(f"{registry.host}/app/warm:warm") == entries(f"{registry.host}/app/warm:cold")
     # both runs copied each final image from the cache by digest (it is the last step's cache entry,
-    # already compressed) instead of compressing it again
+    # already compressed) instead of compressing it again, and filed it under its whole-build key
     for out in (cold, warm):
         for plat in ("linux/amd64", "linux/arm64"):
             assert len(lines(out, plat, r"pushed \S+@sha256:[0-9a-f]{64} \(copied from the layer cache\)$")) == 1, out[-3000:]
@@ -167,3 +174,44 @@ def test_platform_independent_step_is_not_mislabelled_by_the_cache(tmp_path, reg
     for arch, digest in by_arch.items():
         assert skopeo_raw(f"{registry.host}/app/scratch@{digest}", config=True)["architecture"] == arch
     assert "rebuilding without the layer cache" in err
+
+
+@pytest.mark.emulation
+def test_unchanged_inputs_reuse_the_earlier_build_without_building(tmp_path, registry, busybox_base, storage):
+    """Same Containerfile, context, args and base digest: the second run (a new, empty storage)
+    builds nothing, pulls no layer and pushes the very same images; any changed input builds."""
+    ok, why = emulation_ready(("linux/arm64",))
+    need(ok, why)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "data.txt").write_text("one\n")
+    (ctx / "Containerfile").write_text("ARG BASE\nFROM ${BASE} AS base\nFROM base\nCOPY data.txt /data.txt\n"
+                                       "RUN uname -m > /arch\n")
+    cache = f"{registry.host}/cache/reuse"
+    common = ["--context", str(ctx), "--cache-repo", cache, "--build-arg", f"BASE={busybox_base}", "--evict",
+              "linux/amd64", "linux/arm64"]
+    rc, _, first = taskimage(["build", "--image", f"{registry.host}/app/reuse:1", *common], storage("first"))
+    assert rc == 0, first[-3000:]
+    assert "whole-build keys for 2 of 2 platform(s)" in first
+    keys = [t for t in cache_tags(registry, "cache/reuse") if t.startswith("taskimage-build-")]
+    assert len(keys) == 2
+
+    rc, _, again = taskimage(["build", "--image", f"{registry.host}/app/reuse:2", *common], storage("again"))
+    assert rc == 0, again[-3000:]
+    assert " build --platform " not in again and "Cache pulled" not in again  # buildah never ran a build
+    for plat in ("linux/amd64", "linux/arm64"):
+        assert len(lines(again, plat, r"nothing the build reads has changed since .*: reused that image")) == 1
+    assert entries(f"{registry.host}/app/reuse:2") == entries(f"{registry.host}/app/reuse:1")
+    index = skopeo_raw(f"{registry.host}/app/reuse:2")
+    assert sorted(m["platform"]["architecture"] for m in index["manifests"]) == ["amd64", "arm64"]
+
+    # a changed file, build arg or Containerfile: a normal build (the layer cache may still serve steps)
+    for change in ("file", "arg"):
+        if change == "file":
+            (ctx / "data.txt").write_text("two\n")
+            extra = []
+        else:
+            extra = ["--build-arg", "UNUSED=1"]
+        rc, _, out = taskimage(["build", "--image", f"{registry.host}/app/reuse:{change}", *common, *extra], storage(change))
+        assert rc == 0, out[-3000:]
+        assert " build --platform " in out and "reused that image" not in out, change
