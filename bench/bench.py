@@ -9,12 +9,18 @@ registry. Each round runs, in fresh storage directories, interleaved (the order 
 between rounds so that neither side always runs on a warmer page cache or a quieter machine):
 
 - ``seed``: bench/seed/build.sh (serial buildah bud, vfs, no cache, manifest push --all);
-- ``cold``: ``taskimage build`` with an empty ``--cache-repo`` (it fills it);
-- ``warm``: ``taskimage build`` in another empty storage with that now-populated cache repo.
+- ``cold``: ``taskimage build`` as the catalog Task runs it (``--evict``, ``--jobs`` automatic)
+  with an empty ``--cache-repo`` (it fills it);
+- ``warm``: the same again in another empty storage (a new pod) with that cache repo: the
+  whole-build key finds the cold run's images;
+- ``warm-steps``: as warm with one more file in the context, read by no step: the key misses
+  and buildah's per-step layer cache serves every step (layers pulled, no RUN step runs);
+- ``cold-j1``: as cold with ``--jobs 1`` (one platform at a time: less disk, more time);
+- ``cold-keep``: as cold without ``--evict`` (every image stays in the storage until the end).
 
-Each run prints its wall time, the peak size of its storage directory (``du -sxb`` sampled every
-2 s and once at the end) and the load average when it started; the end prints medians and the
-ratios to the seed's median against the targets of issue 7.
+Each run prints its wall time, the peak size of its storage directory and of its TMPDIR
+(``du -sxb`` every second and once at the end) and the load average when it started; the end
+prints medians and the ratios to the seed's median against the targets of issue 7.
 """
 
 from __future__ import annotations
@@ -124,10 +130,15 @@ def _gb(n: int) -> str:
 VARIANTS = {
     "cold": ["--evict"],
     "warm": ["--evict"],
+    "warm-steps": ["--evict"],
     "cold-j1": ["--evict", "--jobs", "1"],
     "cold-keep": [],
 }
-TARGETS = {"cold": 0.95, "warm": 0.15, "cold-j1": 0.95}
+# "warm": unchanged inputs, the whole-build key finds the cold run's images; "warm-steps": one more
+# file in the context (read by no step), so the key misses and buildah's per-step layer cache
+# answers: every layer is pulled and unpacked, no RUN step runs.
+WARM = ("warm", "warm-steps")
+TARGETS = {"cold": 0.95, "warm": 0.15, "warm-steps": 0.15, "cold-j1": 0.95}
 
 
 def samba(rounds: int, workdir: Path, keep_logs: Path, variants: list[str]) -> None:
@@ -159,9 +170,14 @@ def samba(rounds: int, workdir: Path, keep_logs: Path, variants: list[str]) -> N
 
             def ours(kind: str) -> None:
                 d = workdir / f"{kind}-{r}"
-                # warm reuses the cache that this round's cold run filled; the other cold runs get their own
-                repo = cache if kind in ("cold", "warm") else f"{cache}-{kind}"
-                argv = [*taskimage, "build", "--image", f"{reg.host}/bench/{kind}-{r}:v1", "--context", str(context),
+                # the warm runs reuse the cache that this round's cold run filled; the other cold runs get their own
+                repo = cache if kind in ("cold", *WARM) else f"{cache}-{kind}"
+                ctx = context
+                if kind == "warm-steps":
+                    ctx = d / "ctx"
+                    shutil.copytree(context, ctx)
+                    (ctx / "UNRELATED.txt").write_text("read by no step\n")
+                argv = [*taskimage, "build", "--image", f"{reg.host}/bench/{kind}-{r}:v1", "--context", str(ctx),
                         "--build-arg", f"BASE_IMAGE={base}", "--tls-verify=false", "--cache-repo", repo,
                         "--root", str(d / "root"), "--runroot", str(d / "run"), *VARIANTS[kind], *PLATFORMS]
                 s, peak, load = _timed(argv, storage=d / "root", tmp=d / "tmp", log_path=keep_logs / f"{kind}-{r}.log")
@@ -169,9 +185,10 @@ def samba(rounds: int, workdir: Path, keep_logs: Path, variants: list[str]) -> N
                 _clean(d)
 
             order = ["seed", *variants] if r % 2 else [*variants, "seed"]
-            if "warm" in order and "cold" in order and order.index("warm") < order.index("cold"):
-                order.remove("warm")
-                order.insert(order.index("cold") + 1, "warm")
+            for warm in WARM:  # a warm run needs this round's cold run before it
+                if warm in order and "cold" in order and order.index(warm) < order.index("cold"):
+                    order.remove(warm)
+                    order.insert(order.index("cold") + 1, warm)
             for kind in order:
                 seed() if kind == "seed" else ours(kind)
 
