@@ -506,7 +506,7 @@ def evict(store: buildah.Storage, p: Platform, image_id: str, before: frozenset[
         r = tools.run(buildah.remove_images(store, images), quiet=True, stream=False, check=False)
         if r.returncode:
             failures.append((r.stderr.strip().splitlines() or [f"buildah rmi exited {r.returncode}"])[-1])
-        return len(r.stdout.split())
+        return len(re.findall(r"^[0-9a-f]{64}$", r.stdout, re.MULTILINE))  # one ID per removed image ("untagged: ..." aside)
 
     gone = remove([image_id])
     listed = tools.run(buildah.image_ids(store), quiet=True, stream=False, check=False).stdout.split()

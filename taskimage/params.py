@@ -89,7 +89,9 @@ BUILD_PARAMS: tuple[Param, ...] = (
           type="choice", default="auto", choices=("auto", "overlay", "vfs")),
     Param("SKIP_PUSH", "--skip-push", "Build and verify only; push nothing.", type="bool", default=False),
     Param("CACHE_REPO", "--cache-repo", "Registry repository used as a layer cache (buildah --layers with "
-          "--cache-from/--cache-to); empty: no cache. A cache miss or an unreachable cache never fails the build.",
+          "--cache-from/--cache-to) and to file each build under a key of its inputs, so that a run with "
+          "unchanged inputs copies that image instead of building; empty: no cache. A cache miss or an "
+          "unreachable cache never fails the build.",
           metavar="REPO"),
     Param("RETRY", "--retry", "How many times to retry a registry push after a transient error (5xx, reset, "
           "timeout); authentication errors are never retried.", type="int", default=3, metavar="N"),
@@ -99,7 +101,9 @@ BUILD_PARAMS: tuple[Param, ...] = (
           "pushed by digest when verified), so the storage holds about one platform at a time, not all; "
           "off keeps them for buildah's layer reuse by the next local build. The Task turns it on: "
           "a pod's storage starts empty and is thrown away.", type="bool", default=False, task_default=True),
-    Param("JOBS", "--jobs", "Platforms built at once; 0: automatic (the number of CPUs, at most the number of platforms).",
+    Param("JOBS", "--jobs", "Platforms built at once; 0: automatic (the number of CPUs, at most the number of platforms). "
+          "Each build holds its base image and twice its biggest layer while buildah commits it: fewer jobs, "
+          "less disk at once and more time.",
           type="int", default=0, metavar="N"),
     # CLI only: in the Task these are bound to workspaces, not params.
     Param("SOURCE_ROOT", "--source-root", "Directory the context must stay inside (the Task passes its source "
