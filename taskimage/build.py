@@ -21,7 +21,7 @@ import shutil
 import string
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from taskimage import __version__, auth, binfmt, buildah, buildkey, index, log, remote, results, storage, tools, verify
 from taskimage.errors import TaskimageError, ToolError, UsageError
@@ -382,14 +382,10 @@ def reuse_built(opts: BuildOptions, registry: buildah.Registry, p: Platform, bui
                                                                                  cfg.get("variant")):
         log.warn(f"{prefix}{ref} is not a {opts.spec.format} image for {p}; building")
         return None
-    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    target = opts.image.with_digest(digest)
-    argv = buildah.skopeo_copy_image(registry, f"{opts.spec.cache_repo}@{digest}", target)
-    remote.with_retry(lambda: tools.run(argv, prefix=prefix, what="skopeo copy"), what=f"pushing {p} to {target}",
-                      image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
-    log.info(f"{prefix}nothing the build reads has changed since {ref}: reused that image, "
-             f"pushed {target}")
-    return index.Instance(index.SourceRef(target, opts.image, digest), p, media_type, manifest, config)
+    source = f"{opts.spec.cache_repo}@sha256:{hashlib.sha256(manifest).hexdigest()}"
+    log.info(f"{prefix}nothing the build reads has changed since {ref}: reused that image")
+    return _push_by_digest(opts, registry, p, manifest, config,
+                           lambda target: buildah.skopeo_copy_image(registry, source, target), " (reused)")
 
 
 def record_built(opts: BuildOptions, registry: buildah.Registry, p: Platform, pushed: index.Instance, build_key: str) -> None:
@@ -426,6 +422,21 @@ def verify_image(store: buildah.Storage, p: Platform, image_id: str, prefix: str
     return f"executables are {verdict.arch}: {verdict.evidence}"
 
 
+def _push_by_digest(opts: BuildOptions, registry: buildah.Registry, p: Platform, manifest: bytes, config: bytes,
+                    argv_for: Callable[[str], list[str]], how: str = "") -> index.Instance:
+    """Push one image whose manifest bytes are known to IMAGE@<their digest> with ``argv_for(target)``
+    (retried), and describe it for the list."""
+    prefix = f"[{p}] "
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    target = opts.image.with_digest(digest)
+    argv = argv_for(target)
+    remote.with_retry(lambda: tools.run(argv, prefix=prefix, what="skopeo copy"), what=f"pushing {p} to {target}",
+                      image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
+    log.info(f"{prefix}pushed {target}{how}")
+    media_type = json.loads(manifest).get("mediaType") or index.OCI_MANIFEST
+    return index.Instance(index.SourceRef(target, opts.image, digest), p, media_type, manifest, config)
+
+
 def push_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, p: Platform, image_id: str,
                   workdir: str, cached: str = "") -> index.Instance:
     """Push one verified platform into IMAGE's repository by digest, no tag, while others still build.
@@ -445,18 +456,11 @@ def push_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah.
         tools.run(buildah.push_dir(store, image_id, directory, opts.spec.format), prefix=prefix, stream=False,
                   what=f"buildah push for {p}")
         manifest = Path(directory, "manifest.json").read_bytes()
-        doc = json.loads(manifest)
-        config = Path(directory, doc["config"]["digest"].partition(":")[2]).read_bytes()
-        digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-        target = opts.image.with_digest(digest)
-        argv = buildah.skopeo_push_dir(registry, directory, target)
-        remote.with_retry(lambda: tools.run(argv, prefix=prefix, what="skopeo copy"), what=f"pushing {p} to {target}",
-                          image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
+        config = Path(directory, json.loads(manifest)["config"]["digest"].partition(":")[2]).read_bytes()
+        return _push_by_digest(opts, registry, p, manifest, config,
+                               lambda target: buildah.skopeo_push_dir(registry, directory, target))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    log.info(f"{prefix}pushed {target}")
-    media_type = doc.get("mediaType") or index.OCI_MANIFEST
-    return index.Instance(index.SourceRef(target, opts.image, digest), p, media_type, manifest, config)
 
 
 def push_from_cache(opts: BuildOptions, registry: buildah.Registry, p: Platform, image_id: str,
@@ -482,14 +486,9 @@ def push_from_cache(opts: BuildOptions, registry: buildah.Registry, p: Platform,
     except (ToolError, ValueError) as exc:
         log.info(f"{prefix}the layer cache's {cached} could not be read ({exc}); pushing from the storage")
         return None
-    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    target = opts.image.with_digest(digest)
-    source = f"{cached.rsplit(':', 1)[0]}@{digest}"
-    argv = buildah.skopeo_copy_image(registry, source, target)
-    remote.with_retry(lambda: tools.run(argv, prefix=prefix, what="skopeo copy"), what=f"pushing {p} to {target}",
-                      image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
-    log.info(f"{prefix}pushed {target} (copied from the layer cache)")
-    return index.Instance(index.SourceRef(target, opts.image, digest), p, media_type, manifest, config)
+    source = f"{cached.rsplit(':', 1)[0]}@sha256:{hashlib.sha256(manifest).hexdigest()}"
+    return _push_by_digest(opts, registry, p, manifest, config,
+                           lambda target: buildah.skopeo_copy_image(registry, source, target), " (copied from the layer cache)")
 
 
 def evict(store: buildah.Storage, p: Platform, image_id: str, before: frozenset[str], prefix: str) -> None:

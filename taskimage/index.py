@@ -227,7 +227,6 @@ def push_list(registry: buildah.Registry, image: ImageReference, instances: Sequ
     return digest, images
 
 
-
 def read_instance(opts: IndexOptions, registry: buildah.Registry, ref: SourceRef) -> Instance:
     """Read one REF's manifest and config; refuse lists and unknown references."""
     try:
