@@ -222,10 +222,21 @@ def cache_problem(registry: buildah.Registry, repo: str) -> str | None:
                   timeout=30, what="skopeo list-tags")
         return None
     except ToolError as exc:
-        text = " ".join(exc.tail).lower()
-        if "404" in text or any(m in text for m in remote.NOT_FOUND_MARKERS):
+        if repository_missing(exc.tail):
             return None
         return exc.tail[-1] if exc.tail else str(exc)
+
+
+# A 404 status, never the digits of a port or an address: "404" anywhere made
+# "dial tcp 127.0.0.1:54047: connection refused" look like a missing repository, and the
+# unreachable cache was used (seen once in CI: the free port drawn contained 404).
+_STATUS_404 = re.compile(r"(?<![\d:.])404(?![\d.])")
+
+
+def repository_missing(lines: Sequence[str]) -> bool:
+    """Does a registry tool's output say the repository (or tag) does not exist?"""
+    text = " ".join(lines).lower()
+    return bool(_STATUS_404.search(text)) or any(m in text for m in remote.NOT_FOUND_MARKERS)
 
 
 def _run_id() -> str:

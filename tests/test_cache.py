@@ -215,3 +215,14 @@ def test_unchanged_inputs_reuse_the_earlier_build_without_building(tmp_path, reg
         rc, _, out = taskimage(["build", "--image", f"{registry.host}/app/reuse:{change}", *common, *extra], storage(change))
         assert rc == 0, out[-3000:]
         assert " build --platform " in out and "reused that image" not in out, change
+
+
+def test_a_missing_repository_is_told_apart_from_an_unreachable_registry():
+    """404 as a status only: a port or an address holding the digits 404 is not a missing repository."""
+    assert build.repository_missing(["fetching tags list: StatusCode: 404, 404 page not found"])
+    assert build.repository_missing(["reading tags: name unknown: repository name not known to registry"])
+    assert build.repository_missing(["Error: manifest unknown"])
+    for port in (54047, 40400, 14041):
+        assert not build.repository_missing([f'Get "http://127.0.0.1:{port}/v2/": dial tcp 127.0.0.1:{port}: '
+                                             "connect: connection refused"])
+    assert not build.repository_missing(["dial tcp 10.0.404.1:5000: i/o timeout"])
