@@ -41,7 +41,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from taskimage import devenv, tools  # noqa: E402
+from taskimage.dev import env as devenv  # noqa: E402
+
+from taskimage import proc as tools
 
 PLATFORMS = ["linux/amd64", "linux/arm64"]
 DISK_TARGET = 0.6
@@ -207,7 +209,8 @@ def samba(rounds: int, workdir: Path, keep_logs: Path, variants: list[str]) -> N
 
 TRACER = '''
 import json, os, sys, time
-from taskimage import tools, cli
+from taskimage import cli
+from taskimage import proc as tools
 if os.environ.get("BENCH_LAZY_CLI") == "1":  # what a cli importing only the named command would cost
     cli.COMMAND_MODULES[:] = [sys.argv[2]]
 spent = []

@@ -4,7 +4,7 @@
     .venv/bin/python bench/taskimage_image.py --cold     # cold: an empty layer cache (minutes)
 
 Builds the repository's Containerfile for linux/amd64 and linux/arm64 (arm64 under qemu) with
-:func:`taskimage.devenv.build_task_image` into a local registry of its own, then reads every
+:func:`taskimage.dev.env.build_task_image` into a local registry of its own, then reads every
 layer back from the registry and prints, per platform, the compressed size (what a node pulls)
 and the uncompressed size (what it unpacks; the budget is 400 MB for amd64). The Debian base
 image comes from the mmdebstrap cache (made first if missing; not part of the build time).
@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from taskimage import devenv  # noqa: E402
+from taskimage.dev import env as devenv  # noqa: E402
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 BUDGET_AMD64 = 400 * 1000 * 1000

@@ -22,7 +22,7 @@ APP="$REG/demo/samba:1.0"
 
 bash .ci/setup-host
 ti=.venv/bin/taskimage
-TASK_IMAGE_PLATFORMS="${TASK_IMAGE_PLATFORMS:-$(.venv/bin/python -c 'from taskimage.platforms import host_platform; print(host_platform())')}"
+TASK_IMAGE_PLATFORMS="${TASK_IMAGE_PLATFORMS:-$(.venv/bin/python -c 'from taskimage.oci.platforms import host_platform; print(host_platform())')}"
 
 echo "==> starting a local registry on $REG (storage $REGISTRY_DIR)"
 $ti dev registry --dir "$REGISTRY_DIR" --port "$PORT" >/dev/null 2>&1 &

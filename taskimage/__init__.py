@@ -2,20 +2,20 @@
 
 The package is split by concern:
 
-- :mod:`taskimage.params` declares every ``taskimage build`` parameter once (CLI flag,
+- :mod:`taskimage.build.params` declares every ``taskimage build`` parameter once (CLI flag,
   environment variable, Tekton param) so the CLI, the Task YAML and the README cannot drift.
-- :mod:`taskimage.platforms` and :mod:`taskimage.reference` parse user input.
-- :mod:`taskimage.tools` is the only module that starts subprocesses (through ``sh``);
-  :mod:`taskimage.buildah` and :mod:`taskimage.skopeo` build argv lists as pure functions.
-- :mod:`taskimage.build` orchestrates a build; :mod:`taskimage.binfmt` checks and registers
-  qemu emulation; :mod:`taskimage.results` writes Tekton results.
+- :mod:`taskimage.oci.platforms` and :mod:`taskimage.oci.reference` parse user input.
+- :mod:`taskimage.proc` is the only module that starts subprocesses (through ``sh``);
+  :mod:`taskimage.build.buildah` and :mod:`taskimage.skopeo` build argv lists as pure functions.
+- :mod:`taskimage.build.orchestrate` orchestrates a build; :mod:`taskimage.emulation.binfmt` checks and registers
+  qemu emulation; :mod:`taskimage.build.results` writes Tekton results.
 """
 
 __version__ = "0.1.0"
 
 from taskimage.errors import EmulationError, TaskimageError, ToolError, UsageError
-from taskimage.platforms import Platform, parse_platforms
-from taskimage.reference import ImageReference, parse_image
+from taskimage.oci.platforms import Platform, parse_platforms
+from taskimage.oci.reference import ImageReference, parse_image
 
 __all__ = [
     "__version__",

@@ -13,7 +13,11 @@ import signal
 import sys
 from typing import Sequence
 
-from taskimage import __version__, log, params, tools
+from taskimage import __version__, log
+
+from taskimage.build import params
+
+from taskimage import proc as tools
 from taskimage.errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, TaskimageError, ToolError
 
 COMMAND_MODULES = ["build", "index", "binfmt", "bundle", "lint", "run", "cluster", "dev"]

@@ -16,8 +16,8 @@ import subprocess
 
 import pytest
 
-from taskimage import devenv
-from taskimage.platforms import normalize
+from taskimage.dev import env as devenv
+from taskimage.oci.platforms import normalize
 
 REQUIRE_ALL = os.environ.get("TASKIMAGE_REQUIRE_ALL") == "1"
 BASE_PLATFORMS = ["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/s390x", "linux/ppc64le"]
@@ -37,7 +37,7 @@ def have_tools(*names: str) -> bool:
 
 
 def emulation_ready(platforms=("linux/arm64", "linux/arm/v7", "linux/s390x", "linux/ppc64le")) -> tuple[bool, str]:
-    from taskimage import binfmt
+    from taskimage.emulation import binfmt
 
     missing = binfmt.missing_emulation([normalize(p) for p in platforms])
     if missing:

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from conftest import need, tag_exists
-from taskimage.platforms import ACCEPTED
+from taskimage.oci.platforms import ACCEPTED
 
 pytestmark = [pytest.mark.tools]
 

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from taskimage import binfmt
+from taskimage.emulation import binfmt
 from taskimage.errors import EmulationError
-from taskimage.platforms import Platform, elf_header, normalize
+from taskimage.oci.platforms import Platform, elf_header, normalize
 
 AARCH64 = """enabled
 interpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P

@@ -5,7 +5,9 @@ import os
 
 import pytest
 
-from taskimage import build, params
+from taskimage.build import orchestrate as build
+
+from taskimage.build import params
 from taskimage.errors import UsageError
 
 
@@ -38,7 +40,7 @@ def test_dockerfile_fallback(tmp_path):
 
 
 def test_default_platform_is_the_host(tmp_path):
-    from taskimage.platforms import host_platform
+    from taskimage.oci.platforms import host_platform
 
     assert build.options_from_values(values(tmp_path)).platforms == (host_platform(),)
 

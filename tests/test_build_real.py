@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import emulation_ready, have_tools, need, skopeo_raw, skopeo_raw_bytes, tag_exists
-from taskimage.platforms import ARCHES, normalize
+from taskimage.oci.platforms import ARCHES, normalize
 
 pytestmark = [pytest.mark.tools]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from taskimage import buildkey
-from taskimage.platforms import Platform
+from taskimage.build import key as buildkey
+from taskimage.oci.platforms import Platform
 
 ARM64 = Platform("linux", "arm64")
 AMD64 = Platform("linux", "amd64")

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from taskimage import bundle, cli
+from taskimage import cli
+
+from taskimage.tekton import bundle
 from taskimage.errors import UsageError
 
 from conftest import need, skopeo_raw, skopeo_raw_bytes, tag_exists
@@ -368,7 +370,7 @@ def auth_registry(registry, tmp_path_factory):
     import base64
     import warnings
 
-    from taskimage import devenv
+    from taskimage.dev import env as devenv
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -17,8 +17,9 @@ import urllib.request
 import pytest
 
 from conftest import emulation_ready, have_tools, need, skopeo_raw
-from taskimage import build, devenv
-from taskimage.platforms import Platform
+from taskimage.build import orchestrate as build
+from taskimage.dev import env as devenv
+from taskimage.oci.platforms import Platform
 
 AMD64, ARM64, S390X = Platform("linux", "amd64"), Platform("linux", "arm64"), Platform("linux", "s390x")
 

@@ -18,8 +18,11 @@ import pytest
 import yaml
 
 from conftest import have_tools, need
-from taskimage import catalog, cli, index, params
-from taskimage.lint import lint_paths
+from taskimage import cli
+from taskimage.tekton import catalog
+from taskimage.build import index
+from taskimage.build import params
+from taskimage.tekton.lint import lint_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 CRDS = os.environ.get("TASKIMAGE_CRDS") or str(ROOT.parent / "shared" / "tekton-crds")
@@ -52,7 +55,7 @@ def pipeline(name: str) -> dict:
 
 def test_committed_files_match_the_generator():
     diffs = catalog.drift(ROOT)
-    assert not diffs, "generated files drifted; run `python -m taskimage.catalog`:\n" + "".join(diffs)[:4000]
+    assert not diffs, "generated files drifted; run `python -m taskimage.tekton.catalog`:\n" + "".join(diffs)[:4000]
     assert catalog.main(["--root", str(ROOT), "--check"]) == 0
 
 
@@ -433,7 +436,7 @@ def test_released_bundles_push_and_resolve(registry, tmp_path, capsys):
 
 
 def test_all_shipped_yaml_passes_tekton_lint():
-    from taskimage.lint.tektonlint import find_tekton_lint, run_tekton_lint
+    from taskimage.tekton.lint.tektonlint import find_tekton_lint, run_tekton_lint
 
     exe = find_tekton_lint()
     need(bool(exe) and Path(exe).exists() if exe else False, "tekton-lint not found (npm @ibm/tekton-lint; set TEKTON_LINT)")
@@ -459,7 +462,7 @@ def test_release_run_steps_are_real_commands(tmp_path):
 
     for name, produced in (("release-tasks", "tasks.yaml"), ("release-pipelines", "pipelines.yaml")):
         render, push = tasks[name]["taskSpec"]["steps"]
-        assert render["command"] == ["python3", "-m", "taskimage.catalog"]
+        assert render["command"] == ["python3", "-m", "taskimage.tekton.catalog"]
         assert catalog.main([subst(a) for a in render["args"]]) == 0
         assert (out / produced).is_file()
         assert push["command"] == ["taskimage"]

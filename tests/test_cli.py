@@ -4,7 +4,7 @@ from taskimage import cli
 
 
 def test_missing_optional_dependency_names_the_extra(monkeypatch, capsys):
-    for name in [m for m in sys.modules if m == "kubernetes" or m.startswith("kubernetes.") or m.startswith("taskimage.kube")]:
+    for name in [m for m in sys.modules if m == "kubernetes" or m.startswith("kubernetes.") or m.startswith("taskimage.tekton.kube")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "kubernetes", None)  # as if not installed
     assert cli.main(["logs", "some-run"]) == 1
@@ -26,7 +26,7 @@ def test_only_the_named_command_is_registered():
 def test_a_bare_boolean_flag_is_true_and_takes_only_a_boolean_word():
     """As in buildah, `--evict linux/amd64` is --evict=true plus a platform; `--tls-verify false`
     (and `=false`) still set the value."""
-    from taskimage import params
+    from taskimage.build import params
 
     def parse(*argv):
         args = cli._parse(cli.build_parser("build"), ["build", "--image", "r/x", *argv])

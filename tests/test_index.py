@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from conftest import skopeo_raw, skopeo_raw_bytes, tag_exists
-from taskimage import buildah, index
+from taskimage.build import buildah
+from taskimage.build import index
 from taskimage.errors import UsageError
-from taskimage.params import resolve
-from taskimage.platforms import Platform
+from taskimage.build.params import resolve
+from taskimage.oci.platforms import Platform
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64

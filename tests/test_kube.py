@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from taskimage import cli, log
-from taskimage.kube import client as kube_client
-from taskimage.kube import errors as kube_errors
+from taskimage.tekton.kube import client as kube_client
+from taskimage.tekton.kube import errors as kube_errors
 
 pytestmark = pytest.mark.asyncio
 

@@ -14,8 +14,8 @@ import pytest
 
 from conftest import need
 from taskimage import cli
-from taskimage.lint import CrdSet, lint_paths
-from taskimage.lint.tektonlint import find_tekton_lint, run_tekton_lint
+from taskimage.tekton.lint import CrdSet, lint_paths
+from taskimage.tekton.lint.tektonlint import find_tekton_lint, run_tekton_lint
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "lint"
@@ -223,9 +223,9 @@ def test_finally_results_only_in_pipeline_results(crds, tmp_path):
 
 def test_command_module_constants_match_the_package():
     """commands/lint.py repeats three constants to keep start-up fast; they must not drift."""
-    from taskimage import lint
+    from taskimage.tekton import lint
     from taskimage.commands import lint as command
-    from taskimage.lint import kube, tektonlint
+    from taskimage.tekton.lint import kube, tektonlint
 
     assert (command.CRDS_ENV, command.TEKTON_LINT_ENV, command.DEFAULT_KUBERNETES_VERSION) == (
         lint.CRDS_ENV, tektonlint.TEKTON_LINT_ENV, kube.DEFAULT_KUBERNETES_VERSION)

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import emulation_ready, have_tools, need, skopeo_raw
-from taskimage import cli, tools
+from taskimage import cli
+from taskimage import proc as tools
 
 pytestmark = [pytest.mark.podman, pytest.mark.emulation, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent

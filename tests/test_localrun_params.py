@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from taskimage.errors import UsageError
-from taskimage.localrun import params as P
-from taskimage.localrun.plan import make_plan
-from taskimage.localrun.task import Loaded
+from taskimage.tekton.localrun import params as P
+from taskimage.tekton.localrun.plan import make_plan
+from taskimage.tekton.localrun.task import Loaded
 
 SPECS = P.parse_specs(
     [
@@ -140,8 +140,8 @@ def test_unsupported_or_invalid_steps(spec, message):
 
 
 def test_pull_policy_timeout_and_security_flags():
-    from taskimage.localrun.plan import parse_duration, pull_policy
-    from taskimage.localrun.podman import security_flags, ulimit_flags
+    from taskimage.tekton.localrun.plan import parse_duration, pull_policy
+    from taskimage.tekton.localrun.podman import security_flags, ulimit_flags
 
     assert [pull_policy(i, None) for i in ("busybox", "r:5000/b:latest", "r:5000/b:1", "b@sha256:ab")] == ["always", "always", "missing", "missing"]
     assert pull_policy("b:1", "Always") == "always"
@@ -157,7 +157,7 @@ def test_pull_policy_timeout_and_security_flags():
 def test_taskrun_file_with_inline_spec(tmp_path):
     from pathlib import Path
 
-    from taskimage.localrun.task import load_documents, taskrun_task
+    from taskimage.tekton.localrun.task import load_documents, taskrun_task
 
     path = Path(__file__).parent / "data" / "localrun" / "taskrun-inline.yaml"
     loaded = taskrun_task(load_documents(str(path))[0], str(path))

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import have_tools, need
-from taskimage import cli, tools
+from taskimage import cli
+from taskimage import proc as tools
 
 pytestmark = pytest.mark.podman
 DATA = Path(__file__).parent / "data" / "localrun"

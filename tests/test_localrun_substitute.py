@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from taskimage.errors import UsageError
-from taskimage.localrun.plan import make_plan
-from taskimage.localrun.substitute import kube_expand
-from taskimage.localrun.task import Loaded
+from taskimage.tekton.localrun.plan import make_plan
+from taskimage.tekton.localrun.substitute import kube_expand
+from taskimage.tekton.localrun.task import Loaded
 
 IMG = "registry.example/busybox:1"
 

@@ -4,7 +4,9 @@ import argparse
 
 import pytest
 
-from taskimage import cli, params
+from taskimage import cli
+
+from taskimage.build import params
 from taskimage.errors import UsageError
 
 
@@ -100,7 +102,7 @@ def test_readme_flag_table_is_generated_from_the_declaration():
     from pathlib import Path
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    assert params.render_readme(readme) == readme, "run: python -m taskimage.params --readme"
+    assert params.render_readme(readme) == readme, "run: python -m taskimage.build.params --readme"
     for p in params.BUILD_PARAMS:
         assert f"| `{p.flag}` | `{p.env}` |" in readme
 
@@ -108,7 +110,7 @@ def test_readme_flag_table_is_generated_from_the_declaration():
 def test_run_limits_follow_this_process_and_never_exceed_caps():
     import resource
 
-    from taskimage import buildah
+    from taskimage.build import buildah
 
     limits = {resource.RLIMIT_NOFILE: (1024, 4096), resource.RLIMIT_NPROC: (resource.RLIM_INFINITY, resource.RLIM_INFINITY)}
     assert buildah.run_limits(limits.__getitem__) == ("nofile=1024:4096", "nproc=32768:32768")

@@ -1,7 +1,7 @@
 import pytest
 
 from taskimage.errors import UsageError
-from taskimage.platforms import ARCHES, Platform, arch_of_elf, elf_header, normalize, parse_platforms, runs_natively
+from taskimage.oci.platforms import ARCHES, Platform, arch_of_elf, elf_header, normalize, parse_platforms, runs_natively
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from conftest import need
-from taskimage import binfmt, probe
+from taskimage.emulation import binfmt
+from taskimage.emulation import probe
 from taskimage.errors import EmulationError
-from taskimage.platforms import ARCHES, normalize
+from taskimage.oci.platforms import ARCHES, normalize
 
 ALL = ["linux/amd64", "linux/386", "linux/arm64", "linux/arm/v7", "linux/ppc64le", "linux/s390x", "linux/riscv64", "linux/mips64le"]
 

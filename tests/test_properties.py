@@ -13,10 +13,10 @@ import string
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from taskimage import platforms as P
-from taskimage.remote import auth_refused
+from taskimage.oci import platforms as P
+from taskimage.oci.registry import auth_refused
 from taskimage.errors import UsageError
-from taskimage.reference import DEFAULT_REGISTRY, ImageReference, parse_image
+from taskimage.oci.reference import DEFAULT_REGISTRY, ImageReference, parse_image
 
 settings.register_profile("taskimage", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("taskimage")

@@ -1,7 +1,7 @@
 import pytest
 
 from taskimage.errors import UsageError
-from taskimage.reference import parse_image
+from taskimage.oci.reference import parse_image
 
 
 @pytest.mark.parametrize(

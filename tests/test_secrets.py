@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import have_tools, need, tag_exists
-from taskimage import devenv
+from taskimage.dev import env as devenv
 
 pytestmark = [pytest.mark.tools]
 
@@ -204,7 +204,8 @@ def test_help_never_shows_credentials_from_the_environment(tmp_path, storage, ar
 
 def test_parsed_options_do_not_show_credentials(tmp_path):
     """The options object ends up in tracebacks and debug output: its repr holds no credentials."""
-    from taskimage import build, params
+    from taskimage.build import orchestrate as build
+    from taskimage.build import params
 
     ctx = tmp_path / "ctx"
     ctx.mkdir()

@@ -1,6 +1,6 @@
 """The task image, built multi-arch by `taskimage build` itself and run the way Tekton runs it.
 
-One module-scoped build (:func:`taskimage.devenv.build_task_image`: the Containerfile at the
+One module-scoped build (:func:`taskimage.dev.env.build_task_image`: the Containerfile at the
 repository root, FROM a Debian trixie minbase made with mmdebstrap, amd64 + arm64, the arm64
 half under qemu) feeds every test. Its slow part, the apt layer (about 9 minutes cold under
 emulation), is cached between runs in a buildah storage under ~/.cache/taskimage/task-image,
@@ -9,7 +9,7 @@ keyed by the Containerfile; a warm run takes about a minute.
 The in-container test starts the amd64 task image with podman (runc, privileged, as the Task's
 securityContext) with the mounts a TaskRun pod has and EXACTLY the argv and environment that the
 Task's step receives after Tekton substitutes its params and workspaces (generated from
-``taskimage.params.step_args()`` / ``step_env()`` with the Task's defaults), then checks the
+``taskimage.build.params.step_args()`` / ``step_env()`` with the Task's defaults), then checks the
 pushed index with skopeo, what each platform's RUN recorded, and every result file.
 """
 
@@ -29,7 +29,9 @@ import urllib.request
 import pytest
 
 from conftest import have_tools, need, skopeo_raw, skopeo_raw_bytes
-from taskimage import __version__, devenv, params
+from taskimage import __version__
+from taskimage.dev import env as devenv
+from taskimage.build import params
 
 pytestmark = [pytest.mark.slow, pytest.mark.tools, pytest.mark.emulation]
 
@@ -240,8 +242,9 @@ def test_task_step_in_a_real_container_builds_and_pushes_multiarch(task_image, p
 
 FACTS = r"""
 import json, os, shutil, glob
-from taskimage import binfmt, storage
-from taskimage.platforms import Platform, host_platform, runs_natively
+from taskimage.emulation import binfmt
+from taskimage.build import storage
+from taskimage.oci.platforms import Platform, host_platform, runs_natively
 foreign = [p for p in (Platform("linux", a, v) for a, v in (("amd64", None), ("arm64", None), ("arm", "v7"),
            ("ppc64le", None), ("s390x", None), ("riscv64", None))) if not runs_natively(p, host_platform())]
 regs = {str(p): binfmt.find_registration(p) for p in foreign}

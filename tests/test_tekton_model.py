@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from taskimage import tekton
+from taskimage.tekton import model as tekton
 from taskimage.errors import UsageError
-from taskimage.kube.apply import contains, merge_patch
+from taskimage.tekton.kube.apply import contains, merge_patch
 
 PIPELINE_YAML = """
 apiVersion: tekton.dev/v1

@@ -1,7 +1,9 @@
 import os
 
-from taskimage import results, verify
-from taskimage.platforms import elf_header
+from taskimage.build import results
+
+from taskimage.build import verify
+from taskimage.oci.platforms import elf_header
 
 
 def rootfs(tmp_path, files):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 import time
 
-from taskimage import binfmt, log
+from taskimage import log
+
+from taskimage.emulation import binfmt
 from taskimage.errors import EXIT_EMULATION, EXIT_FAILURE
-from taskimage.platforms import ARCHES, Platform, parse_platforms
+from taskimage.oci.platforms import ARCHES, Platform, parse_platforms
 
 
 def register(sub) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from taskimage import build, params
+from taskimage.build import orchestrate as build
+
+from taskimage.build import params
 
 
 def register(sub) -> None:

@@ -1,5 +1,5 @@
 """``taskimage bundle push REF FILE…`` and ``taskimage bundle list REF``: Tekton bundles
-without ``tkn``, for the ``bundles`` resolver (see :mod:`taskimage.bundle`)."""
+without ``tkn``, for the ``bundles`` resolver (see :mod:`taskimage.tekton.bundle`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import os
 import sys
 import tempfile
 
-from taskimage import bundle, log, params
+from taskimage import log
+
+from taskimage.tekton import bundle
+
+from taskimage.build import params
 from taskimage.errors import UsageError
-from taskimage.reference import parse_image
+from taskimage.oci.reference import parse_image
 
 
 REGISTRY_PARAMS = tuple(params.BY_NAME[name] for name in ("TLSVERIFY", "AUTHFILE", "CERT_DIR"))

@@ -14,13 +14,14 @@ import sys
 from pathlib import Path
 
 import taskimage
-from taskimage import log, tekton
+from taskimage import log
+from taskimage.tekton import model as tekton
 from taskimage.errors import UsageError
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the kubernetes client takes ~0.6 s to import: only commands that talk to a cluster pay it
-    from taskimage.kube.client import Kube
-    from taskimage.kube.follow import Outcome
+    from taskimage.tekton.kube.client import Kube
+    from taskimage.tekton.kube.follow import Outcome
 
 DEFAULT_TASK = "catalog/task/buildah-multiarch/0.1/buildah-multiarch.yaml"
 DEFAULT_PIPELINE = "catalog/pipeline/buildah-multiarch/0.1/buildah-multiarch.yaml"
@@ -95,7 +96,7 @@ def _missing_subcommand(parser: argparse.ArgumentParser) -> int:
 
 
 def _connect(args: argparse.Namespace) -> "Kube":
-    from taskimage.kube.client import Kube
+    from taskimage.tekton.kube.client import Kube
 
     return Kube.connect(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
 
@@ -148,8 +149,8 @@ def install_documents(args: argparse.Namespace) -> list[dict]:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    from taskimage.kube.apply import apply_object
-    from taskimage.kube.client import TASKS
+    from taskimage.tekton.kube.apply import apply_object
+    from taskimage.tekton.kube.client import TASKS
 
     docs = install_documents(args)
     kube = _connect(args)
@@ -177,8 +178,8 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from taskimage.kube.client import PIPELINERUNS, PIPELINES
-    from taskimage.kube.follow import Follower
+    from taskimage.tekton.kube.client import PIPELINERUNS, PIPELINES
+    from taskimage.tekton.kube.follow import Follower
 
     kube = _connect(args)
     kube.require_tekton()
@@ -210,7 +211,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def _report(outcome: "Outcome") -> int:
-    from taskimage.kube.follow import RunFailed
+    from taskimage.tekton.kube.follow import RunFailed
 
     if outcome.results:
         log.info(log.table(["RESULT", "VALUE"], [(r.name, r.text) for r in outcome.results]))
@@ -227,8 +228,8 @@ def _report(outcome: "Outcome") -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from taskimage.kube.client import PIPELINERUNS, TASKRUNS
-    from taskimage.kube.follow import Follower
+    from taskimage.tekton.kube.client import PIPELINERUNS, TASKRUNS
+    from taskimage.tekton.kube.follow import Follower
 
     kube = _connect(args)
     kube.require_tekton()

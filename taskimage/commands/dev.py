@@ -13,8 +13,10 @@ import signal
 import sys
 import threading
 
-from taskimage import devenv, log
-from taskimage.platforms import parse_platforms
+from taskimage import log
+
+from taskimage.dev import env as devenv
+from taskimage.oci.platforms import parse_platforms
 
 
 def register(sub) -> None:
@@ -63,7 +65,7 @@ def _registry(args) -> int:
 
 
 def _base_image(args) -> int:
-    from taskimage.params import parse_bool
+    from taskimage.build.params import parse_bool
 
     platforms = parse_platforms(args.platform) or parse_platforms(["linux/amd64", "linux/arm64"])
     ref = devenv.base_image(args.flavour, platforms, args.ref, tls_verify=parse_bool(args.tls_verify, "--tls-verify"))

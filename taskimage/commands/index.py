@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from taskimage import index, params
+from taskimage.build import index
+
+from taskimage.build import params
 
 
 def register(sub) -> None:

@@ -50,9 +50,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from taskimage.lint import crds_dir, lint_paths
-    from taskimage.lint.kube import check_version
-    from taskimage.lint.tektonlint import as_problems, run_tekton_lint
+    from taskimage.tekton.lint import crds_dir, lint_paths
+    from taskimage.tekton.lint.kube import check_version
+    from taskimage.tekton.lint.tektonlint import as_problems, run_tekton_lint
 
     version = check_version(args.kubernetes_version)
     report = lint_paths(args.paths, crds=crds_dir(args.crds), kubernetes_version=version)

@@ -5,7 +5,7 @@
     taskimage run --taskrun TASKRUN.yaml [TASK.yaml]
 
 Params, workspaces, substitution and results follow Tekton's rules (see
-:mod:`taskimage.localrun`). Logs go to stderr; the results go to stdout as a table, or as JSON
+:mod:`taskimage.tekton.localrun`). Logs go to stderr; the results go to stdout as a table, or as JSON
 with ``--output json``. The exit code is the first failing step's, else 1 when the results would
 fail the TaskRun (e.g. over the 4096-byte budget), else 0.
 """
@@ -16,10 +16,12 @@ import argparse
 import json
 import sys
 
-from taskimage import log, params
+from taskimage import log
+
+from taskimage.build import params
 from taskimage.errors import TaskimageError, UsageError
-from taskimage.localrun import Options, execute, load_documents, make_plan, pick_task, taskrun_task
-from taskimage.localrun.task import Loaded, bundle_ref, task_from_object
+from taskimage.tekton.localrun import Options, execute, load_documents, make_plan, pick_task, taskrun_task
+from taskimage.tekton.localrun.task import Loaded, bundle_ref, task_from_object
 
 REGISTRY_PARAMS = tuple(params.BY_NAME[name] for name in ("TLSVERIFY", "AUTHFILE"))
 
@@ -50,9 +52,9 @@ def register(subparsers) -> None:
 
 def _fetch(ref: str, name: str, kind: str, tls_verify: bool, authfile: str | None) -> dict:
     try:
-        from taskimage.bundle import fetch_object
+        from taskimage.tekton.bundle import fetch_object
     except ImportError as exc:
-        raise TaskimageError("--bundle: this taskimage has no bundle reader (taskimage.bundle.fetch_object)") from exc
+        raise TaskimageError("--bundle: this taskimage has no bundle reader (taskimage.tekton.bundle.fetch_object)") from exc
     return fetch_object(ref, name, kind, tls_verify=tls_verify, authfile=authfile)
 
 
@@ -89,7 +91,7 @@ def run_command(args: argparse.Namespace) -> int:
     tls_verify = values["TLSVERIFY"][0]
     authfile = values["AUTHFILE"][0] or None
     if authfile:
-        from taskimage import bundle
+        from taskimage.tekton import bundle
 
         authfile = bundle.resolve_authfile(authfile, source=values["AUTHFILE"][1])
     loaded = load(args, tls_verify, authfile)

@@ -1,0 +1,28 @@
+"""``taskimage run``: run a Tekton Task on one machine, with podman, by Tekton's rules.
+
+Split by concern:
+
+- :mod:`.task` reads Tasks and TaskRuns and merges ``stepTemplate`` into steps;
+- :mod:`.params` resolves params (defaults, missing, types, ``tkn``-style ``-p`` values);
+- :mod:`.substitute` is Tekton's variable substitution (and kubelet's ``$(VAR)`` expansion);
+- :mod:`.plan` decides everything before anything runs (every input error surfaces there);
+- :mod:`.podman` builds ``podman run`` command lines (pure functions);
+- :mod:`.runner` runs the steps in order and :mod:`.results` reads results back and checks them.
+"""
+
+from taskimage.tekton.localrun.plan import Plan, StepPlan, make_plan
+from taskimage.tekton.localrun.runner import Options, RunReport, execute
+from taskimage.tekton.localrun.task import Loaded, load_documents, pick_task, taskrun_task
+
+__all__ = [
+    "Loaded",
+    "Options",
+    "Plan",
+    "RunReport",
+    "StepPlan",
+    "execute",
+    "load_documents",
+    "make_plan",
+    "pick_task",
+    "taskrun_task",
+]

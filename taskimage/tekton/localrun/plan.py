@@ -1,0 +1,341 @@
+"""Everything about a TaskRun decided before anything runs: params, workspaces, substituted steps.
+
+:func:`make_plan` is pure apart from checking that the directories it is given exist, so every
+error a Task or an invocation can have (missing params, wrong types, unknown references,
+unsupported features) shows up before the first container starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import secrets
+import string
+import uuid
+from typing import Any, Mapping, Sequence
+
+from taskimage.errors import UsageError
+from taskimage.tekton.localrun import params as params_mod
+from taskimage.tekton.localrun import results as results_mod
+from taskimage.tekton.localrun import substitute as sub
+from taskimage.tekton.localrun.task import Loaded, merge_step_template, step_name
+
+DEFAULT_SCRIPT_PREAMBLE = "#!/bin/sh\nset -e\n"  # Tekton's, for a script without a shebang
+SCRIPTS_DIR = "/tekton/scripts"
+RESULTS_DIR = "/tekton/results"
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Workspace:
+    name: str
+    mount_path: str  # in the container ("" when not bound)
+    host_dir: str | None  # None: a fresh emptyDir made at run time (or unbound when not bound)
+    read_only: bool
+    bound: bool
+    claim: str = ""
+    steps: tuple[str, ...] | None = None  # isolated workspace: only these steps mount it
+
+
+@dataclasses.dataclass(frozen=True)
+class Mount:
+    source: str  # "vol:NAME" (Task volume) — workspaces and /tekton dirs are added by the runner
+    target: str
+    read_only: bool = False
+    sub_path: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPlan:
+    index: int
+    name: str
+    image: str
+    command: tuple[str, ...] | None  # None: the image's entrypoint
+    args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    working_dir: str
+    script: str | None  # the script file's content, preamble included
+    security_context: Mapping[str, Any]
+    pull_policy: str  # podman's --pull value
+    timeout: float | None
+    on_error: str  # "stopAndFail" | "continue"
+    mounts: tuple[Mount, ...] = ()
+
+    @property
+    def script_path(self) -> str:
+        return f"{SCRIPTS_DIR}/script-{self.index}-{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    task_name: str
+    taskrun_name: str
+    namespace: str
+    uid: str
+    params: Mapping[str, sub.ParamValue]
+    workspaces: tuple[Workspace, ...]
+    volumes: Mapping[str, str | None]  # Task volume -> host dir (None: emptyDir)
+    results: tuple[results_mod.ResultSpec, ...]
+    steps: tuple[StepPlan, ...]
+    warnings: tuple[str, ...] = ()
+
+
+def parse_duration(text: str, where: str) -> float:
+    """A Go duration (``90s``, ``1h30m``) in seconds."""
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise UsageError(f"{where}: {text!r} is not a duration like 90s or 1h30m")
+    return total
+
+
+def pull_policy(image: str, declared: str | None) -> str:
+    """Kubernetes' imagePullPolicy, as podman's ``--pull``: Always for ``:latest`` or no tag."""
+    if declared:
+        table = {"Always": "always", "IfNotPresent": "missing", "Never": "never"}
+        if declared not in table:
+            raise UsageError(f"imagePullPolicy {declared!r}: accepted: Always, IfNotPresent, Never")
+        return table[declared]
+    if "@" in image:
+        return "missing"
+    last = image.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else "latest"
+    return "always" if tag == "latest" else "missing"
+
+
+def _random_suffix(n: int = 5) -> str:
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(n))
+
+
+def _taskrun_identity(loaded: Loaded) -> tuple[str, str, str]:
+    meta = (loaded.taskrun or {}).get("metadata") or {}
+    name = meta.get("name")
+    if not name:
+        prefix = meta.get("generateName") or f"{loaded.task_name}-run-"
+        name = f"{prefix}{_random_suffix()}"
+    return str(name), str(meta.get("namespace") or "default"), str(meta.get("uid") or uuid.uuid4())
+
+
+def _cli_workspaces(items: Sequence[str], declared: Mapping[str, Mapping]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"-w {item}: expected NAME=DIR")
+        if name not in declared:
+            raise UsageError(f"-w {name}: the task declares no workspace {name} (declared: {', '.join(sorted(declared)) or 'none'})")
+        full = os.path.abspath(os.path.expanduser(path))
+        if not os.path.isdir(full):
+            raise UsageError(f"-w {name}={path}: not a directory")
+        out[name] = full
+    return out
+
+
+def _workspaces(spec: Mapping, loaded: Loaded, cli: Sequence[str], steps: Sequence[Mapping]) -> tuple[Workspace, ...]:
+    declared = {str(w["name"]): w for w in spec.get("workspaces") or []}
+    given = _cli_workspaces(cli, declared)
+    bindings = {str(b.get("name")): b for b in ((loaded.taskrun or {}).get("spec") or {}).get("workspaces") or []}
+    isolated: dict[str, list[str]] = {}
+    for i, s in enumerate(steps):
+        for w in s.get("workspaces") or []:
+            isolated.setdefault(str(w.get("name")), []).append(step_name(s, i))
+    out: list[Workspace] = []
+    missing: list[str] = []
+    for name, decl in declared.items():
+        binding = bindings.get(name, {})
+        claim = str((binding.get("persistentVolumeClaim") or {}).get("claimName", ""))
+        host: str | None
+        if name in given:
+            host = given[name]
+        elif binding:
+            if "emptyDir" in binding or "volumeClaimTemplate" in binding:
+                host = None
+            else:
+                kind = next((k for k in binding if k not in ("name", "subPath")), "binding")
+                raise UsageError(
+                    f"workspace {name} is bound to a {kind} in the TaskRun: give a directory with -w {name}=DIR"
+                )
+        else:
+            if not decl.get("optional"):
+                missing.append(name)
+            out.append(Workspace(name, "", None, bool(decl.get("readOnly")), False))
+            continue
+        if host is not None and binding.get("subPath"):
+            host = os.path.join(host, str(binding["subPath"]))
+            os.makedirs(host, exist_ok=True)
+        mount = str(decl.get("mountPath") or f"/workspace/{name}")
+        out.append(
+            Workspace(name, mount, host, bool(decl.get("readOnly")), True, claim,
+                      tuple(isolated[name]) if name in isolated else None)
+        )
+    if missing:
+        raise UsageError(f"missing workspaces: {', '.join(missing)} (give them with -w NAME=DIR)")
+    return tuple(out)
+
+
+def _volumes(spec: Mapping) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for v in spec.get("volumes") or []:
+        name = str(v.get("name"))
+        if "emptyDir" in v:
+            out[name] = None
+        elif "hostPath" in v:
+            out[name] = str(v["hostPath"].get("path"))
+        else:
+            kind = next((k for k in v if k != "name"), "?")
+            out[name] = f"!{kind}"  # an error only when a step mounts it
+    return out
+
+
+def _unsupported(spec: Mapping, steps: Sequence[Mapping]) -> None:
+    if spec.get("sidecars"):
+        raise UsageError("sidecars are not supported by taskimage run")
+    for i, s in enumerate(steps):
+        where = f"steps[{i}] ({step_name(s, i)})"
+        if s.get("ref"):
+            raise UsageError(f"{where}: StepAction refs are not supported by taskimage run")
+        if s.get("results"):
+            raise UsageError(f"{where}: step results are not supported by taskimage run")
+        if s.get("envFrom"):
+            raise UsageError(f"{where}: envFrom needs a cluster (ConfigMap/Secret); not supported by taskimage run")
+        for e in s.get("env") or []:
+            if "valueFrom" in e:
+                raise UsageError(f"{where}: env {e.get('name')} uses valueFrom, which needs a cluster; not supported by taskimage run")
+        if not s.get("image"):
+            raise UsageError(f"{where}: no image")
+        if s.get("script") and s.get("command"):
+            raise UsageError(f"{where}: script cannot be used with command")
+
+
+def script_content(script: str) -> str:
+    """The script file Tekton writes: the default preamble unless the first non-blank text is a shebang."""
+    return script if script.strip().startswith("#!") else DEFAULT_SCRIPT_PREAMBLE + script
+
+
+def make_plan(
+    loaded: Loaded,
+    *,
+    cli_params: Sequence[str] = (),
+    cli_workspaces: Sequence[str] = (),
+) -> Plan:
+    spec = loaded.spec
+    task = loaded.task_name
+    warnings: list[str] = []
+    raw_steps = merge_step_template(spec.get("stepTemplate"), spec.get("steps") or [])
+    _unsupported(spec, raw_steps)
+    names = [step_name(s, i) for i, s in enumerate(raw_steps)]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UsageError(f"task {task}: step names must be unique: {', '.join(dup)}")
+
+    specs = params_mod.parse_specs(spec.get("params"), task)
+    given: dict[str, Any] = {}
+    for p in ((loaded.taskrun or {}).get("spec") or {}).get("params") or []:
+        given[str(p.get("name"))] = p.get("value")
+    given.update(params_mod.parse_cli(cli_params, specs, task))
+    values = params_mod.resolve(specs, given, task, warnings=warnings)
+
+    run_name, namespace, uid = _taskrun_identity(loaded)
+    result_specs = results_mod.parse_specs(spec.get("results"))
+    workspaces = _workspaces(spec, loaded, cli_workspaces, raw_steps)
+    base_vars = sub.Variables(
+        params=values,
+        param_types={s.name: s.type for s in specs},
+        context={
+            "taskRun.name": run_name,
+            "taskRun.namespace": namespace,
+            "taskRun.uid": uid,
+            "task.name": task,
+            "task.retry-count": "0",
+        },
+        workspaces={},
+        results={r.name: f"{RESULTS_DIR}/{r.name}" for r in result_specs},
+        step_names=tuple(f"step-{n}" for n in names),
+    )
+    # a workspace's mountPath may itself use params
+    sub.validate([(f"workspaces[{w.name}].mountPath", w.mount_path, False) for w in workspaces], base_vars)
+    workspaces = tuple(dataclasses.replace(w, mount_path=sub.substitute_string(w.mount_path, base_vars)) for w in workspaces)
+    variables = dataclasses.replace(
+        base_vars,
+        workspaces={
+            w.name: {
+                "path": w.mount_path,
+                "bound": "true" if w.bound else "false",
+                "claim": w.claim,
+                "volume": f"ws-{_random_suffix()}" if w.bound else "",
+            }
+            for w in workspaces
+        },
+    )
+
+    fields = [f for i, s in enumerate(raw_steps) for f in sub.step_fields(s, f"steps[{i}] ({names[i]})")]
+    sub.validate(fields, variables)
+
+    volumes = _volumes(spec)
+    pod_sc = (((loaded.taskrun or {}).get("spec") or {}).get("podTemplate") or {}).get("securityContext") or {}
+    tr_spec = (loaded.taskrun or {}).get("spec") or {}
+    if tr_spec.get("timeout"):
+        warnings.append("the TaskRun's timeout is not enforced by taskimage run (step timeouts are)")
+    steps: list[StepPlan] = []
+    for i, raw in enumerate(raw_steps):
+        leftovers: list[str] = []
+        s = sub.substitute_step(raw, variables, leftovers)
+        for text in sorted(set(leftovers)):
+            warnings.append(f"step {names[i]}: {text} came from a param value and is passed literally (as Tekton does)")
+        env = [(str(e["name"]), str(e.get("value", ""))) for e in s.get("env") or []]
+        command = [str(c) for c in s["command"]] if s.get("command") else None
+        args = [str(a) for a in s.get("args") or []]
+        script = script_content(s["script"]) if s.get("script") else None
+        env, command, args = sub.kube_expand_container(env, command, args)
+        if script is not None:
+            command = None  # set to the script file by the runner
+        mounts: list[Mount] = []
+        for vm in s.get("volumeMounts") or []:
+            vname = str(vm.get("name"))
+            if vname not in volumes:
+                raise UsageError(f"step {names[i]}: volumeMount {vname} names no volume of the task")
+            if (volumes[vname] or "").startswith("!"):
+                raise UsageError(f"step {names[i]}: volume {vname} is a {volumes[vname][1:]}; only emptyDir and hostPath volumes are supported")
+            mounts.append(Mount(f"vol:{vname}", str(vm["mountPath"]), bool(vm.get("readOnly")), str(vm.get("subPath") or "")))
+        sc = {**{k: v for k, v in pod_sc.items() if k in ("runAsUser", "runAsGroup", "runAsNonRoot", "seccompProfile")}, **(s.get("securityContext") or {})}
+        if sc.get("runAsNonRoot") and sc.get("runAsUser") == 0:
+            raise UsageError(f"step {names[i]}: securityContext has runAsNonRoot and runAsUser 0")
+        timeout = parse_duration(str(s["timeout"]), f"step {names[i]} timeout") if s.get("timeout") else None
+        on_error = str(s.get("onError") or "stopAndFail")
+        if on_error not in ("continue", "stopAndFail"):
+            raise UsageError(f"step {names[i]}: onError {on_error!r}: accepted: continue, stopAndFail")
+        steps.append(
+            StepPlan(
+                index=i,
+                name=names[i],
+                image=str(s["image"]),
+                command=tuple(command) if command is not None else None,
+                args=tuple(args),
+                env=tuple(env),
+                working_dir=str(s.get("workingDir") or ""),
+                script=script,
+                security_context=sc,
+                pull_policy=pull_policy(str(s["image"]), s.get("imagePullPolicy")),
+                timeout=timeout,
+                on_error=on_error,
+                mounts=tuple(mounts),
+            )
+        )
+    return Plan(
+        task_name=task,
+        taskrun_name=run_name,
+        namespace=namespace,
+        uid=uid,
+        params=values,
+        workspaces=workspaces,
+        volumes={k: v for k, v in volumes.items() if not (v or "").startswith("!")},
+        results=result_specs,
+        steps=tuple(steps),
+        warnings=tuple(warnings),
+    )

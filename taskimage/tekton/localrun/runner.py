@@ -1,0 +1,224 @@
+"""Running a :class:`~taskimage.tekton.localrun.plan.Plan`: one podman container per step, in order.
+
+The directories a Pod shares between its steps live in one run directory (removed afterwards
+unless ``keep``): ``workspace`` (/workspace), ``results`` (/tekton/results, or ``results_dir``),
+``home``, ``steps`` (exit codes, for ``$(steps.step-X.exitCode.path)``), ``creds``, ``scripts``
+and one directory per emptyDir workspace or volume. They are world-writable, as Kubernetes
+emptyDirs are, so steps running as another user can write to them.
+
+The first step that exits non-zero (unless its ``onError`` is ``continue``) stops the run; later
+steps never start and the run's exit code is that step's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from taskimage import log
+
+from taskimage import proc as tools
+from taskimage.errors import UsageError
+from taskimage.tekton.localrun import podman
+from taskimage.tekton.localrun import results as results_mod
+from taskimage.tekton.localrun.plan import RESULTS_DIR, Plan, StepPlan
+
+POD_DIRS = {
+    "workspace": "/workspace",
+    "home": "/tekton/home",
+    "steps": "/tekton/steps",
+    "creds": "/tekton/creds",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    tls_verify: bool = True
+    authfile: str | None = None
+    keep: bool = False
+    results_dir: str | None = None
+    runtime: str = "runc"
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOutcome:
+    name: str
+    image: str
+    exit_code: int | None  # None: not run
+    seconds: float
+    container: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RunReport:
+    taskrun: str
+    task: str
+    steps: tuple[StepOutcome, ...]
+    results: results_mod.Results
+    exit_code: int
+    results_dir: str
+    run_dir: str | None  # kept with --keep
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0
+
+    def as_json(self) -> dict:
+        return {
+            "taskRun": self.taskrun,
+            "task": self.task,
+            "succeeded": self.succeeded,
+            "exitCode": self.exit_code,
+            "steps": [
+                {"name": s.name, "image": s.image, "exitCode": s.exit_code, "seconds": round(s.seconds, 2), "container": s.container}
+                for s in self.steps
+            ],
+            "results": dict(self.results.values),
+            "problems": [{"message": p.message, "failsTaskRun": p.fails} for p in self.results.problems],
+            "undeclaredResults": list(self.results.undeclared),
+            "terminationMessageBytes": self.results.message_bytes,
+            "resultsDir": self.results_dir,
+            "runDir": self.run_dir,
+        }
+
+
+def _mkdir(path: Path, mode: int = 0o777) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, mode)
+    return path
+
+
+def container_name(plan: Plan, step: StepPlan) -> str:
+    return f"{plan.taskrun_name}-step-{step.name}"[:250]
+
+
+def step_mounts(plan: Plan, step: StepPlan, run_dir: Path, results_dir: Path) -> list[tuple[str, str, bool]]:
+    """(host, container, read-only) for one step, parents before children."""
+    mounts = [(str(run_dir / d), target, False) for d, target in POD_DIRS.items()]
+    mounts.append((str(results_dir), RESULTS_DIR, False))
+    if step.script is not None:
+        mounts.append((str(run_dir / "scripts"), "/tekton/scripts", True))
+    for w in plan.workspaces:
+        if not w.bound or (w.steps is not None and step.name not in w.steps):
+            continue
+        host = w.host_dir or str(run_dir / "emptydir" / f"ws-{w.name}")
+        mounts.append((host, w.mount_path, w.read_only))
+    for m in step.mounts:
+        vname = m.source.split(":", 1)[1]
+        host = plan.volumes.get(vname) or str(run_dir / "emptydir" / f"vol-{vname}")
+        if m.sub_path:
+            host = os.path.join(host, m.sub_path)
+        mounts.append((host, m.target, m.read_only))
+    return sorted(mounts, key=lambda m: m[1].rstrip("/").count("/"))
+
+
+def step_argv(plan: Plan, step: StepPlan, run_dir: Path, results_dir: Path, options: Options) -> tuple[list[str], list[str]]:
+    security, warnings = podman.security_flags(step.security_context)
+    command = [step.script_path] if step.script is not None else step.command
+    argv = podman.run_argv(
+        name=container_name(plan, step),
+        image=step.image,
+        command=command,
+        args=step.args,
+        env=step.env,
+        working_dir=step.working_dir,
+        mounts=step_mounts(plan, step, run_dir, results_dir),
+        security=security,
+        pull=step.pull_policy,
+        tls_verify=options.tls_verify,
+        authfile=options.authfile,
+        keep=options.keep,
+        runtime=options.runtime,
+        hostname=f"{plan.taskrun_name}-pod"[:63],
+    )
+    return argv, warnings
+
+
+def prepare(plan: Plan, options: Options) -> tuple[Path, Path]:
+    """Make the run directory (and check the results directory) before any container starts."""
+    if options.results_dir:
+        results_dir = Path(options.results_dir).resolve()
+        if results_dir.exists() and any(results_dir.iterdir()):
+            raise UsageError(f"--results-dir {options.results_dir}: not empty (stale results would be read back)")
+    run_dir = Path(tempfile.mkdtemp(prefix=f"taskimage-run-{plan.taskrun_name}-"))
+    os.chmod(run_dir, 0o755)
+    for d in POD_DIRS:
+        _mkdir(run_dir / d)
+    for s in plan.steps:
+        _mkdir(run_dir / "steps" / f"step-{s.name}")
+    results_dir = _mkdir(Path(options.results_dir).resolve()) if options.results_dir else _mkdir(run_dir / "results")
+    scripts = _mkdir(run_dir / "scripts", 0o755)
+    for s in plan.steps:
+        if s.script is not None:
+            path = scripts / os.path.basename(s.script_path)
+            path.write_text(s.script)
+            os.chmod(path, 0o755)
+    for w in plan.workspaces:
+        if w.bound and w.host_dir is None:
+            _mkdir(run_dir / "emptydir" / f"ws-{w.name}")
+    for name, host in plan.volumes.items():
+        if host is None:
+            _mkdir(run_dir / "emptydir" / f"vol-{name}")
+    return run_dir, results_dir
+
+
+def execute(plan: Plan, options: Options) -> RunReport:
+    for w in plan.warnings:
+        log.warn(w)
+    run_dir, results_dir = prepare(plan, options)
+    outcomes: list[StepOutcome] = []
+    exit_code = 0
+    current = ""
+    try:
+        for step in plan.steps:
+            name = container_name(plan, step)
+            if exit_code != 0:
+                outcomes.append(StepOutcome(step.name, step.image, None, 0.0, name))
+                continue
+            argv, warnings = step_argv(plan, step, run_dir, results_dir, options)
+            for w in warnings:
+                log.warn(f"step {step.name}: {w}")
+            log.phase(f"step {step.name} ({step.image})")
+            timer = log.Timer()
+            current = name
+            result = tools.run(argv, prefix=f"[{step.name}] ", check=False, timeout=step.timeout)
+            current = ""
+            rc = result.returncode
+            (run_dir / "steps" / f"step-{step.name}" / "exitCode").write_text(str(rc))
+            outcomes.append(StepOutcome(step.name, step.image, rc, timer.seconds, name))
+            if rc == 124 and step.timeout is not None:
+                _remove_container(name)  # the podman client was stopped, its container may live on
+            if rc != 0:
+                if step.on_error == "continue":
+                    log.warn(f"step {step.name} exited with {rc}; onError: continue, so the run goes on")
+                else:
+                    log.error(f"step {step.name} failed with exit code {rc}: later steps are not run")
+                    exit_code = rc if rc > 0 else 1
+        results = results_mod.read(results_dir, plan.results)
+    finally:
+        if current and not options.keep:
+            _remove_container(current)
+        if not options.keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    if exit_code == 0 and any(p.fails for p in results.problems):
+        exit_code = 1
+    return RunReport(
+        taskrun=plan.taskrun_name,
+        task=plan.task_name,
+        steps=tuple(outcomes),
+        results=results,
+        exit_code=exit_code,
+        results_dir=str(results_dir) if options.results_dir or options.keep else "",  # else removed
+        run_dir=str(run_dir) if options.keep else None,
+    )
+
+
+def _remove_container(name: str) -> None:
+    """Remove our own step container, left behind when its podman client was stopped."""
+    try:
+        tools.run(["podman", "rm", "--force", "--ignore", name], check=False, quiet=True, stream=False)
+    except Exception:  # interrupted: tools refuses to start anything new
+        pass
