@@ -41,9 +41,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from taskimage.dev import env as devenv  # noqa: E402
-
 from taskimage import proc as tools
+from taskimage.dev import env as devenv  # noqa: E402
 
 PLATFORMS = ["linux/amd64", "linux/arm64"]
 DISK_TARGET = 0.6
@@ -62,7 +61,11 @@ class PeakDisk:
     def sample(self) -> None:
         sizes = {}
         for name, directory in self.directories.items():
-            r = tools.run(["du", "-sxb", str(directory)], quiet=True, stream=False, check=False) if directory.exists() else None
+            r = (
+                tools.run(["du", "-sxb", str(directory)], quiet=True, stream=False, check=False)
+                if directory.exists()
+                else None
+            )
             sizes[name] = int(r.stdout.split()[0]) if r and r.stdout.split() else 0
         sizes["total"] = sum(sizes.values())
         for name, size in sizes.items():
@@ -72,7 +75,7 @@ class PeakDisk:
         while not self._stop.wait(self.every):
             self.sample()
 
-    def __enter__(self) -> "PeakDisk":
+    def __enter__(self) -> PeakDisk:
         self._thread.start()
         return self
 
@@ -82,7 +85,9 @@ class PeakDisk:
         self.sample()
 
 
-def _timed(argv, *, cwd=None, env=None, storage: Path, tmp: Path | None = None, log_path: Path) -> tuple[float, dict, float]:
+def _timed(
+    argv, *, cwd=None, env=None, storage: Path, tmp: Path | None = None, log_path: Path
+) -> tuple[float, dict, float]:
     """(seconds, peak bytes {"storage", "tmp", "total"}, load average at start); raises if the command fails.
 
     ``tmp`` becomes the command's TMPDIR and is measured too: buildah stages every committed layer
@@ -101,8 +106,9 @@ def _timed(argv, *, cwd=None, env=None, storage: Path, tmp: Path | None = None, 
         t = time.monotonic()
         # not tools.run: it would echo everything to the terminal; the log file keeps the output,
         # each line with the seconds since the start
-        proc = subprocess.Popen(argv, cwd=cwd, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace")
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+        )
         for line in proc.stdout:
             log.write(f"{time.monotonic() - t:7.1f} {line}")
         proc.wait()
@@ -154,8 +160,10 @@ def samba(rounds: int, workdir: Path, keep_logs: Path, variants: list[str]) -> N
 
         def report(r: int, kind: str, s: float, peak: dict, load: float) -> None:
             runs[kind].append((s, peak))
-            print(f"{r:5} {kind:9} {s:8.1f} {_gb(peak['storage']):>9} {_gb(peak['tmp']):>9} {_gb(peak['total']):>9}  {load:.1f}",
-                  flush=True)
+            print(
+                f"{r:5} {kind:9} {s:8.1f} {_gb(peak['storage']):>9} {_gb(peak['tmp']):>9} {_gb(peak['total']):>9}  {load:.1f}",
+                flush=True,
+            )
 
         for r in range(1, rounds + 1):
             cache = f"{reg.host}/cache/samba-{r}"
@@ -163,10 +171,19 @@ def samba(rounds: int, workdir: Path, keep_logs: Path, variants: list[str]) -> N
             def seed() -> None:
                 d = workdir / f"seed-{r}"
                 d.mkdir()
-                env = {"IMAGE": f"{reg.host}/bench/seed-{r}", "BASE_IMAGE": base,
-                       "CONTAINERS_STORAGE_CONF": str(_storage_conf(d))}
-                s, peak, load = _timed(["bash", str(HERE / "seed" / "build.sh"), *PLATFORMS], cwd=context, env=env,
-                                       storage=d / "root", tmp=d / "tmp", log_path=keep_logs / f"seed-{r}.log")
+                env = {
+                    "IMAGE": f"{reg.host}/bench/seed-{r}",
+                    "BASE_IMAGE": base,
+                    "CONTAINERS_STORAGE_CONF": str(_storage_conf(d)),
+                }
+                s, peak, load = _timed(
+                    ["bash", str(HERE / "seed" / "build.sh"), *PLATFORMS],
+                    cwd=context,
+                    env=env,
+                    storage=d / "root",
+                    tmp=d / "tmp",
+                    log_path=keep_logs / f"seed-{r}.log",
+                )
                 report(r, "seed", s, peak, load)
                 _clean(d)
 
@@ -179,9 +196,25 @@ def samba(rounds: int, workdir: Path, keep_logs: Path, variants: list[str]) -> N
                     ctx = d / "ctx"
                     shutil.copytree(context, ctx)
                     (ctx / "UNRELATED.txt").write_text("read by no step\n")
-                argv = [*taskimage, "build", "--image", f"{reg.host}/bench/{kind}-{r}:v1", "--context", str(ctx),
-                        "--build-arg", f"BASE_IMAGE={base}", "--tls-verify=false", "--cache-repo", repo,
-                        "--root", str(d / "root"), "--runroot", str(d / "run"), *VARIANTS[kind], *PLATFORMS]
+                argv = [
+                    *taskimage,
+                    "build",
+                    "--image",
+                    f"{reg.host}/bench/{kind}-{r}:v1",
+                    "--context",
+                    str(ctx),
+                    "--build-arg",
+                    f"BASE_IMAGE={base}",
+                    "--tls-verify=false",
+                    "--cache-repo",
+                    repo,
+                    "--root",
+                    str(d / "root"),
+                    "--runroot",
+                    str(d / "run"),
+                    *VARIANTS[kind],
+                    *PLATFORMS,
+                ]
                 s, peak, load = _timed(argv, storage=d / "root", tmp=d / "tmp", log_path=keep_logs / f"{kind}-{r}.log")
                 report(r, kind, s, peak, load)
                 _clean(d)
@@ -197,17 +230,21 @@ def samba(rounds: int, workdir: Path, keep_logs: Path, variants: list[str]) -> N
     print()
     seed_t = statistics.median(s for s, _ in runs["seed"])
     seed_disk = {k: statistics.median(p[k] for _, p in runs["seed"]) for k in ("storage", "total")}
-    print(f"{'run':9} {'median s':>9} {'x seed':>7} {'target':>8}   {'storage':>9} {'x seed':>7}   {'storage+tmp':>11} {'x seed':>7}")
+    print(
+        f"{'run':9} {'median s':>9} {'x seed':>7} {'target':>8}   {'storage':>9} {'x seed':>7}   {'storage+tmp':>11} {'x seed':>7}"
+    )
     for kind, values in runs.items():
         t = statistics.median(s for s, _ in values)
         disk = {k: statistics.median(p[k] for _, p in values) for k in ("storage", "total")}
         target = f"<= {TARGETS[kind]}" if kind in TARGETS else ""
-        print(f"{kind:9} {t:9.1f} {t / seed_t:7.2f} {target:>8}   {_gb(disk['storage']):>9} {disk['storage'] / seed_disk['storage']:7.2f}"
-              f"   {_gb(disk['total']):>11} {disk['total'] / seed_disk['total']:7.2f}")
+        print(
+            f"{kind:9} {t:9.1f} {t / seed_t:7.2f} {target:>8}   {_gb(disk['storage']):>9} {disk['storage'] / seed_disk['storage']:7.2f}"
+            f"   {_gb(disk['total']):>11} {disk['total'] / seed_disk['total']:7.2f}"
+        )
     print(f"peak disk target (storage): <= {DISK_TARGET} x the seed's; logs in {keep_logs}")
 
 
-TRACER = '''
+TRACER = """
 import json, os, sys, time
 from taskimage import cli
 from taskimage import proc as tools
@@ -262,7 +299,7 @@ try:
 finally:
     json.dump(spent, open(sys.argv[1], "w"))
 sys.exit(rc)
-'''
+"""
 
 
 def overhead(runs: int, workdir: Path, keep_logs: Path, lazy_cli: bool = False, subprocess_seam: bool = False) -> None:
@@ -286,27 +323,52 @@ def overhead(runs: int, workdir: Path, keep_logs: Path, lazy_cli: bool = False, 
         results = []
         for n in range(runs + 1):  # run 0 warms the storage and is not counted
             trace = workdir / f"trace-{n}.json"
-            argv = [sys.executable, str(tracer), str(trace), "build", "--image", f"{reg.host}/bench/overhead:{n}",
-                    "--context", str(ctx), "--tls-verify=false", "--root", str(store / "root"),
-                    "--runroot", str(store / "run"), "linux/amd64"]
-            s, _, load = _timed(argv, cwd=REPO, env={"BENCH_LAZY_CLI": "1" if lazy_cli else "0",
-                                                     "BENCH_SUBPROCESS_SEAM": "1" if subprocess_seam else "0"}, storage=store,
-                                log_path=keep_logs / f"overhead-{n}.log")
+            argv = [
+                sys.executable,
+                str(tracer),
+                str(trace),
+                "build",
+                "--image",
+                f"{reg.host}/bench/overhead:{n}",
+                "--context",
+                str(ctx),
+                "--tls-verify=false",
+                "--root",
+                str(store / "root"),
+                "--runroot",
+                str(store / "run"),
+                "linux/amd64",
+            ]
+            s, _, load = _timed(
+                argv,
+                cwd=REPO,
+                env={
+                    "BENCH_LAZY_CLI": "1" if lazy_cli else "0",
+                    "BENCH_SUBPROCESS_SEAM": "1" if subprocess_seam else "0",
+                },
+                storage=store,
+                log_path=keep_logs / f"overhead-{n}.log",
+            )
             spent = json.loads(trace.read_text())
             in_tools = sum(t for _, t in spent)
             if n:  # run 0 made the storage (overlay probe, pulls): not replayable, not counted
                 raw = _replay([argv for argv, _ in spent])
                 results.append((s, in_tools, raw))
-                print(f"run {n}  taskimage {s:5.2f} s  raw {len(spent)} commands {raw:5.2f} s  overhead {s - raw:5.2f} s"
-                      f"  (of which inside tools.run {in_tools - raw:5.2f} s)  (load {load:.1f})", flush=True)
+                print(
+                    f"run {n}  taskimage {s:5.2f} s  raw {len(spent)} commands {raw:5.2f} s  overhead {s - raw:5.2f} s"
+                    f"  (of which inside tools.run {in_tools - raw:5.2f} s)  (load {load:.1f})",
+                    flush=True,
+                )
         print()
         for argv, t in spent:
             print(f"  {t:6.2f} s  {' '.join(argv)[:150]}")
         over = statistics.median(s - r for s, _, r in results)
         seam = statistics.median(t - r for _, t, r in results)
-        print(f"\nmedian overhead {over:.2f} s per build (target <= 1 s), of which {seam:.2f} s inside tools.run "
-              f"(the sh library) and {over - seam:.2f} s in Python start-up and our code; "
-              f"median taskimage {statistics.median(s for s, _, _ in results):.2f} s, raw {statistics.median(r for _, _, r in results):.2f} s")
+        print(
+            f"\nmedian overhead {over:.2f} s per build (target <= 1 s), of which {seam:.2f} s inside tools.run "
+            f"(the sh library) and {over - seam:.2f} s in Python start-up and our code; "
+            f"median taskimage {statistics.median(s for s, _, _ in results):.2f} s, raw {statistics.median(r for _, _, r in results):.2f} s"
+        )
 
 
 def _replay(commands: list[list[str]]) -> float:
@@ -337,12 +399,19 @@ def main() -> None:
     sub = parser.add_subparsers(dest="bench", required=True)
     s = sub.add_parser("samba", help="(a) seed vs cold, (b) warm, (d) peak disk")
     s.add_argument("--rounds", type=int, default=2)
-    s.add_argument("--variants", default=",".join(VARIANTS), help=f"which of {', '.join(VARIANTS)} to run besides the seed")
+    s.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"which of {', '.join(VARIANTS)} to run besides the seed"
+    )
     o = sub.add_parser("overhead", help="(c) orchestration overhead")
     o.add_argument("--runs", type=int, default=5)
-    o.add_argument("--lazy-cli", action="store_true", help="import only the build command's module (as a lazy cli.py would)")
-    o.add_argument("--subprocess-seam", action="store_true", help="run tools through plain subprocess instead of sh "
-                   "(what tools.run on subprocess would cost)")
+    o.add_argument(
+        "--lazy-cli", action="store_true", help="import only the build command's module (as a lazy cli.py would)"
+    )
+    o.add_argument(
+        "--subprocess-seam",
+        action="store_true",
+        help="run tools through plain subprocess instead of sh (what tools.run on subprocess would cost)",
+    )
     parser.add_argument("--logs", default="", help="keep each run's log here (default: a temp dir)")
     args = parser.parse_args()
     if os.geteuid() != 0:

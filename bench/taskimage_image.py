@@ -31,8 +31,12 @@ BUDGET_AMD64 = 400 * 1000 * 1000
 
 
 def _get(url: str) -> bytes:
-    req = urllib.request.Request(url, headers={"Accept": "application/vnd.oci.image.manifest.v1+json, "
-                                               "application/vnd.docker.distribution.manifest.v2+json"})
+    req = urllib.request.Request(
+        url,
+        headers={
+            "Accept": "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+        },
+    )
     with urllib.request.urlopen(req, timeout=60) as r:
         return r.read()
 
@@ -55,13 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cold", action="store_true", help="build with an empty layer cache")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="taskimage-bench-") as tmp, devenv.LocalRegistry(Path(tmp) / "registry") as reg:
+    with (
+        tempfile.TemporaryDirectory(prefix="taskimage-bench-") as tmp,
+        devenv.LocalRegistry(Path(tmp) / "registry") as reg,
+    ):
         started = time.monotonic()
         base = devenv.base_image("trixie", PLATFORMS, f"{reg.host}/base/debian:trixie")
         base_seconds = time.monotonic() - started
         cache = Path(tmp) / "layer-cache" if args.cold else None
-        image = devenv.build_task_image(reg.host, f"{reg.host}/taskimage/taskimage:bench", PLATFORMS, base=base,
-                                        layer_cache=cache)
+        image = devenv.build_task_image(
+            reg.host, f"{reg.host}/taskimage/taskimage:bench", PLATFORMS, base=base, layer_cache=cache
+        )
         rows = []
         over = False
         for platform, ref in image.images:

@@ -11,13 +11,11 @@ import argparse
 import importlib
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from taskimage import __version__, log
-
-from taskimage.build import params
-
 from taskimage import proc as tools
+from taskimage.build import params
 from taskimage.errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, TaskimageError, ToolError
 
 COMMAND_MODULES = ["build", "index", "binfmt", "bundle", "lint", "run", "cluster", "dev"]

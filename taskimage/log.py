@@ -10,7 +10,8 @@ import os
 import sys
 import threading
 import time
-from typing import IO, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import IO
 
 _lock = threading.Lock()
 _stream: IO[str] | None = None

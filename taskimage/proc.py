@@ -13,7 +13,7 @@ import dataclasses
 import os
 import signal
 import threading
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import sh
 
@@ -135,9 +135,7 @@ def run(
     result = Result(tuple(argv), returncode, "".join(out), "".join(err))
     if check and returncode != 0:
         name = what or os.path.basename(argv[0])
-        raise ToolError(
-            f"{name} failed with exit code {returncode}", tail=list(tail), returncode=returncode
-        )
+        raise ToolError(f"{name} failed with exit code {returncode}", tail=list(tail), returncode=returncode)
     return result
 
 

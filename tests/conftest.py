@@ -41,7 +41,9 @@ def emulation_ready(platforms=("linux/arm64", "linux/arm/v7", "linux/s390x", "li
 
     missing = binfmt.missing_emulation([normalize(p) for p in platforms])
     if missing:
-        return False, "no binfmt_misc handler (with F flag) for: " + ", ".join(str(m.platform) for m in missing) + " (run: taskimage binfmt install)"
+        return False, "no binfmt_misc handler (with F flag) for: " + ", ".join(
+            str(m.platform) for m in missing
+        ) + " (run: taskimage binfmt install)"
     return True, ""
 
 
@@ -84,7 +86,9 @@ def skopeo_raw_bytes(ref: str) -> bytes:
 
 
 def tag_exists(ref: str) -> bool:
-    proc = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"], capture_output=True, text=True
+    )
     return proc.returncode == 0
 
 
@@ -96,7 +100,9 @@ def task_image_build(registry):
     """The task image, built once per session from this checkout by `taskimage build` itself
     (amd64 + arm64, the arm64 half under qemu), pushed to the session registry. Its buildah layer
     cache lives in ~/.cache/taskimage, so only a changed source tree rebuilds the small layers."""
-    need(have_tools("buildah", "skopeo", "mmdebstrap"), "buildah, skopeo and mmdebstrap are not installed (see .ci/run)")
+    need(
+        have_tools("buildah", "skopeo", "mmdebstrap"), "buildah, skopeo and mmdebstrap are not installed (see .ci/run)"
+    )
     need(os.geteuid() == 0, "buildah builds here run as root")
     ok, why = emulation_ready(("linux/arm64",))
     need(ok, why)

@@ -24,10 +24,18 @@ import socketserver
 import struct
 import threading
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-              "transfer-encoding", "upgrade"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+}
 MANIFEST_PATH = r"^/v2/.+/manifests/"
 BLOB_UPLOAD_PATH = r"^/v2/.+/blobs/uploads/"
 
@@ -106,7 +114,7 @@ class FaultProxy:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> "FaultProxy":
+    def start(self) -> FaultProxy:
         proxy = self
 
         class Handler(_Handler):
@@ -127,7 +135,7 @@ class FaultProxy:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -217,8 +225,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if action == "401":
             owner.record(method, path, 401, action)
-            self._answer(401, '{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}',
-                         {"WWW-Authenticate": 'Basic realm="faultproxy"'})
+            self._answer(
+                401,
+                '{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}',
+                {"WWW-Authenticate": 'Basic realm="faultproxy"'},
+            )
             return
         if action == "stall":
             owner._release.wait(fault.stall_seconds)

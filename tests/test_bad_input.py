@@ -15,8 +15,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import need, tag_exists
+
 from taskimage.oci.platforms import ACCEPTED
 
 pytestmark = [pytest.mark.tools]
@@ -28,7 +28,9 @@ def taskimage(argv, env):
     full = {k: v for k, v in os.environ.items() if not k.startswith("TASKIMAGE_")}
     full.update(env)
     t = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "taskimage", *argv], capture_output=True, text=True, env=full, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "taskimage", *argv], capture_output=True, text=True, env=full, timeout=60
+    )
     return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t
 
 
@@ -51,65 +53,163 @@ def ws(tmp_path):
     (auth / "entry-string.json").write_text(json.dumps({"auths": {"r.example.com": SECRET}}))
     (auth / "binary.json").write_bytes(b"\xff\xfe" + SECRET.encode() + b"\x00\x81")
     (auth / "dockerconfig").mkdir()
-    (auth / "dockerconfig" / ".dockerconfigjson").write_text('{"auths": {"r.example.com": {"auth": "' + SECRET + '"},}}')
+    (auth / "dockerconfig" / ".dockerconfigjson").write_text(
+        '{"auths": {"r.example.com": {"auth": "' + SECRET + '"},}}'
+    )
     return tmp_path
 
 
 CASES = [
     # platforms: invalid, unsupported, duplicate after normalization (flags, positional, env)
-    ("invalid-platform-empty-part", ["linux//amd64"], {},
-     f"--platform: invalid platform 'linux//amd64': expected OS/ARCH[/VARIANT]; accepted: {ACCEPTED}"),
-    ("invalid-platform-too-long", ["linux/arm/v7/extra"], {},
-     f"--platform: invalid platform 'linux/arm/v7/extra': expected OS/ARCH[/VARIANT]; accepted: {ACCEPTED}"),
-    ("invalid-variant", ["--platform", "linux/arm64/v7"], {},
-     f"--platform: invalid variant in platform 'linux/arm64/v7'; accepted: {ACCEPTED}"),
-    ("alias-with-other-variant", ["linux/armhf/v6"], {},
-     "--platform: invalid platform 'linux/armhf/v6': armhf means arm/v7"),
-    ("unsupported-os", ["windows/amd64"], {},
-     f"--platform: unsupported platform 'windows/amd64': only linux images can be built; accepted: {ACCEPTED}"),
-    ("duplicate-aarch64", ["linux/arm64", "--platform", "linux/aarch64"], {},
-     "--platform: duplicate platform 'linux/arm64' (same as 'linux/aarch64', both mean linux/arm64)"),
-    ("duplicate-in-env", [], {"TASKIMAGE_PLATFORMS": "linux/arm64/v8,linux/amd64\nlinux/arm64"},
-     "TASKIMAGE_PLATFORMS: duplicate platform 'linux/arm64' (same as 'linux/arm64/v8', both mean linux/arm64)"),
-    ("unknown-in-env", [], {"TASKIMAGE_PLATFORMS": "linux/amd64,linux/sparc64"},
-     f"TASKIMAGE_PLATFORMS: unknown platform 'linux/sparc64'; accepted: {ACCEPTED}"),
+    (
+        "invalid-platform-empty-part",
+        ["linux//amd64"],
+        {},
+        f"--platform: invalid platform 'linux//amd64': expected OS/ARCH[/VARIANT]; accepted: {ACCEPTED}",
+    ),
+    (
+        "invalid-platform-too-long",
+        ["linux/arm/v7/extra"],
+        {},
+        f"--platform: invalid platform 'linux/arm/v7/extra': expected OS/ARCH[/VARIANT]; accepted: {ACCEPTED}",
+    ),
+    (
+        "invalid-variant",
+        ["--platform", "linux/arm64/v7"],
+        {},
+        f"--platform: invalid variant in platform 'linux/arm64/v7'; accepted: {ACCEPTED}",
+    ),
+    (
+        "alias-with-other-variant",
+        ["linux/armhf/v6"],
+        {},
+        "--platform: invalid platform 'linux/armhf/v6': armhf means arm/v7",
+    ),
+    (
+        "unsupported-os",
+        ["windows/amd64"],
+        {},
+        f"--platform: unsupported platform 'windows/amd64': only linux images can be built; accepted: {ACCEPTED}",
+    ),
+    (
+        "duplicate-aarch64",
+        ["linux/arm64", "--platform", "linux/aarch64"],
+        {},
+        "--platform: duplicate platform 'linux/arm64' (same as 'linux/aarch64', both mean linux/arm64)",
+    ),
+    (
+        "duplicate-in-env",
+        [],
+        {"TASKIMAGE_PLATFORMS": "linux/arm64/v8,linux/amd64\nlinux/arm64"},
+        "TASKIMAGE_PLATFORMS: duplicate platform 'linux/arm64' (same as 'linux/arm64/v8', both mean linux/arm64)",
+    ),
+    (
+        "unknown-in-env",
+        [],
+        {"TASKIMAGE_PLATFORMS": "linux/amd64,linux/sparc64"},
+        f"TASKIMAGE_PLATFORMS: unknown platform 'linux/sparc64'; accepted: {ACCEPTED}",
+    ),
     # image references
-    ("upper-case-from-env", ["linux/amd64"], {"TASKIMAGE_IMAGE": "{reg}/Team/app:1"},
-     "TASKIMAGE_IMAGE: invalid image name '{reg}/Team/app:1': repository names must be lower-case"),
-    ("digest-with-tag", ["--image", "{reg}/bad/app:1@sha256:" + "a" * 64], {},
-     "--image: '{reg}/bad/app:1@sha256:" + "a" * 64 + "' is a digest reference; give a tag (repo[:tag]) to push to"),
-    ("bad-tag", ["--image", "{reg}/bad/app:-1"], {},
-     "--image: invalid tag '-1' in '{reg}/bad/app:-1' (letters, digits, '_', '.', '-'; at most 128)"),
-    ("no-image", ["--image", ""], {},
-     "--image: an image to push is required (e.g. --image registry.example.com/team/app:1.0)"),
+    (
+        "upper-case-from-env",
+        ["linux/amd64"],
+        {"TASKIMAGE_IMAGE": "{reg}/Team/app:1"},
+        "TASKIMAGE_IMAGE: invalid image name '{reg}/Team/app:1': repository names must be lower-case",
+    ),
+    (
+        "digest-with-tag",
+        ["--image", "{reg}/bad/app:1@sha256:" + "a" * 64],
+        {},
+        "--image: '{reg}/bad/app:1@sha256:" + "a" * 64 + "' is a digest reference; give a tag (repo[:tag]) to push to",
+    ),
+    (
+        "bad-tag",
+        ["--image", "{reg}/bad/app:-1"],
+        {},
+        "--image: invalid tag '-1' in '{reg}/bad/app:-1' (letters, digits, '_', '.', '-'; at most 128)",
+    ),
+    (
+        "no-image",
+        ["--image", ""],
+        {},
+        "--image: an image to push is required (e.g. --image registry.example.com/team/app:1.0)",
+    ),
     # files and directories
-    ("no-containerfile", ["--context", "{ws}/source/empty"], {},
-     "--context: no Containerfile or Dockerfile in the context {ws}/source/empty".replace("--context", "--file")),
-    ("context-outside-workspace", ["--source-root", "{ws}/source", "--context", "../outside"], {},
-     "--context: '../outside' is outside the source workspace {ws}/source"),
-    ("context-symlink-escapes", ["--source-root", "{ws}/source", "--context", "escape"], {},
-     "--context: 'escape' is outside the source workspace {ws}/source"),
-    ("file-outside-workspace", ["--source-root", "{ws}/source", "--context", "app", "--file", "../../outside/Containerfile"], {},
-     "--file: '../../outside/Containerfile' is outside the source workspace {ws}/source"),
-    ("workspace-env-missing", ["--context", "app"], {"TASKIMAGE_SOURCE_ROOT": "{ws}/nope"},
-     "TASKIMAGE_SOURCE_ROOT: '{ws}/nope' is not a directory"),
-    ("results-dir-missing", ["--results-dir", "{ws}/no-results"], {},
-     "--results-dir: '{ws}/no-results' is not a directory"),
+    (
+        "no-containerfile",
+        ["--context", "{ws}/source/empty"],
+        {},
+        "--context: no Containerfile or Dockerfile in the context {ws}/source/empty".replace("--context", "--file"),
+    ),
+    (
+        "context-outside-workspace",
+        ["--source-root", "{ws}/source", "--context", "../outside"],
+        {},
+        "--context: '../outside' is outside the source workspace {ws}/source",
+    ),
+    (
+        "context-symlink-escapes",
+        ["--source-root", "{ws}/source", "--context", "escape"],
+        {},
+        "--context: 'escape' is outside the source workspace {ws}/source",
+    ),
+    (
+        "file-outside-workspace",
+        ["--source-root", "{ws}/source", "--context", "app", "--file", "../../outside/Containerfile"],
+        {},
+        "--file: '../../outside/Containerfile' is outside the source workspace {ws}/source",
+    ),
+    (
+        "workspace-env-missing",
+        ["--context", "app"],
+        {"TASKIMAGE_SOURCE_ROOT": "{ws}/nope"},
+        "TASKIMAGE_SOURCE_ROOT: '{ws}/nope' is not a directory",
+    ),
+    (
+        "results-dir-missing",
+        ["--results-dir", "{ws}/no-results"],
+        {},
+        "--results-dir: '{ws}/no-results' is not a directory",
+    ),
     # build args from the Task's env (one per line)
     ("build-arg-env", [], {"TASKIMAGE_BUILD_ARGS": "A=1\nNOVALUE"}, "TASKIMAGE_BUILD_ARGS: 'NOVALUE' is not KEY=VALUE"),
     # malformed auth: named, never echoed
-    ("auth-truncated", ["--authfile", "{ws}/auth/truncated.json"], {},
-     "--authfile: {ws}/auth/truncated.json is not valid JSON (line 1, column 38)"),
-    ("auth-list", ["--authfile", "{ws}/auth/list.json"], {},
-     "--authfile: {ws}/auth/list.json must hold a JSON object with an \"auths\" map"),
-    ("auth-auths-list", ["--authfile", "{ws}/auth/auths-list.json"], {},
-     "--authfile: {ws}/auth/auths-list.json must hold a JSON object with an \"auths\" map"),
-    ("auth-entry-string", ["--authfile", "{ws}/auth/entry-string.json"], {},
-     "--authfile: {ws}/auth/entry-string.json: the entry for 'r.example.com' must be an object"),
-    ("auth-binary", ["--authfile", "{ws}/auth/binary.json"], {},
-     "--authfile: {ws}/auth/binary.json is not a text file"),
-    ("auth-dockerconfig-workspace", [], {"TASKIMAGE_AUTHFILE": "{ws}/auth/dockerconfig"},
-     "TASKIMAGE_AUTHFILE: {ws}/auth/dockerconfig/.dockerconfigjson is not valid JSON (line 1, column 63)"),
+    (
+        "auth-truncated",
+        ["--authfile", "{ws}/auth/truncated.json"],
+        {},
+        "--authfile: {ws}/auth/truncated.json is not valid JSON (line 1, column 38)",
+    ),
+    (
+        "auth-list",
+        ["--authfile", "{ws}/auth/list.json"],
+        {},
+        '--authfile: {ws}/auth/list.json must hold a JSON object with an "auths" map',
+    ),
+    (
+        "auth-auths-list",
+        ["--authfile", "{ws}/auth/auths-list.json"],
+        {},
+        '--authfile: {ws}/auth/auths-list.json must hold a JSON object with an "auths" map',
+    ),
+    (
+        "auth-entry-string",
+        ["--authfile", "{ws}/auth/entry-string.json"],
+        {},
+        "--authfile: {ws}/auth/entry-string.json: the entry for 'r.example.com' must be an object",
+    ),
+    (
+        "auth-binary",
+        ["--authfile", "{ws}/auth/binary.json"],
+        {},
+        "--authfile: {ws}/auth/binary.json is not a text file",
+    ),
+    (
+        "auth-dockerconfig-workspace",
+        [],
+        {"TASKIMAGE_AUTHFILE": "{ws}/auth/dockerconfig"},
+        "TASKIMAGE_AUTHFILE: {ws}/auth/dockerconfig/.dockerconfigjson is not valid JSON (line 1, column 63)",
+    ),
     ("creds-env-no-password", [], {"TASKIMAGE_CREDS": "user-only"}, "TASKIMAGE_CREDS: expected USERNAME:PASSWORD"),
     ("retry-negative", ["--retry", "-1"], {}, "--retry: must not be negative, got '-1'"),
     ("jobs-not-a-number", [], {"TASKIMAGE_JOBS": "two"}, "TASKIMAGE_JOBS: invalid number 'two'"),
@@ -146,8 +246,9 @@ def test_unwritable_results_dir_through_the_cli(registry, ws):
         pytest.skip("cannot mount a read-only tmpfs here")
     try:
         image = f"{registry.host}/bad-input/ro:1"
-        rc, out, err, _ = taskimage(["build", "--image", image, "--context", str(ws / "source" / "app"),
-                                     "--results-dir", str(d)], {})
+        rc, out, err, _ = taskimage(
+            ["build", "--image", image, "--context", str(ws / "source" / "app"), "--results-dir", str(d)], {}
+        )
     finally:
         subprocess.run(["umount", str(d)])
     assert rc == 2 and out == ""

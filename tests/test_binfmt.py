@@ -43,8 +43,10 @@ def test_missing_handler_named_with_fix(tmp_path):
         binfmt.preflight([normalize(p) for p in ("linux/amd64", "linux/arm64", "linux/s390x", "linux/arm/v7")], d)
     assert time.monotonic() - t < 1
     msg = str(err.value)
-    assert msg.startswith("emulation missing for 2 platform(s): linux/s390x: no binfmt_misc handler for s390x binaries; "
-                          "linux/arm/v7: no binfmt_misc handler for arm binaries. Fix:")
+    assert msg.startswith(
+        "emulation missing for 2 platform(s): linux/s390x: no binfmt_misc handler for s390x binaries; "
+        "linux/arm/v7: no binfmt_misc handler for arm binaries. Fix:"
+    )
     assert "taskimage binfmt install" in msg and "binfmt-daemonset.yaml" in msg
     assert err.value.exit_code == 3
 
@@ -63,7 +65,9 @@ def test_disabled_handler(tmp_path):
 
 def test_native_platforms_need_nothing(tmp_path):
     d = fake_dir(tmp_path)
-    assert all(s.ok and s.native for s in binfmt.check([normalize("linux/amd64"), normalize("linux/386")], d, host=AMD64))
+    assert all(
+        s.ok and s.native for s in binfmt.check([normalize("linux/amd64"), normalize("linux/386")], d, host=AMD64)
+    )
 
 
 def test_registration_line_round_trip():

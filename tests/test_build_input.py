@@ -6,7 +6,6 @@ import os
 import pytest
 
 from taskimage.build import orchestrate as build
-
 from taskimage.build import params
 from taskimage.errors import UsageError
 
@@ -24,7 +23,9 @@ def values(tmp_path, **overrides):
 
 
 def test_good_input(tmp_path):
-    opts = build.options_from_values(values(tmp_path, PLATFORMS=["linux/x86_64", "linux/arm64/v8"], BUILD_ARGS=["A=1", "B="]))
+    opts = build.options_from_values(
+        values(tmp_path, PLATFORMS=["linux/x86_64", "linux/arm64/v8"], BUILD_ARGS=["A=1", "B="])
+    )
     assert [str(p) for p in opts.platforms] == ["linux/amd64", "linux/arm64"]
     assert opts.spec.containerfile.name == "Containerfile"
     assert opts.spec.build_args == (("A", "1"), ("B", ""))
@@ -54,7 +55,10 @@ def write_auth(path, text):
     "overrides, message",
     [
         ({"IMAGE": ""}, "--image: an image to push is required"),
-        ({"IMAGE": "127.0.0.1:5000/App:1"}, "--image: invalid image name '127.0.0.1:5000/App:1': repository names must be lower-case"),
+        (
+            {"IMAGE": "127.0.0.1:5000/App:1"},
+            "--image: invalid image name '127.0.0.1:5000/App:1': repository names must be lower-case",
+        ),
         ({"IMAGE": "127.0.0.1:5000/app@sha256:" + "0" * 64}, "--image: '127.0.0.1:5000/app@sha256:"),
         ({"PLATFORMS": ["linux/amd64", "linux/x86_64"]}, "--platform: duplicate platform 'linux/x86_64'"),
         ({"PLATFORMS": ["linux/m68k"]}, "--platform: unknown platform 'linux/m68k'; accepted:"),
@@ -66,7 +70,10 @@ def write_auth(path, text):
         ({"RESULTS_DIR": "/nonexistent/results"}, "--results-dir: '/nonexistent/results' is not a directory"),
         ({"AUTHFILE": "/nonexistent/auth.json"}, "--authfile: '/nonexistent/auth.json' does not exist"),
         ({"CERT_DIR": "/nonexistent/certs"}, "--cert-dir: '/nonexistent/certs' is not a directory"),
-        ({"CACHE_REPO": "127.0.0.1:5000/cache:tag"}, "--cache-repo: '127.0.0.1:5000/cache:tag': a cache repository takes no tag"),
+        (
+            {"CACHE_REPO": "127.0.0.1:5000/cache:tag"},
+            "--cache-repo: '127.0.0.1:5000/cache:tag': a cache repository takes no tag",
+        ),
         ({"CREDS": "nopassword"}, "--creds: expected USERNAME:PASSWORD"),
     ],
 )
@@ -126,7 +133,10 @@ def test_unwritable_results_dir(tmp_path):
     else:
         d.chmod(0o500)
     try:
-        with pytest.raises(UsageError, match=r"^--results-dir: cannot write to '.*': Read-only file system|^--results-dir: cannot write to '.*': Permission denied"):
+        with pytest.raises(
+            UsageError,
+            match=r"^--results-dir: cannot write to '.*': Read-only file system|^--results-dir: cannot write to '.*': Permission denied",
+        ):
             build.options_from_values(values(tmp_path, RESULTS_DIR=str(d)))
     finally:
         if os.geteuid() == 0:

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import emulation_ready, have_tools, need, skopeo_raw, skopeo_raw_bytes, tag_exists
+
 from taskimage.oci.platforms import ARCHES, normalize
 
 pytestmark = [pytest.mark.tools]
@@ -33,7 +33,9 @@ def taskimage(argv, env=None, timeout=900):
     full = dict(os.environ)
     full.update(env or {})
     t = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "taskimage", *argv], capture_output=True, text=True, env=full, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "taskimage", *argv], capture_output=True, text=True, env=full, timeout=timeout
+    )
     return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t
 
 
@@ -65,8 +67,20 @@ def test_multiarch_build_runs_each_step_on_its_architecture(tmp_path, registry, 
     results.mkdir()
     image = f"{registry.host}/demo/uname:v1.2.3"
     rc, out, err, _ = taskimage(
-        ["build", "--image", image, "--context", str(ctx), "--results-dir", str(results),
-         "linux/x86_64", "linux/arm64/v8", "--platform", "linux/arm/v7,linux/s390x", "linux/ppc64le"],
+        [
+            "build",
+            "--image",
+            image,
+            "--context",
+            str(ctx),
+            "--results-dir",
+            str(results),
+            "linux/x86_64",
+            "linux/arm64/v8",
+            "--platform",
+            "linux/arm/v7,linux/s390x",
+            "linux/ppc64le",
+        ],
         storage_env,
     )
     assert rc == 0, err[-3000:]
@@ -79,15 +93,22 @@ def test_multiarch_build_runs_each_step_on_its_architecture(tmp_path, registry, 
     index = json.loads(raw)
     assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
     assert [e["platform"]["architecture"] for e in index["manifests"]] == ["arm", "s390x", "amd64", "arm64", "ppc64le"]
-    entries = {"/".join(x for x in (e["platform"]["os"], e["platform"]["architecture"], e["platform"].get("variant")) if x): e["digest"]
-               for e in index["manifests"]}
+    entries = {
+        "/".join(x for x in (e["platform"]["os"], e["platform"]["architecture"], e["platform"].get("variant")) if x): e[
+            "digest"
+        ]
+        for e in index["manifests"]
+    }
     assert sorted(entries) == sorted(wanted)
     for plat, entry_digest in entries.items():
         p = normalize(plat)
         cfg = skopeo_raw(f"{registry.host}/demo/uname@{entry_digest}", config=True)
         assert (cfg["os"], cfg["architecture"]) == ("linux", p.arch)
         # the RUN step executed on that architecture (under qemu for the foreign ones)
-        assert layer_file(f"{registry.host}/demo/uname@{entry_digest}", "uname.txt", tmp_path).strip() == ARCHES[p.arch].uname
+        assert (
+            layer_file(f"{registry.host}/demo/uname@{entry_digest}", "uname.txt", tmp_path).strip()
+            == ARCHES[p.arch].uname
+        )
 
     # results: registry digest, no trailing newline, per-platform refs in the requested order
     got = {f.name: f.read_text() for f in results.iterdir()}
@@ -109,8 +130,10 @@ def test_docker_format_gives_a_docker_manifest_list(tmp_path, registry, busybox_
     need(ok, why)
     ctx = app(tmp_path, busybox_base, "RUN echo hi > /hi\n", name="Dockerfile")
     image = f"{registry.host}/demo/docker-format"
-    rc, _, err, _ = taskimage(["build", "--image", image, "--context", str(ctx), "--format", "docker",
-                               "linux/amd64", "linux/arm64"], storage_env)
+    rc, _, err, _ = taskimage(
+        ["build", "--image", image, "--context", str(ctx), "--format", "docker", "linux/amd64", "linux/arm64"],
+        storage_env,
+    )
     assert rc == 0, err[-2000:]
     index = skopeo_raw(f"{image}:latest")  # no tag means latest
     assert index["mediaType"] == "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -123,7 +146,9 @@ def test_single_arch_base_is_caught_before_push(tmp_path, registry, busybox_amd6
     need(ok, why)
     ctx = app(tmp_path, busybox_amd64_only)
     image = f"{registry.host}/demo/wrong-arch:1"
-    rc, _, err, _ = taskimage(["build", "--image", image, "--context", str(ctx), "linux/amd64", "linux/arm64"], storage_env)
+    rc, _, err, _ = taskimage(
+        ["build", "--image", image, "--context", str(ctx), "linux/amd64", "linux/arm64"], storage_env
+    )
     assert rc == 1
     last = err.strip().splitlines()[-1]
     assert last.startswith("ERROR: linux/arm64: the built image's")
@@ -140,12 +165,16 @@ def test_missing_emulation_is_reported_before_any_build(tmp_path, registry, stor
     ctx = app(tmp_path, "127.0.0.1:1/never/pulled:1")
     image = f"{registry.host}/demo/noemu:1"
     env = dict(storage_env, TASKIMAGE_BINFMT_DIR=str(d))
-    rc, _, err, seconds = taskimage(["build", "--image", image, "--context", str(ctx), "linux/amd64", "linux/arm64", "linux/s390x"], env)
+    rc, _, err, seconds = taskimage(
+        ["build", "--image", image, "--context", str(ctx), "linux/amd64", "linux/arm64", "linux/s390x"], env
+    )
     assert rc == 3
     assert seconds < 3  # interpreter start-up included; the check itself is instant
     last = err.strip().splitlines()[-1]
-    assert last.startswith("ERROR: emulation missing for 2 platform(s): linux/arm64: no binfmt_misc handler for aarch64 binaries; "
-                           "linux/s390x: no binfmt_misc handler for s390x binaries. Fix:")
+    assert last.startswith(
+        "ERROR: emulation missing for 2 platform(s): linux/arm64: no binfmt_misc handler for aarch64 binaries; "
+        "linux/s390x: no binfmt_misc handler for s390x binaries. Fix:"
+    )
     assert "buildah" not in err  # no build started
     assert not tag_exists(image)
 
@@ -153,15 +182,39 @@ def test_missing_emulation_is_reported_before_any_build(tmp_path, registry, stor
 @pytest.mark.parametrize(
     "argv, env, message",
     [
-        (["--image", "{reg}/demo/Bad:1"], {}, "ERROR: --image: invalid image name '{reg}/demo/Bad:1': repository names must be lower-case"),
+        (
+            ["--image", "{reg}/demo/Bad:1"],
+            {},
+            "ERROR: --image: invalid image name '{reg}/demo/Bad:1': repository names must be lower-case",
+        ),
         (["--image", "{reg}/demo/bad@sha256:" + "1" * 64], {}, "ERROR: --image: '{reg}/demo/bad@sha256:"),
-        (["--image", "{reg}/demo/bad:1", "linux/amd64", "linux/x86_64"], {}, "ERROR: --platform: duplicate platform 'linux/x86_64'"),
-        (["--image", "{reg}/demo/bad:1", "linux/vax"], {}, "ERROR: --platform: unknown platform 'linux/vax'; accepted:"),
+        (
+            ["--image", "{reg}/demo/bad:1", "linux/amd64", "linux/x86_64"],
+            {},
+            "ERROR: --platform: duplicate platform 'linux/x86_64'",
+        ),
+        (
+            ["--image", "{reg}/demo/bad:1", "linux/vax"],
+            {},
+            "ERROR: --platform: unknown platform 'linux/vax'; accepted:",
+        ),
         (["--image", "{reg}/demo/bad:1", "--file", "Nope"], {}, "ERROR: --file: 'Nope' not found in the context"),
-        (["--image", "{reg}/demo/bad:1", "--build-arg", "JUSTKEY"], {}, "ERROR: --build-arg: 'JUSTKEY' is not KEY=VALUE"),
+        (
+            ["--image", "{reg}/demo/bad:1", "--build-arg", "JUSTKEY"],
+            {},
+            "ERROR: --build-arg: 'JUSTKEY' is not KEY=VALUE",
+        ),
         (["--image", "{reg}/demo/bad:1", "--tls-verify=perhaps"], {}, "ERROR: --tls-verify: invalid boolean 'perhaps'"),
-        (["--image", "{reg}/demo/bad:1"], {"TASKIMAGE_FORMAT": "v2s1"}, "ERROR: TASKIMAGE_FORMAT: invalid value 'v2s1'; accepted: oci, docker"),
-        (["--image", "{reg}/demo/bad:1", "--no-such-flag"], {}, "ERROR: taskimage build: unrecognized arguments: --no-such-flag"),
+        (
+            ["--image", "{reg}/demo/bad:1"],
+            {"TASKIMAGE_FORMAT": "v2s1"},
+            "ERROR: TASKIMAGE_FORMAT: invalid value 'v2s1'; accepted: oci, docker",
+        ),
+        (
+            ["--image", "{reg}/demo/bad:1", "--no-such-flag"],
+            {},
+            "ERROR: taskimage build: unrecognized arguments: --no-such-flag",
+        ),
     ],
 )
 def test_bad_input_exits_2_and_pushes_nothing(tmp_path, registry, storage_env, argv, env, message):
@@ -180,7 +233,10 @@ def test_skip_push_builds_and_verifies_but_pushes_nothing(tmp_path, registry, bu
     results = tmp_path / "r"
     results.mkdir()
     image = f"{registry.host}/demo/skipped:1"
-    rc, _, err, _ = taskimage(["build", "--image", image, "--context", str(ctx), "--skip-push", "--results-dir", str(results), "linux/amd64"], storage_env)
+    rc, _, err, _ = taskimage(
+        ["build", "--image", image, "--context", str(ctx), "--skip-push", "--results-dir", str(results), "linux/amd64"],
+        storage_env,
+    )
     assert rc == 0, err[-2000:]
     assert "executables are amd64" in err
     assert not tag_exists(image)
@@ -199,13 +255,19 @@ def test_failing_run_step_exits_1_with_the_tool_output(tmp_path, registry, busyb
 
 
 def _image_ids(root: Path, run: Path) -> set[str]:
-    out = subprocess.run(["buildah", "--root", str(root), "--runroot", str(run), "images", "--all", "--quiet", "--no-trunc"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["buildah", "--root", str(root), "--runroot", str(run), "images", "--all", "--quiet", "--no-trunc"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return set(out.split())
 
 
 @pytest.mark.emulation
-def test_evict_leaves_only_what_was_there_before_and_pushes_every_platform(tmp_path, registry, busybox_base, busybox_amd64_only):
+def test_evict_leaves_only_what_was_there_before_and_pushes_every_platform(
+    tmp_path, registry, busybox_base, busybox_amd64_only
+):
     """--evict: each platform is pushed by digest and removed from the storage (its image, the
     intermediate images of --layers, the base pulled for it); an image the storage already held
     stays. Without --evict the run's images stay for the next local build."""
@@ -213,13 +275,28 @@ def test_evict_leaves_only_what_was_there_before_and_pushes_every_platform(tmp_p
     need(ok, why)
     root, run = tmp_path / "root", tmp_path / "run"
     env = {"TASKIMAGE_ROOT": str(root), "TASKIMAGE_RUNROOT": str(run), "TASKIMAGE_TLSVERIFY": "false"}
-    subprocess.run(["buildah", "--root", str(root), "--runroot", str(run), "pull", "--quiet", "--tls-verify=false",
-                    busybox_amd64_only], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "buildah",
+            "--root",
+            str(root),
+            "--runroot",
+            str(run),
+            "pull",
+            "--quiet",
+            "--tls-verify=false",
+            busybox_amd64_only,
+        ],
+        check=True,
+        capture_output=True,
+    )
     before = _image_ids(root, run)
     assert len(before) == 1
     ctx = app(tmp_path, busybox_base, "COPY Containerfile /c\nRUN uname -m > /uname.txt\n")
     image = f"{registry.host}/demo/evicted:1"
-    rc, out, err, _ = taskimage(["build", "--image", image, "--context", str(ctx), "--evict", "linux/amd64", "linux/arm64"], env)
+    rc, out, err, _ = taskimage(
+        ["build", "--image", image, "--context", str(ctx), "--evict", "linux/amd64", "linux/arm64"], env
+    )
     assert rc == 0, err[-3000:]
     assert _image_ids(root, run) == before
     for p in ("linux/amd64", "linux/arm64"):
@@ -233,8 +310,9 @@ def test_evict_leaves_only_what_was_there_before_and_pushes_every_platform(tmp_p
         assert layer_file(ref, "uname.txt", tmp_path) == want + "\n"  # the RUN step really ran on it
     assert sorted(e["platform"]["architecture"] for e in index["manifests"]) == ["amd64", "arm64"]
 
-    rc, out, err, _ = taskimage(["build", "--image", f"{registry.host}/demo/kept:1", "--context", str(ctx),
-                                 "linux/amd64", "linux/arm64"], env)
+    rc, out, err, _ = taskimage(
+        ["build", "--image", f"{registry.host}/demo/kept:1", "--context", str(ctx), "linux/amd64", "linux/arm64"], env
+    )
     assert rc == 0, err[-3000:]
     kept = _image_ids(root, run) - before
     assert len(kept) >= 5  # the arm64 base (amd64's was there), per platform one image per step (--layers)

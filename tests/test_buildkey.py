@@ -12,11 +12,19 @@ AMD64 = Platform("linux", "amd64")
 
 
 def test_from_images_with_args_stages_and_scratch():
-    text = ("# comment\nARG REG=registry.example:5000\nARG TAG\nFROM --platform=$BUILDPLATFORM ${REG}/tools:${TAG:-1} AS build\n"
-            "RUN make \\\n  all\nFROM build AS test\nFROM scratch\nCOPY --from=build /x /x\n"
-            "FROM ${REG}/base-$TARGETARCH:2\n")
-    assert buildkey.external_images(text, {}, ARM64) == ["registry.example:5000/tools:1", "registry.example:5000/base-arm64:2"]
-    assert buildkey.external_images(text, {"TAG": "9", "REG": "q.io/x"}, AMD64) == ["q.io/x/tools:9", "q.io/x/base-amd64:2"]
+    text = (
+        "# comment\nARG REG=registry.example:5000\nARG TAG\nFROM --platform=$BUILDPLATFORM ${REG}/tools:${TAG:-1} AS build\n"
+        "RUN make \\\n  all\nFROM build AS test\nFROM scratch\nCOPY --from=build /x /x\n"
+        "FROM ${REG}/base-$TARGETARCH:2\n"
+    )
+    assert buildkey.external_images(text, {}, ARM64) == [
+        "registry.example:5000/tools:1",
+        "registry.example:5000/base-arm64:2",
+    ]
+    assert buildkey.external_images(text, {"TAG": "9", "REG": "q.io/x"}, AMD64) == [
+        "q.io/x/tools:9",
+        "q.io/x/base-amd64:2",
+    ]
 
 
 def test_what_cannot_be_pinned_gives_no_key():
@@ -25,7 +33,9 @@ def test_what_cannot_be_pinned_gives_no_key():
     assert buildkey.external_images("# syntax=docker/dockerfile:1\nFROM r.io/a/b\n", {}, AMD64) is None
     assert buildkey.external_images("RUN true\n", {}, AMD64) is None  # no FROM
     assert buildkey.external_images("FROM localhost/a/b\nFROM r.io/a@sha256:" + "0" * 64 + "\n", {}, AMD64) == [
-        "localhost/a/b", "r.io/a@sha256:" + "0" * 64]
+        "localhost/a/b",
+        "r.io/a@sha256:" + "0" * 64,
+    ]
 
 
 def test_context_digest_covers_content_mode_new_files_and_links(tmp_path):
@@ -50,12 +60,31 @@ def test_context_digest_covers_content_mode_new_files_and_links(tmp_path):
 
 
 def test_key_changes_with_every_input():
-    base = dict(versions="v", containerfile=b"FROM r.io/a\n", context="sha256:c", platform=AMD64, fmt="oci", target="",
-                build_args=(("A", "1"),), labels=(), annotations=(), images={"r.io/a": "sha256:1"})
+    base = dict(
+        versions="v",
+        containerfile=b"FROM r.io/a\n",
+        context="sha256:c",
+        platform=AMD64,
+        fmt="oci",
+        target="",
+        build_args=(("A", "1"),),
+        labels=(),
+        annotations=(),
+        images={"r.io/a": "sha256:1"},
+    )
     k = buildkey.key(**base)
-    changes = dict(versions="w", containerfile=b"FROM r.io/b\n", context="sha256:d", platform=ARM64, fmt="docker",
-                   target="t", build_args=(("A", "2"),), labels=(("l", "1"),), annotations=(("a", "1"),),
-                   images={"r.io/a": "sha256:2"})
+    changes = dict(
+        versions="w",
+        containerfile=b"FROM r.io/b\n",
+        context="sha256:d",
+        platform=ARM64,
+        fmt="docker",
+        target="t",
+        build_args=(("A", "2"),),
+        labels=(("l", "1"),),
+        annotations=(("a", "1"),),
+        images={"r.io/a": "sha256:2"},
+    )
     for name, value in changes.items():
         assert buildkey.key(**dict(base, **{name: value})) != k, name
     assert buildkey.tag("r.io/cache", k) == f"r.io/cache:taskimage-build-{k}" and len(k) == 64

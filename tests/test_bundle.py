@@ -19,13 +19,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import need, skopeo_raw, skopeo_raw_bytes, tag_exists
 
 from taskimage import cli
-
-from taskimage.tekton import bundle
 from taskimage.errors import UsageError
-
-from conftest import need, skopeo_raw, skopeo_raw_bytes, tag_exists
+from taskimage.tekton import bundle
 
 DATA = Path(__file__).parent / "data" / "bundle"
 TASK = str(DATA / "task.yaml")
@@ -102,7 +100,11 @@ def test_manifest_and_config_are_what_tkn_writes():
         assert sha256(gzip.decompress(layer.blob)) == layer.diff_id
     assert {tuple(sorted(d["annotations"].items())) for d in manifest["layers"]} == {
         (("dev.tekton.image.apiVersion", "v1"), ("dev.tekton.image.kind", "task"), ("dev.tekton.image.name", "hello")),
-        (("dev.tekton.image.apiVersion", "v1"), ("dev.tekton.image.kind", "pipeline"), ("dev.tekton.image.name", "hello-pipeline")),
+        (
+            ("dev.tekton.image.apiVersion", "v1"),
+            ("dev.tekton.image.kind", "pipeline"),
+            ("dev.tekton.image.name", "hello-pipeline"),
+        ),
     }
     # Compact JSON, like Go's json.Marshal: no spaces anywhere.
     assert b" " not in built.manifest and b": " not in built.config
@@ -156,7 +158,12 @@ def test_yaml_becomes_json_as_kubernetes_yamltojson_writes_it():
 def test_json_input_is_kept_byte_for_byte():
     (task,) = bundle.load_objects([str(DATA / "task.json")])
     assert task.content == (DATA / "task.json").read_bytes().strip()
-    assert (task.api_version, task.version, task.kind_annotation, task.name) == ("tekton.dev/v1beta1", "v1beta1", "task", "hello")
+    assert (task.api_version, task.version, task.kind_annotation, task.name) == (
+        "tekton.dev/v1beta1",
+        "v1beta1",
+        "task",
+        "hello",
+    )
 
 
 def test_same_name_in_two_api_versions_is_allowed(tmp_path):
@@ -180,9 +187,15 @@ def bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
     listing.write_text("- " + tekton_task("x").replace("\n", "\n  "))
     d = DATA
     return [
-        ([str(d / "not-tekton.yaml")], f"{d}/not-tekton.yaml: document 2: not a Tekton object: DaemonSet of apiVersion 'apps/v1'"),
+        (
+            [str(d / "not-tekton.yaml")],
+            f"{d}/not-tekton.yaml: document 2: not a Tekton object: DaemonSet of apiVersion 'apps/v1'",
+        ),
         ([str(d / "no-name.yaml")], f"{d}/no-name.yaml: document 1: Pipeline has no metadata.name"),
-        ([str(d / "duplicate.yaml")], f"{d}/duplicate.yaml: document 2: duplicate tekton.dev/v1 Task 'twice' (also in {d}/duplicate.yaml: document 1)"),
+        (
+            [str(d / "duplicate.yaml")],
+            f"{d}/duplicate.yaml: document 2: duplicate tekton.dev/v1 Task 'twice' (also in {d}/duplicate.yaml: document 1)",
+        ),
         ([TASK, str(copy)], "duplicate tekton.dev/v1 Task 'hello'"),
         ([str(d / "broken.yaml")], f"{d}/broken.yaml: document 1: invalid YAML:"),
         ([str(d / "unknown-kind.yaml")], f"{d}/unknown-kind.yaml: document 1: unknown Tekton kind 'Tusk'"),
@@ -194,8 +207,19 @@ def bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
     ]
 
 
-BAD_IDS = ["not-tekton", "no-name", "duplicate", "duplicate-across-files", "yaml-error", "unknown-kind",
-           "21-objects", "21-objects-in-two-files", "json-error", "yaml-list", "missing-file"]
+BAD_IDS = [
+    "not-tekton",
+    "no-name",
+    "duplicate",
+    "duplicate-across-files",
+    "yaml-error",
+    "unknown-kind",
+    "21-objects",
+    "21-objects-in-two-files",
+    "json-error",
+    "yaml-list",
+    "missing-file",
+]
 
 
 @pytest.mark.parametrize("case", range(len(BAD_IDS)), ids=BAD_IDS)
@@ -232,7 +256,10 @@ def test_skopeo_argv_carries_the_registry_flags(tmp_path):
     assert argv[:4] == ["skopeo", "copy", "--quiet", "--preserve-digests"]
     assert argv[4:7] == ["--dest-tls-verify=false", "--dest-authfile=/ws/config.json", "--dest-cert-dir=/certs"]
     assert argv[-2:] == [f"dir:{tmp_path}", "docker://registry.example.com/team/bundle:1"]
-    assert bundle.skopeo_inspect_raw_argv("r/x:1", bundle.RegistryOptions())[3:] == ["--tls-verify=true", "docker://r/x:1"]
+    assert bundle.skopeo_inspect_raw_argv("r/x:1", bundle.RegistryOptions())[3:] == [
+        "--tls-verify=true",
+        "docker://r/x:1",
+    ]
 
 
 # --- real registry ---------------------------------------------------------------------------
@@ -259,11 +286,19 @@ def pushed(registry, tmp_path_factory):
     log.set_stream(capture)
     try:
         with contextlib.redirect_stdout(io.StringIO()) as out:
-            code = cli.main(["bundle", "push", "--tls-verify=false", "--digestfile", str(digestfile), ref, TASK, PIPELINE])
+            code = cli.main(
+                ["bundle", "push", "--tls-verify=false", "--digestfile", str(digestfile), ref, TASK, PIPELINE]
+            )
     finally:
         log.set_stream(None)
     assert code == 0, capture.getvalue()
-    return {"ref": ref, "stdout": out.getvalue(), "digest": digestfile.read_text(), "log": capture.getvalue(), "tmp": tmp}
+    return {
+        "ref": ref,
+        "stdout": out.getvalue(),
+        "digest": digestfile.read_text(),
+        "log": capture.getvalue(),
+        "tmp": tmp,
+    }
 
 
 @pytest.mark.tools
@@ -287,12 +322,17 @@ def test_pushed_manifest_config_and_layers_read_back_with_skopeo(pushed, tmp_pat
     assert config["created"] == "1970-01-01T00:00:00Z"
     assert [d["mediaType"] for d in manifest["layers"]] == ["application/vnd.docker.image.rootfs.diff.tar.gzip"] * 2
     inputs = {(d["kind"].lower(), d["metadata"]["name"]): d for d in load_yaml(TASK) + load_yaml(PIPELINE)}
-    assert {(d["annotations"]["dev.tekton.image.kind"], d["annotations"]["dev.tekton.image.name"]) for d in manifest["layers"]} == set(inputs)
+    assert {
+        (d["annotations"]["dev.tekton.image.kind"], d["annotations"]["dev.tekton.image.name"])
+        for d in manifest["layers"]
+    } == set(inputs)
     # Pull the blobs with skopeo itself (dir: keeps them as stored) and open each layer.
     pulled = tmp_path / "pulled"
     repo = pushed["ref"].rsplit(":", 1)[0]
-    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
-                    f"docker://{repo}@{pushed['digest']}", f"dir:{pulled}"], check=True)
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{repo}@{pushed['digest']}", f"dir:{pulled}"],
+        check=True,
+    )
     diff_ids = []
     for desc in manifest["layers"]:
         annotations = desc["annotations"]
@@ -356,9 +396,13 @@ def test_bad_registry_flags_are_usage_errors(registry, tmp_path, capsys):
     ref = f"{registry.host}/tekton/flags:1"
     code, _, err = run_cli(capsys, "bundle", "push", "--tls-verify=maybe", ref, TASK)
     assert code == 2 and "--tls-verify: invalid boolean 'maybe'" in err
-    code, _, err = run_cli(capsys, "bundle", "push", "--tls-verify=false", "--authfile", str(tmp_path / "none"), ref, TASK)
+    code, _, err = run_cli(
+        capsys, "bundle", "push", "--tls-verify=false", "--authfile", str(tmp_path / "none"), ref, TASK
+    )
     assert code == 2 and "--authfile" in err
-    code, _, err = run_cli(capsys, "bundle", "push", "--tls-verify=false", f"{registry.host}/tekton/flags@sha256:{'0' * 64}", TASK)
+    code, _, err = run_cli(
+        capsys, "bundle", "push", "--tls-verify=false", f"{registry.host}/tekton/flags@sha256:{'0' * 64}", TASK
+    )
     assert code == 2 and "digest reference" in err
     assert not tag_exists(ref)
 
@@ -378,7 +422,10 @@ def auth_registry(registry, tmp_path_factory):
             import crypt
         except ImportError:
             crypt = None
-    need(crypt is not None and crypt.METHOD_BLOWFISH in crypt.methods, "no bcrypt in Python's crypt module for an htpasswd file")
+    need(
+        crypt is not None and crypt.METHOD_BLOWFISH in crypt.methods,
+        "no bcrypt in Python's crypt module for an htpasswd file",
+    )
     root = tmp_path_factory.mktemp("auth-registry")
     password = "s3cret-Bundle-pass"
     # bcrypt cost 4: the registry checks the password on every request.
@@ -403,8 +450,18 @@ def test_push_list_and_fetch_with_a_dockerconfig_workspace(auth_registry, capsys
     assert code == 0, err
     digest = out.strip().split("@")[1]
     assert password not in err and password not in out
-    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"--authfile={workspace / '.dockerconfigjson'}",
-                          f"docker://{ref}"], check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        [
+            "skopeo",
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            f"--authfile={workspace / '.dockerconfigjson'}",
+            f"docker://{ref}",
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
     assert sha256(raw) == digest
     code, out, err = run_cli(capsys, "bundle", "list", "--tls-verify=false", "--authfile", str(workspace), ref)
     assert code == 0 and out.splitlines()[2].split() == ["task", "v1", "hello"]

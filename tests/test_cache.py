@@ -15,8 +15,8 @@ import sys
 import urllib.request
 
 import pytest
-
 from conftest import emulation_ready, have_tools, need, skopeo_raw
+
 from taskimage.build import orchestrate as build
 from taskimage.dev import env as devenv
 from taskimage.oci.platforms import Platform
@@ -58,14 +58,18 @@ def test_emulated_platforms_start_first():
 
 # --- for real ---------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def storage(tmp_path):
     need(have_tools("buildah", "skopeo"), "buildah and skopeo are not installed (see .ci/run)")
     need(os.geteuid() == 0, "buildah builds here run as root")
 
     def env(name: str) -> dict:
-        return {"TASKIMAGE_ROOT": str(tmp_path / name / "root"), "TASKIMAGE_RUNROOT": str(tmp_path / name / "run"),
-                "TASKIMAGE_TLSVERIFY": "false"}
+        return {
+            "TASKIMAGE_ROOT": str(tmp_path / name / "root"),
+            "TASKIMAGE_RUNROOT": str(tmp_path / name / "run"),
+            "TASKIMAGE_TLSVERIFY": "false",
+        }
 
     return env
 
@@ -73,7 +77,9 @@ def storage(tmp_path):
 def taskimage(argv, env, timeout=900):
     full = dict(os.environ)
     full.update(env)
-    proc = subprocess.run([sys.executable, "-m", "taskimage", *argv], capture_output=True, text=True, env=full, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "taskimage", *argv], capture_output=True, text=True, env=full, timeout=timeout
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -106,14 +112,30 @@ def test_warm_run_in_empty_storage_reuses_every_layer_from_the_cache_repo(tmp_pa
     need(ok, why)
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    (ctx / "Containerfile").write_text(f"FROM {busybox_base}\nRUN echo ran-on-$(uname -m) && uname -m > /arch\n"
-                                       "RUN echo second-step-ran && touch /second\n")
+    (ctx / "Containerfile").write_text(
+        f"FROM {busybox_base}\nRUN echo ran-on-$(uname -m) && uname -m > /arch\n"
+        "RUN echo second-step-ran && touch /second\n"
+    )
     cache = f"{registry.host}/cache/warm"
     assert cache_tags(registry, "cache/warm") == []
 
     # cold: an empty cache repository is a miss, not an error; both platforms, in parallel, fill it
-    rc, _, cold = taskimage(["build", "--image", f"{registry.host}/app/warm:cold", "--context", str(ctx), "--cache-repo", cache,
-                             "--jobs", "2", "linux/amd64", "linux/arm64"], storage("cold"))
+    rc, _, cold = taskimage(
+        [
+            "build",
+            "--image",
+            f"{registry.host}/app/warm:cold",
+            "--context",
+            str(ctx),
+            "--cache-repo",
+            cache,
+            "--jobs",
+            "2",
+            "linux/amd64",
+            "linux/arm64",
+        ],
+        storage("cold"),
+    )
     assert rc == 0, cold[-3000:]
     for plat, uname in (("linux/amd64", "x86_64"), ("linux/arm64", "aarch64")):
         assert lines(cold, plat, rf"^\[{plat}\] ran-on-{uname}$"), cold[-3000:]
@@ -125,11 +147,25 @@ def test_warm_run_in_empty_storage_reuses_every_layer_from_the_cache_repo(tmp_pa
     # warm: a new, empty storage (a new pod); nothing runs, everything comes from the registry. A
     # file no step reads changes, so the whole-build key misses and buildah's layer cache answers.
     (ctx / "README").write_text("not read by any step\n")
-    rc, _, warm = taskimage(["build", "--image", f"{registry.host}/app/warm:warm", "--context", str(ctx), "--cache-repo", cache,
-                             "linux/amd64", "linux/arm64"], storage("warm"))
+    rc, _, warm = taskimage(
+        [
+            "build",
+            "--image",
+            f"{registry.host}/app/warm:warm",
+            "--context",
+            str(ctx),
+            "--cache-repo",
+            cache,
+            "linux/amd64",
+            "linux/arm64",
+        ],
+        storage("warm"),
+    )
     assert rc == 0, warm[-3000:]
     for plat in ("linux/amd64", "linux/arm64"):
-        assert not lines(warm, plat, rf"^\[{plat}\] (ran-on-.*|second-step-ran)$"), "a RUN step ran again despite the cache"
+        assert not lines(warm, plat, rf"^\[{plat}\] (ran-on-.*|second-step-ran)$"), (
+            "a RUN step ran again despite the cache"
+        )
         assert len(lines(warm, plat, r"--> Cache pulled from remote ")) == 2
         assert len(lines(warm, plat, r"--> Using cache ")) == 2
     assert sorted(step_tags(registry, "cache/warm")) == sorted(tags)
@@ -139,7 +175,9 @@ def test_warm_run_in_empty_storage_reuses_every_layer_from_the_cache_repo(tmp_pa
     # already compressed) instead of compressing it again, and filed it under its whole-build key
     for out in (cold, warm):
         for plat in ("linux/amd64", "linux/arm64"):
-            assert len(lines(out, plat, r"pushed \S+@sha256:[0-9a-f]{64} \(copied from the layer cache\)$")) == 1, out[-3000:]
+            assert len(lines(out, plat, r"pushed \S+@sha256:[0-9a-f]{64} \(copied from the layer cache\)$")) == 1, out[
+                -3000:
+            ]
 
 
 @pytest.mark.tools
@@ -149,10 +187,23 @@ def test_unreachable_cache_is_logged_and_skipped(tmp_path, registry, busybox_bas
     (ctx / "Containerfile").write_text(f"FROM {busybox_base}\nRUN echo built > /built\n")
     closed = devenv.free_port()  # nothing listens there
     image = f"{registry.host}/app/nocache:1"
-    rc, _, err = taskimage(["build", "--image", image, "--context", str(ctx), "--cache-repo", f"127.0.0.1:{closed}/cache/x",
-                            "linux/amd64"], storage("nocache"))
+    rc, _, err = taskimage(
+        [
+            "build",
+            "--image",
+            image,
+            "--context",
+            str(ctx),
+            "--cache-repo",
+            f"127.0.0.1:{closed}/cache/x",
+            "linux/amd64",
+        ],
+        storage("nocache"),
+    )
     assert rc == 0, err[-3000:]
-    assert re.search(rf"WARNING: layer cache 127.0.0.1:{closed}/cache/x not used: .*connection refused", err), err[-3000:]
+    assert re.search(rf"WARNING: layer cache 127.0.0.1:{closed}/cache/x not used: .*connection refused", err), err[
+        -3000:
+    ]
     assert "--cache-from" not in err and "Pushing cache" not in err
     assert skopeo_raw(image)["manifests"][0]["platform"]["architecture"] == "amd64"
 
@@ -166,8 +217,22 @@ def test_platform_independent_step_is_not_mislabelled_by_the_cache(tmp_path, reg
     (ctx / "motd").write_text("same bytes on every platform\n")
     (ctx / "Containerfile").write_text("FROM scratch\nCOPY motd /etc/motd\n")
     image = f"{registry.host}/app/scratch:1"
-    rc, _, err = taskimage(["build", "--image", image, "--context", str(ctx), "--cache-repo", f"{registry.host}/cache/scratch",
-                            "--jobs", "1", "linux/amd64", "linux/arm64"], storage("scratch"))
+    rc, _, err = taskimage(
+        [
+            "build",
+            "--image",
+            image,
+            "--context",
+            str(ctx),
+            "--cache-repo",
+            f"{registry.host}/cache/scratch",
+            "--jobs",
+            "1",
+            "linux/amd64",
+            "linux/arm64",
+        ],
+        storage("scratch"),
+    )
     assert rc == 0, err[-3000:]
     index = skopeo_raw(image)
     by_arch = {m["platform"]["architecture"]: m["digest"] for m in index["manifests"]}
@@ -186,11 +251,21 @@ def test_unchanged_inputs_reuse_the_earlier_build_without_building(tmp_path, reg
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "data.txt").write_text("one\n")
-    (ctx / "Containerfile").write_text("ARG BASE\nFROM ${BASE} AS base\nFROM base\nCOPY data.txt /data.txt\n"
-                                       "RUN uname -m > /arch\n")
+    (ctx / "Containerfile").write_text(
+        "ARG BASE\nFROM ${BASE} AS base\nFROM base\nCOPY data.txt /data.txt\nRUN uname -m > /arch\n"
+    )
     cache = f"{registry.host}/cache/reuse"
-    common = ["--context", str(ctx), "--cache-repo", cache, "--build-arg", f"BASE={busybox_base}", "--evict",
-              "linux/amd64", "linux/arm64"]
+    common = [
+        "--context",
+        str(ctx),
+        "--cache-repo",
+        cache,
+        "--build-arg",
+        f"BASE={busybox_base}",
+        "--evict",
+        "linux/amd64",
+        "linux/arm64",
+    ]
     rc, _, first = taskimage(["build", "--image", f"{registry.host}/app/reuse:1", *common], storage("first"))
     assert rc == 0, first[-3000:]
     assert "whole-build keys for 2 of 2 platform(s)" in first
@@ -213,7 +288,9 @@ def test_unchanged_inputs_reuse_the_earlier_build_without_building(tmp_path, reg
             extra = []
         else:
             extra = ["--build-arg", "UNUSED=1"]
-        rc, _, out = taskimage(["build", "--image", f"{registry.host}/app/reuse:{change}", *common, *extra], storage(change))
+        rc, _, out = taskimage(
+            ["build", "--image", f"{registry.host}/app/reuse:{change}", *common, *extra], storage(change)
+        )
         assert rc == 0, out[-3000:]
         assert " build --platform " in out and "reused that image" not in out, change
 
@@ -224,6 +301,7 @@ def test_a_missing_repository_is_told_apart_from_an_unreachable_registry():
     assert build.repository_missing(["reading tags: name unknown: repository name not known to registry"])
     assert build.repository_missing(["Error: manifest unknown"])
     for port in (54047, 40400, 14041):
-        assert not build.repository_missing([f'Get "http://127.0.0.1:{port}/v2/": dial tcp 127.0.0.1:{port}: '
-                                             "connect: connection refused"])
+        assert not build.repository_missing(
+            [f'Get "http://127.0.0.1:{port}/v2/": dial tcp 127.0.0.1:{port}: connect: connection refused']
+        )
     assert not build.repository_missing(["dial tcp 10.0.404.1:5000: i/o timeout"])

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import have_tools, need
+
 from taskimage import cli
+from taskimage.build import index, params
 from taskimage.tekton import catalog
-from taskimage.build import index
-from taskimage.build import params
 from taskimage.tekton.lint import lint_paths
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +52,7 @@ def pipeline(name: str) -> dict:
 
 # --- generation ------------------------------------------------------------------------------
 
+
 def test_committed_files_match_the_generator():
     diffs = catalog.drift(ROOT)
     assert not diffs, "generated files drifted; run `python -m taskimage.tekton.catalog`:\n" + "".join(diffs)[:4000]
@@ -68,11 +68,18 @@ def _copy_generated(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("edit", [
-    ("catalog/task/buildah-multiarch/0.1/buildah-multiarch.yaml", "default: auto", "default: vfs"),
-    ("catalog/task/buildah-multiarch/0.1/README.md", "| `CACHE_REPO` |", "| `CACHE_REPOSITORY` |"),
-    ("catalog/task/buildah-multiarch-platform/0.1/buildah-multiarch-platform.yaml", "TASKIMAGE_JOBS", "TASKIMAGE_JOB"),
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        ("catalog/task/buildah-multiarch/0.1/buildah-multiarch.yaml", "default: auto", "default: vfs"),
+        ("catalog/task/buildah-multiarch/0.1/README.md", "| `CACHE_REPO` |", "| `CACHE_REPOSITORY` |"),
+        (
+            "catalog/task/buildah-multiarch-platform/0.1/buildah-multiarch-platform.yaml",
+            "TASKIMAGE_JOBS",
+            "TASKIMAGE_JOB",
+        ),
+    ],
+)
 def test_check_fails_on_any_hand_edit(tmp_path, capsys, edit):
     root = _copy_generated(tmp_path)
     rel, old, new = edit
@@ -81,7 +88,7 @@ def test_check_fails_on_any_hand_edit(tmp_path, capsys, edit):
     path.write_text(path.read_text().replace(old, new, 1))
     assert catalog.main(["--root", str(root), "--check"]) == 1
     out = capsys.readouterr().out
-    assert f"a/{rel}" in out and f"+" in out
+    assert f"a/{rel}" in out and "+" in out
     assert catalog.main(["--root", str(root)]) == 0  # rewriting repairs it
     assert catalog.main(["--root", str(root), "--check"]) == 0
 
@@ -107,6 +114,7 @@ def test_readme_tables_list_every_task_param():
 
 
 # --- catlin rules ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path, doc", catalog_resources(), ids=lambda v: v.name if isinstance(v, Path) else "")
 def test_catlin_metadata(path, doc):
@@ -178,11 +186,25 @@ def test_builder_image_is_pinned_and_marked_unreleased():
 # --- params one-to-one with the CLI ----------------------------------------------------------
 
 SAMPLE = {
-    "IMAGE": "reg.example/team/app:v1", "CONTEXT": "sub/dir", "DOCKERFILE": "Dockerfile.alt",
-    "TARGET": "final", "FORMAT": "docker", "TLSVERIFY": "false", "STORAGE_DRIVER": "vfs",
-    "SKIP_PUSH": "true", "CACHE_REPO": "reg.example/team/cache", "RETRY": "5", "RETRY_DELAY": "7", "JOBS": "2", "EVICT": "false",
-    "PLATFORMS": ["linux/amd64", "linux/arm64", "linux/arm/v7"], "BUILD_ARGS": ["A=1", "B=two words"],
-    "LABELS": ["org.example=x"], "ANNOTATIONS": [], "REPOSITORY": "reg.example/team/app", "PLATFORM": "arm64",
+    "IMAGE": "reg.example/team/app:v1",
+    "CONTEXT": "sub/dir",
+    "DOCKERFILE": "Dockerfile.alt",
+    "TARGET": "final",
+    "FORMAT": "docker",
+    "TLSVERIFY": "false",
+    "STORAGE_DRIVER": "vfs",
+    "SKIP_PUSH": "true",
+    "CACHE_REPO": "reg.example/team/cache",
+    "RETRY": "5",
+    "RETRY_DELAY": "7",
+    "JOBS": "2",
+    "EVICT": "false",
+    "PLATFORMS": ["linux/amd64", "linux/arm64", "linux/arm/v7"],
+    "BUILD_ARGS": ["A=1", "B=two words"],
+    "LABELS": ["org.example=x"],
+    "ANNOTATIONS": [],
+    "REPOSITORY": "reg.example/team/app",
+    "PLATFORM": "arm64",
     "IMAGE_REFS": [f"reg.example/team/app@{DIGEST}", f"reg.example/team/app@sha256:{'cd' * 32}"],
 }
 WORKSPACES = {"source": "/workspace/source", "dockerconfig": "/workspace/dockerconfig", "sslcertdir": ""}
@@ -294,6 +316,7 @@ def test_build_asks_for_sys_admin_but_not_privileged():
 
 # --- Pipelines ---------------------------------------------------------------------------------
 
+
 def _task(p: dict, name: str) -> dict:
     return next(t for t in p["spec"]["tasks"] if t["name"] == name)
 
@@ -344,6 +367,7 @@ def test_matrix_example_selects_nodes_by_the_matrix_param():
 
 # --- cluster resources, Pipelines-as-Code ------------------------------------------------------
 
+
 def test_binfmt_daemonset():
     ns, ds = docs(ROOT / "tekton/binfmt-daemonset.yaml")
     assert ns["kind"] == "Namespace" and ds["kind"] == "DaemonSet"
@@ -386,6 +410,7 @@ def test_every_pac_file_has_its_annotations():
 
 # --- validation ------------------------------------------------------------------------------
 
+
 def test_all_shipped_yaml_passes_lint():
     need(Path(CRDS, "300-task.yaml").is_file(), f"Tekton CRDs not found in {CRDS} (set TASKIMAGE_CRDS)")
     paths = [str(ROOT / d) for d in ("catalog", "tekton", ".tekton", "examples/pac")]
@@ -427,7 +452,9 @@ def test_released_bundles_push_and_resolve(registry, tmp_path, capsys):
     digest = digestfile.read_text()
     assert catalog.DIGEST_RE.match(f"x@{digest}")
     (pipes,) = catalog.release_pipelines(ROOT, tmp_path / "p", f"{registry.host}/catalog/tasks@{digest}", image)
-    assert cli.main(["bundle", "push", f"{registry.host}/catalog/pipelines:test", str(pipes), "--tls-verify=false"]) == 0
+    assert (
+        cli.main(["bundle", "push", f"{registry.host}/catalog/pipelines:test", str(pipes), "--tls-verify=false"]) == 0
+    )
     capsys.readouterr()
     assert cli.main(["bundle", "list", f"{registry.host}/catalog/tasks@{digest}", "--tls-verify=false"]) == 0
     listing = capsys.readouterr().out
@@ -439,8 +466,13 @@ def test_all_shipped_yaml_passes_tekton_lint():
     from taskimage.tekton.lint.tektonlint import find_tekton_lint, run_tekton_lint
 
     exe = find_tekton_lint()
-    need(bool(exe) and Path(exe).exists() if exe else False, "tekton-lint not found (npm @ibm/tekton-lint; set TEKTON_LINT)")
-    files = [str(p) for d in ("catalog", "tekton", ".tekton", "examples/pac") for p in sorted((ROOT / d).rglob("*.yaml"))]
+    need(
+        bool(exe) and Path(exe).exists() if exe else False,
+        "tekton-lint not found (npm @ibm/tekton-lint; set TEKTON_LINT)",
+    )
+    files = [
+        str(p) for d in ("catalog", "tekton", ".tekton", "examples/pac") for p in sorted((ROOT / d).rglob("*.yaml"))
+    ]
     _, found = run_tekton_lint(files, exe)
     errors = [f for f in found if f.get("level") == "error"]
     assert not errors, errors
@@ -475,7 +507,6 @@ def test_release_run_steps_are_real_commands(tmp_path):
 # --- the fan-out flow, run for real (taskimage run: each step in podman) ------------------------
 
 
-
 @pytest.mark.podman
 @pytest.mark.emulation
 def test_platform_tasks_then_index_make_one_list(task_image, registry, busybox_base, tmp_path):
@@ -495,8 +526,24 @@ def test_platform_tasks_then_index_make_one_list(task_image, registry, busybox_b
     for platform in ("amd64", "arm64"):
         out = tmp_path / f"results-{platform}"
         task = ROOT / "catalog/task/buildah-multiarch-platform/0.1/buildah-multiarch-platform.yaml"
-        assert cli.main(["run", str(task), "-w", f"source={source}", "-p", f"REPOSITORY={repo}",
-                         "-p", f"PLATFORM={platform}", "--results-dir", str(out), *common]) == 0
+        assert (
+            cli.main(
+                [
+                    "run",
+                    str(task),
+                    "-w",
+                    f"source={source}",
+                    "-p",
+                    f"REPOSITORY={repo}",
+                    "-p",
+                    f"PLATFORM={platform}",
+                    "--results-dir",
+                    str(out),
+                    *common,
+                ]
+            )
+            == 0
+        )
         url = (out / "IMAGE_URL").read_text()
         assert url.startswith(f"{repo}:buildah-multiarch-platform-")  # the TaskRun's name: a per-run tag
         images[platform] = (out / "IMAGES").read_text()
@@ -506,8 +553,22 @@ def test_platform_tasks_then_index_make_one_list(task_image, registry, busybox_b
     assert len({u for u in images.values()}) == 2
     out = tmp_path / "results-index"
     task = ROOT / "catalog/task/buildah-multiarch-index/0.1/buildah-multiarch-index.yaml"
-    assert cli.main(["run", str(task), "-p", f"IMAGE={repo}:v1", "-p", f"IMAGE_REFS={images['amd64']},{images['arm64']}",
-                     "--results-dir", str(out), *common]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                str(task),
+                "-p",
+                f"IMAGE={repo}:v1",
+                "-p",
+                f"IMAGE_REFS={images['amd64']},{images['arm64']}",
+                "--results-dir",
+                str(out),
+                *common,
+            ]
+        )
+        == 0
+    )
     digest = (out / "IMAGE_DIGEST").read_text()
     listed = skopeo_raw(f"{repo}@{digest}")
     assert {m["platform"]["architecture"]: f"{repo}@{m['digest']}" for m in listed["manifests"]} == images

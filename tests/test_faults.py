@@ -20,7 +20,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from conftest import emulation_ready, have_tools, need, skopeo_raw_bytes, tag_exists
 from faultproxy import BLOB_UPLOAD_PATH, MANIFEST_PATH, Fault, FaultProxy
 
@@ -39,8 +38,12 @@ def storage_env(tmp_path_factory):
     need(have_tools("buildah", "skopeo"), "buildah and skopeo are not installed (see .ci/run)")
     need(os.geteuid() == 0, "buildah builds here run as root")
     d = tmp_path_factory.mktemp("fault-storage")
-    return {"TASKIMAGE_ROOT": str(d / "root"), "TASKIMAGE_RUNROOT": str(d / "run"), "TASKIMAGE_TLSVERIFY": "false",
-            "TASKIMAGE_STORAGE_DRIVER": "vfs"}
+    return {
+        "TASKIMAGE_ROOT": str(d / "root"),
+        "TASKIMAGE_RUNROOT": str(d / "run"),
+        "TASKIMAGE_TLSVERIFY": "false",
+        "TASKIMAGE_STORAGE_DRIVER": "vfs",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +61,24 @@ def taskimage(argv, env, timeout=600):
     full = dict(os.environ)
     full.update(env)
     t = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "taskimage", *argv], capture_output=True, text=True, env=full, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "taskimage", *argv], capture_output=True, text=True, env=full, timeout=timeout
+    )
     return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t
 
 
 def build_through(proxy: FaultProxy, repo_tag: str, context, storage_env, *extra, results=None):
-    argv = ["build", "--image", f"{proxy.host}/{repo_tag}", "--context", str(context), "--retry-delay", "1", *extra, *PLATFORMS]
+    argv = [
+        "build",
+        "--image",
+        f"{proxy.host}/{repo_tag}",
+        "--context",
+        str(context),
+        "--retry-delay",
+        "1",
+        *extra,
+        *PLATFORMS,
+    ]
     if results:
         argv += ["--results-dir", str(results)]
     return taskimage(argv, storage_env)
@@ -78,21 +93,30 @@ def assert_tag_moved_last(proxy: FaultProxy, tag: str, digests) -> None:
     log = list(proxy.log)
     for n, rec in enumerate(log):
         if rec.method == "PUT" and re.search(tag_put(tag), rec.path):
-            stored = {r.path.rsplit("/", 1)[1] for r in log[:n] if r.method == "PUT" and r.status == 201
-                      and re.search(DIGEST_PUT, r.path)}
+            stored = {
+                r.path.rsplit("/", 1)[1]
+                for r in log[:n]
+                if r.method == "PUT" and r.status == 201 and re.search(DIGEST_PUT, r.path)
+            }
             assert set(digests) <= stored, (rec.path, sorted(stored))
 
 
-PLATFORM_RETRY = r"WARNING: pushing linux/\S+ to \S+@sha256:[0-9a-f]{64}: attempt \d of 4 failed \(.*\); retrying in \d s"
+PLATFORM_RETRY = (
+    r"WARNING: pushing linux/\S+ to \S+@sha256:[0-9a-f]{64}: attempt \d of 4 failed \(.*\); retrying in \d s"
+)
 
 
 # --- the proxy itself ----------------------------------------------------------------------
 
 
 def test_proxy_forwards_and_injects_by_position_share_and_path(registry):
-    rules = [Fault("503", ("GET",), r"^/v2/$", nth=(2,)), Fault("401", ("GET",), r"_catalog", times=1),
-             Fault("500", ("HEAD",), r"^/v2/$", share=0.5, seed=7)]
+    rules = [
+        Fault("503", ("GET",), r"^/v2/$", nth=(2,)),
+        Fault("401", ("GET",), r"_catalog", times=1),
+        Fault("500", ("HEAD",), r"^/v2/$", share=0.5, seed=7),
+    ]
     with FaultProxy(registry.host, rules) as proxy:
+
         def status(method, path):
             req = urllib.request.Request(f"http://{proxy.host}{path}", method=method)
             try:
@@ -108,7 +132,9 @@ def test_proxy_forwards_and_injects_by_position_share_and_path(registry):
 
 
 def test_proxy_reset_and_stall(registry):
-    with FaultProxy(registry.host, [Fault("reset", ("GET",), nth=(1,)), Fault("stall", ("HEAD",), stall_seconds=30)]) as proxy:
+    with FaultProxy(
+        registry.host, [Fault("reset", ("GET",), nth=(1,)), Fault("stall", ("HEAD",), stall_seconds=30)]
+    ) as proxy:
         with pytest.raises((ConnectionResetError, urllib.error.URLError, ConnectionError)):
             urllib.request.urlopen(f"http://{proxy.host}/v2/", timeout=10)
         t = time.monotonic()
@@ -134,7 +160,9 @@ def test_transient_faults_are_retried_with_backoff_and_the_build_succeeds(regist
     results = tmp_path / "results"
     results.mkdir()
     with FaultProxy(registry.host, faults) as proxy:
-        rc, out, err, seconds = build_through(proxy, f"faults/app:{tag}", context, storage_env, "--retry", "3", results=results)
+        rc, out, err, seconds = build_through(
+            proxy, f"faults/app:{tag}", context, storage_env, "--retry", "3", results=results
+        )
         assert rc == 0, err[-3000:]
         assert [f.fired for f in faults] == [1, 1, 3]
         puts = tag_puts(proxy, tag)
@@ -144,8 +172,11 @@ def test_transient_faults_are_retried_with_backoff_and_the_build_succeeds(regist
         assert_tag_moved_last(proxy, tag, [m["digest"] for m in index["manifests"]])
     assert len(re.findall(PLATFORM_RETRY, err)) == 2, err[-3000:]
     for n, delay in ((1, 1), (2, 2), (3, 4)):
-        assert re.search(rf"WARNING: pushing {re.escape(proxy.host)}/faults/app:{tag}: attempt {n} of 4 failed \(.*500.*\); "
-                         rf"retrying in {delay} s", err), err[-3000:]
+        assert re.search(
+            rf"WARNING: pushing {re.escape(proxy.host)}/faults/app:{tag}: attempt {n} of 4 failed \(.*500.*\); "
+            rf"retrying in {delay} s",
+            err,
+        ), err[-3000:]
     # backoff, as the registry saw it: from one failed tag PUT to the next attempt's
     assert [r.fault for r in puts] == ["500", "500", "500", None] and puts[-1].status == 201
     for previous, following, delay in zip(puts, puts[1:], (1, 2, 4)):
@@ -172,7 +203,9 @@ def test_permanent_fault_on_a_platform_manifest_fails_clearly_and_leaves_the_old
     try:
         fault = Fault("500", ("PUT",), DIGEST_PUT, nth=tuple(range(2, 100)))
         with FaultProxy(registry.host, [fault]) as proxy:
-            rc, out, err, _ = build_through(proxy, f"faults/app:{tag}", context, storage_env, "--retry", "2", "--jobs", "1")
+            rc, out, err, _ = build_through(
+                proxy, f"faults/app:{tag}", context, storage_env, "--retry", "2", "--jobs", "1"
+            )
             puts = tag_puts(proxy, tag)
     finally:
         (context / "hello.txt").write_text("hello\n")
@@ -181,7 +214,9 @@ def test_permanent_fault_on_a_platform_manifest_fails_clearly_and_leaves_the_old
     last = err.strip().splitlines()[-1]
     assert re.fullmatch(  # emulated platforms go first: linux/arm64 got in, linux/amd64 did not
         rf"ERROR: pushing linux/amd64 to {re.escape(proxy.host)}/faults/app@sha256:[0-9a-f]{{64}} failed after 3 attempt\(s\): "
-        r".*500 Internal Server Error.*", last), last
+        r".*500 Internal Server Error.*",
+        last,
+    ), last
     assert fault.fired == 3
     assert puts == [], "the tag was written"
     assert skopeo_raw_bytes(ref) == before  # still the old, complete list
@@ -193,12 +228,19 @@ def test_permanent_fault_on_the_tag_leaves_no_tag(registry, context, storage_env
     with FaultProxy(registry.host, [fault]) as proxy:
         rc, _, err, seconds = build_through(proxy, f"faults/app:{tag}", context, storage_env, "--retry", "1")
         puts = tag_puts(proxy, tag)
-        digests = {r.path.rsplit("/", 1)[1] for r in proxy.log if r.method == "PUT" and r.status == 201
-                   and re.search(DIGEST_PUT, r.path)}
+        digests = {
+            r.path.rsplit("/", 1)[1]
+            for r in proxy.log
+            if r.method == "PUT" and r.status == 201 and re.search(DIGEST_PUT, r.path)
+        }
         assert len(digests) == len(PLATFORMS)
         assert_tag_moved_last(proxy, tag, digests)
     assert rc == 1
-    assert err.strip().splitlines()[-1].startswith(f"ERROR: pushing {proxy.host}/faults/app:{tag} failed after 2 attempt(s): ")
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(f"ERROR: pushing {proxy.host}/faults/app:{tag} failed after 2 attempt(s): ")
+    )
     assert "503 Service Unavailable" in err.strip().splitlines()[-1]
     assert fault.fired == 2 and len(puts) == 2
     assert not tag_exists(f"{registry.host}/faults/app:{tag}")
@@ -208,11 +250,14 @@ def test_unauthorized_is_not_retried_and_names_the_registry(registry, context, s
     tag = "refused-1"
     fault = Fault("401", ("PUT",), MANIFEST_PATH)
     with FaultProxy(registry.host, [fault]) as proxy:  # --jobs 1: one platform's push meets it, and the run ends
-        rc, out, err, seconds = build_through(proxy, f"faults/app:{tag}", context, storage_env, "--retry", "3", "--jobs", "1")
+        rc, out, err, seconds = build_through(
+            proxy, f"faults/app:{tag}", context, storage_env, "--retry", "3", "--jobs", "1"
+        )
     assert rc == 1
     assert fault.fired == 1
     assert "retrying" not in err
     assert err.strip().splitlines()[-1] == (
         f"ERROR: the registry {proxy.host} refused the credentials for {proxy.host}/faults/app "
-        "(check --authfile / the dockerconfig workspace); not retried")
+        "(check --authfile / the dockerconfig workspace); not retried"
+    )
     assert not tag_exists(f"{registry.host}/faults/app:{tag}")

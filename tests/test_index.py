@@ -14,12 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import skopeo_raw, skopeo_raw_bytes, tag_exists
-from taskimage.build import buildah
-from taskimage.build import index
-from taskimage.errors import UsageError
+
+from taskimage.build import buildah, index
 from taskimage.build.params import resolve
+from taskimage.errors import UsageError
 from taskimage.oci.platforms import Platform
 
 D1 = "sha256:" + "1" * 64
@@ -29,11 +28,14 @@ D2 = "sha256:" + "2" * 64
 def taskimage(argv, env=None, timeout=300):
     full = dict(os.environ)
     full.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "taskimage", *argv], capture_output=True, text=True, env=full, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "taskimage", *argv], capture_output=True, text=True, env=full, timeout=timeout
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
 # --- input, without a registry ------------------------------------------------------------------
+
 
 def _values(**kw):
     import argparse
@@ -45,19 +47,24 @@ def _values(**kw):
 
 
 def test_refs_from_flags_positionals_and_comma_lists():
-    opts = index.options_from_values(_values(image="reg.example/a/b:v1", refs=[f"reg.example/a/b@{D1},reg.example/a/c@{D2}", ""]))
+    opts = index.options_from_values(
+        _values(image="reg.example/a/b:v1", refs=[f"reg.example/a/b@{D1},reg.example/a/c@{D2}", ""])
+    )
     assert [r.pinned for r in opts.refs] == [f"reg.example/a/b@{D1}", f"reg.example/a/c@{D2}"]
     assert opts.image.url == "reg.example/a/b:v1"
 
 
-@pytest.mark.parametrize("refs, message", [
-    ([], "--ref: no per-platform images given"),
-    (["reg.example/a/b:v1"], "is not a digest reference"),
-    (["reg.example/a/b@sha256:abc"], "has an invalid digest"),
-    ([f"reg.example/a/b@{D1}", f"docker://reg.example/a/b@{D1}"], "is given twice"),
-    ([f"other.example/a/b@{D1}"], "is on other.example, not on reg.example"),
-    ([f"reg.example/A/b@{D1}"], "lower-case"),
-])
+@pytest.mark.parametrize(
+    "refs, message",
+    [
+        ([], "--ref: no per-platform images given"),
+        (["reg.example/a/b:v1"], "is not a digest reference"),
+        (["reg.example/a/b@sha256:abc"], "has an invalid digest"),
+        ([f"reg.example/a/b@{D1}", f"docker://reg.example/a/b@{D1}"], "is given twice"),
+        ([f"other.example/a/b@{D1}"], "is on other.example, not on reg.example"),
+        ([f"reg.example/A/b@{D1}"], "lower-case"),
+    ],
+)
 def test_bad_refs_are_one_line_usage_errors(refs, message):
     with pytest.raises(UsageError) as exc:
         index.options_from_values(_values(image="reg.example/a/b:v1", refs=refs))
@@ -87,14 +94,28 @@ def test_list_type_follows_the_images_and_format_decides_a_mix():
     assert index.list_media_type(mixed, "docker") == index.OCI_INDEX
     doc = json.loads(index.index_document(oci, index.OCI_INDEX))
     assert doc["manifests"] == [
-        {"mediaType": index.OCI_MANIFEST, "digest": D1, "size": 20, "platform": {"architecture": "amd64", "os": "linux"}},
-        {"mediaType": index.OCI_MANIFEST, "digest": D2, "size": 20, "platform": {"architecture": "arm64", "os": "linux"}},
+        {
+            "mediaType": index.OCI_MANIFEST,
+            "digest": D1,
+            "size": 20,
+            "platform": {"architecture": "amd64", "os": "linux"},
+        },
+        {
+            "mediaType": index.OCI_MANIFEST,
+            "digest": D2,
+            "size": 20,
+            "platform": {"architecture": "arm64", "os": "linux"},
+        },
     ]
 
 
 def test_platform_of_config_normalizes_and_refuses_configs_without_arch():
-    assert index.platform_of({"os": "linux", "architecture": "arm", "variant": "v7"}, "x") == Platform("linux", "arm", "v7")
-    assert index.platform_of({"os": "linux", "architecture": "arm64", "variant": "v8"}, "x") == Platform("linux", "arm64")
+    assert index.platform_of({"os": "linux", "architecture": "arm", "variant": "v7"}, "x") == Platform(
+        "linux", "arm", "v7"
+    )
+    assert index.platform_of({"os": "linux", "architecture": "arm64", "variant": "v8"}, "x") == Platform(
+        "linux", "arm64"
+    )
     with pytest.raises(UsageError, match="names no os/architecture"):
         index.platform_of({"os": "linux"}, "x")
 
@@ -102,25 +123,66 @@ def test_platform_of_config_normalizes_and_refuses_configs_without_arch():
 def test_skopeo_argv():
     reg = buildah.Registry(tls_verify=False, authfile="/a.json", cert_dir="/certs")
     assert buildah.skopeo_push_list_dir(reg, Path("/l"), "r/x:1") == [
-        "skopeo", "copy", "--quiet", "--all", "--preserve-digests", "--dest-tls-verify=false", "--dest-cert-dir", "/certs",
-        "--authfile", "/a.json", "dir:/l", "docker://r/x:1"]
+        "skopeo",
+        "copy",
+        "--quiet",
+        "--all",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        "--dest-cert-dir",
+        "/certs",
+        "--authfile",
+        "/a.json",
+        "dir:/l",
+        "docker://r/x:1",
+    ]
     assert buildah.skopeo_push_list_dir(reg, Path("/l"), "r/x:1", "docker")[5:7] == ["--format", "v2s2"]
     assert buildah.skopeo_push_list_dir(reg, Path("/l"), "r/x:1", "oci")[5:7] == ["--format", "oci"]
     assert buildah.skopeo_copy_image(buildah.Registry(), f"r/a@{D1}", f"r/b@{D1}") == [
-        "skopeo", "copy", "--quiet", "--preserve-digests", "--src-tls-verify=true", "--dest-tls-verify=true",
-        f"docker://r/a@{D1}", f"docker://r/b@{D1}"]
+        "skopeo",
+        "copy",
+        "--quiet",
+        "--preserve-digests",
+        "--src-tls-verify=true",
+        "--dest-tls-verify=true",
+        f"docker://r/a@{D1}",
+        f"docker://r/b@{D1}",
+    ]
     # build's per-platform push: a compressed dir: copy, pushed unchanged to REPOSITORY@DIGEST
     store = buildah.Storage("overlay", "/s/root", "/s/run")
     assert buildah.push_dir(store, "abc", "/w/push", "docker") == [
-        "buildah", "--storage-driver", "overlay", "--root", "/s/root", "--runroot", "/s/run", "push", "--quiet",
-        "--format", "v2s2", "abc", "dir:/w/push"]
+        "buildah",
+        "--storage-driver",
+        "overlay",
+        "--root",
+        "/s/root",
+        "--runroot",
+        "/s/run",
+        "push",
+        "--quiet",
+        "--format",
+        "v2s2",
+        "abc",
+        "dir:/w/push",
+    ]
     assert buildah.push_dir(store, "abc", "/w/push", "oci")[-4:] == ["--format", "oci", "abc", "dir:/w/push"]
     assert buildah.skopeo_push_dir(reg, "/w/push", f"r/x@{D1}") == [
-        "skopeo", "copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false", "--dest-cert-dir", "/certs",
-        "--authfile", "/a.json", "dir:/w/push", f"docker://r/x@{D1}"]
+        "skopeo",
+        "copy",
+        "--quiet",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        "--dest-cert-dir",
+        "/certs",
+        "--authfile",
+        "/a.json",
+        "dir:/w/push",
+        f"docker://r/x@{D1}",
+    ]
 
 
 # --- for real: skopeo and a registry -------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def entries(busybox_base):
@@ -140,35 +202,56 @@ def test_index_same_repository_pushes_the_given_images_unchanged(tmp_path, regis
     wanted = ["linux/arm64", "linux/amd64", "linux/arm/v7"]
     results = tmp_path / "results"
     results.mkdir()
-    rc, out, err = taskimage(["index", "--image", image, "--tls-verify=false", "--results-dir", str(results),
-                              entries["linux/arm64"], "", "--ref", f"{entries['linux/amd64']},{entries['linux/arm/v7']}"])
+    rc, out, err = taskimage(
+        [
+            "index",
+            "--image",
+            image,
+            "--tls-verify=false",
+            "--results-dir",
+            str(results),
+            entries["linux/arm64"],
+            "",
+            "--ref",
+            f"{entries['linux/amd64']},{entries['linux/arm/v7']}",
+        ]
+    )
     assert rc == 0, err[-3000:]
     raw = skopeo_raw_bytes(image)
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
     listed = json.loads(raw)
     assert listed["mediaType"] == "application/vnd.oci.image.index.v1+json"
-    got = {"/".join(x for x in (m["platform"]["os"], m["platform"]["architecture"], m["platform"].get("variant")) if x): m["digest"]
-           for m in listed["manifests"]}
+    got = {
+        "/".join(x for x in (m["platform"]["os"], m["platform"]["architecture"], m["platform"].get("variant")) if x): m[
+            "digest"
+        ]
+        for m in listed["manifests"]
+    }
     assert got == {p: entries[p].split("@")[1] for p in wanted}  # exact images, no conversion
     assert (results / "IMAGE_DIGEST").read_text() == digest
     assert (results / "IMAGE_URL").read_text() == image
     assert (results / "IMAGE_REF").read_text() == f"{repo}@{digest}"
     # --ref values first, then positional ones; each entry in the list's repository
-    assert (results / "IMAGES").read_text() == ",".join(entries[p] for p in ["linux/amd64", "linux/arm/v7", "linux/arm64"])
+    assert (results / "IMAGES").read_text() == ",".join(
+        entries[p] for p in ["linux/amd64", "linux/arm/v7", "linux/arm64"]
+    )
 
 
 @pytest.mark.tools
 def test_index_copies_images_from_another_repository_by_digest(tmp_path, registry, entries):
     image = f"{registry.host}/joined/app:v1"
-    rc, out, err = taskimage(["index", "--image", image, "--tls-verify=false", entries["linux/s390x"], entries["linux/ppc64le"]],
-                             {"TASKIMAGE_RESULTS_DIR": str(tmp_path)})
+    rc, out, err = taskimage(
+        ["index", "--image", image, "--tls-verify=false", entries["linux/s390x"], entries["linux/ppc64le"]],
+        {"TASKIMAGE_RESULTS_DIR": str(tmp_path)},
+    )
     assert rc == 0, err[-3000:]
     for p in ("linux/s390x", "linux/ppc64le"):
         digest = entries[p].split("@")[1]
         config = skopeo_raw(f"{registry.host}/joined/app@{digest}", config=True)
         assert config["architecture"] == p.split("/")[1]
     assert (tmp_path / "IMAGES").read_text() == ",".join(
-        f"{registry.host}/joined/app@{entries[p].split('@')[1]}" for p in ("linux/s390x", "linux/ppc64le"))
+        f"{registry.host}/joined/app@{entries[p].split('@')[1]}" for p in ("linux/s390x", "linux/ppc64le")
+    )
 
 
 @pytest.mark.tools
@@ -177,12 +260,26 @@ def test_index_of_docker_images_is_a_docker_list_with_the_images_unchanged(tmp_p
     repo = f"{registry.host}/joined/docker"
     refs = []
     for p in ("linux/amd64", "linux/arm64"):
-        subprocess.run(["skopeo", "copy", "--quiet", "--format", "v2s2", "--src-tls-verify=false", "--dest-tls-verify=false",
-                        f"docker://{entries[p]}", f"docker://{repo}:src-{p.replace('/', '-')}"], check=True)
+        subprocess.run(
+            [
+                "skopeo",
+                "copy",
+                "--quiet",
+                "--format",
+                "v2s2",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                f"docker://{entries[p]}",
+                f"docker://{repo}:src-{p.replace('/', '-')}",
+            ],
+            check=True,
+        )
         raw = skopeo_raw_bytes(f"{repo}:src-{p.replace('/', '-')}")
         assert json.loads(raw)["mediaType"] == index.DOCKER_MANIFEST
         refs.append(f"{repo}@sha256:{hashlib.sha256(raw).hexdigest()}")
-    rc, out, err = taskimage(["index", "--image", f"{repo}:v1", "--tls-verify=false", *refs], {"TASKIMAGE_RESULTS_DIR": str(tmp_path)})
+    rc, out, err = taskimage(
+        ["index", "--image", f"{repo}:v1", "--tls-verify=false", *refs], {"TASKIMAGE_RESULTS_DIR": str(tmp_path)}
+    )
     assert rc == 0, err[-3000:]
     listed = json.loads(skopeo_raw_bytes(f"{repo}:v1"))
     assert listed["mediaType"] == index.DOCKER_LIST

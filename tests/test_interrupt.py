@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import emulation_ready, have_tools, need, tag_exists
 from faultproxy import Fault, FaultProxy
 
@@ -32,8 +31,12 @@ def storage_env(tmp_path):
     need(os.geteuid() == 0, "buildah builds here run as root")
     ok, why = emulation_ready(("linux/arm64",))
     need(ok, why)
-    return {"TASKIMAGE_ROOT": str(tmp_path / "root"), "TASKIMAGE_RUNROOT": str(tmp_path / "run"),
-            "TASKIMAGE_TLSVERIFY": "false", "TASKIMAGE_STORAGE_DRIVER": "vfs"}
+    return {
+        "TASKIMAGE_ROOT": str(tmp_path / "root"),
+        "TASKIMAGE_RUNROOT": str(tmp_path / "run"),
+        "TASKIMAGE_TLSVERIFY": "false",
+        "TASKIMAGE_STORAGE_DRIVER": "vfs",
+    }
 
 
 def cmdline(pid: int) -> str:
@@ -81,7 +84,9 @@ def start(argv, env, log_path: Path) -> subprocess.Popen:
     full = dict(os.environ)
     full.update(env)
     with open(log_path, "w") as log:
-        return subprocess.Popen([sys.executable, "-m", "taskimage", *argv], stdout=subprocess.DEVNULL, stderr=log, env=full)
+        return subprocess.Popen(
+            [sys.executable, "-m", "taskimage", *argv], stdout=subprocess.DEVNULL, stderr=log, env=full
+        )
 
 
 def wait_for(predicate, timeout: float, what: str, log_path: Path):
@@ -108,15 +113,20 @@ def terminate(proc: subprocess.Popen) -> tuple[int, float]:
 
 @pytest.mark.emulation
 @pytest.mark.parametrize("jobs", ["1", "2"])
-def test_sigterm_during_a_run_step_stops_every_child_and_pushes_nothing(tmp_path, registry, busybox_base, storage_env, jobs):
+def test_sigterm_during_a_run_step_stops_every_child_and_pushes_nothing(
+    tmp_path, registry, busybox_base, storage_env, jobs
+):
     marker = str(random.randint(10_000_000, 99_999_999))  # `sleep <marker>`: findable in /proc
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Containerfile").write_text(f"FROM {busybox_base}\nRUN sleep {marker}\n")
     image = f"{registry.host}/interrupt/build-{jobs}:1"
     log_path = tmp_path / "stderr"
-    proc = start(["build", "--image", image, "--context", str(ctx), "--jobs", jobs, "linux/amd64", "linux/arm64"],
-                 storage_env, log_path)
+    proc = start(
+        ["build", "--image", image, "--context", str(ctx), "--jobs", jobs, "linux/amd64", "linux/arm64"],
+        storage_env,
+        log_path,
+    )
     try:
         # with --jobs 2 both platforms sleep (arm64 under qemu); with --jobs 1 the first one does
         wait_for(lambda: len(matching(f"sleep {marker}")) >= int(jobs), 120, "the RUN steps to start", log_path)
@@ -147,7 +157,9 @@ def test_sigterm_during_the_push_leaves_no_tag(tmp_path, registry, busybox_base,
     with FaultProxy(registry.host, [stall]) as proxy:
         image = f"{proxy.host}/interrupt/push:1"
         log_path = tmp_path / "stderr"
-        proc = start(["build", "--image", image, "--context", str(ctx), "linux/amd64", "linux/arm64"], storage_env, log_path)
+        proc = start(
+            ["build", "--image", image, "--context", str(ctx), "linux/amd64", "linux/arm64"], storage_env, log_path
+        )
         try:
             wait_for(lambda: stall.fired, 120, "the push to reach the stalled manifest", log_path)
             tree = descendants(proc.pid)

@@ -38,10 +38,19 @@ TASK = {
     "kind": "Task",
     "metadata": {"name": "mini-build", "labels": {"app.kubernetes.io/version": "0.1"}},
     "spec": {
-        "params": [{"name": "IMAGE", "type": "string"}, {"name": "PLATFORMS", "type": "array", "default": ["linux/amd64"]}],
+        "params": [
+            {"name": "IMAGE", "type": "string"},
+            {"name": "PLATFORMS", "type": "array", "default": ["linux/amd64"]},
+        ],
         "results": [{"name": "IMAGE_DIGEST"}],
         "workspaces": [{"name": "source"}],
-        "steps": [{"name": "build", "image": "example.org/taskimage@sha256:" + "a" * 64, "args": ["build", "$(params.PLATFORMS[*])"]}],
+        "steps": [
+            {
+                "name": "build",
+                "image": "example.org/taskimage@sha256:" + "a" * 64,
+                "args": ["build", "$(params.PLATFORMS[*])"],
+            }
+        ],
     },
 }
 PIPELINE = {
@@ -59,8 +68,18 @@ PIPELINE = {
         "tasks": [
             {"name": "clone", "taskRef": {"resolver": "hub", "params": [{"name": "name", "value": "git-clone"}]}},
             # As the published Pipeline does: the Task comes from the release bundle.
-            {"name": "build", "runAfter": ["clone"], "taskRef": {"resolver": "bundles", "params": [
-                {"name": "bundle", "value": "ghcr.io/example/tasks:0.1"}, {"name": "name", "value": "mini-build"}, {"name": "kind", "value": "task"}]}},
+            {
+                "name": "build",
+                "runAfter": ["clone"],
+                "taskRef": {
+                    "resolver": "bundles",
+                    "params": [
+                        {"name": "bundle", "value": "ghcr.io/example/tasks:0.1"},
+                        {"name": "name", "value": "mini-build"},
+                        {"name": "kind", "value": "task"},
+                    ],
+                },
+            },
         ],
     },
 }
@@ -72,7 +91,15 @@ DAEMONSET = {
         "selector": {"matchLabels": {"app": "binfmt"}},
         "template": {
             "metadata": {"labels": {"app": "binfmt"}},
-            "spec": {"containers": [{"name": "binfmt", "image": "example.org/binfmt@sha256:" + "b" * 64, "securityContext": {"privileged": True}}]},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "binfmt",
+                        "image": "example.org/binfmt@sha256:" + "b" * 64,
+                        "securityContext": {"privileged": True},
+                    }
+                ]
+            },
         },
     },
 }
@@ -84,8 +111,15 @@ DAEMONSET = {
 @pytest.fixture
 def tekton_api(kmock):
     """kmock with the Tekton v1 and apps/v1 resources declared; creates answer 201 like the real server."""
-    for plural, kind in (("tasks", "Task"), ("pipelines", "Pipeline"), ("pipelineruns", "PipelineRun"), ("taskruns", "TaskRun")):
-        kmock.resources[f"tekton.dev/v1/{plural}"] = kmock.ResourceInfo(kind=kind, namespaced=True, verbs={"create", "get", "list", "watch", "patch"})
+    for plural, kind in (
+        ("tasks", "Task"),
+        ("pipelines", "Pipeline"),
+        ("pipelineruns", "PipelineRun"),
+        ("taskruns", "TaskRun"),
+    ):
+        kmock.resources[f"tekton.dev/v1/{plural}"] = kmock.ResourceInfo(
+            kind=kind, namespaced=True, verbs={"create", "get", "list", "watch", "patch"}
+        )
     kmock.resources["apps/v1/daemonsets"] = kmock.ResourceInfo(kind="DaemonSet", namespaced=True)
     kmock.resources["v1/pods"] = kmock.ResourceInfo(kind="Pod", namespaced=True)
     # The emulator stores the object before reactions run; this only fixes the status code.
@@ -97,14 +131,20 @@ def tekton_api(kmock):
 
 
 def write_kubeconfig(path: Path, url: str, namespace: str = NS) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "kmock", "cluster": {"server": url.rstrip("/")}}],
-        "users": [{"name": "tester", "user": {"token": TOKEN}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester", "namespace": namespace}}],
-        "current-context": "kmock",
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kmock", "cluster": {"server": url.rstrip("/")}}],
+                "users": [{"name": "tester", "user": {"token": TOKEN}}],
+                "contexts": [
+                    {"name": "kmock", "context": {"cluster": "kmock", "user": "tester", "namespace": namespace}}
+                ],
+                "current-context": "kmock",
+            }
+        )
+    )
     return path
 
 
@@ -194,11 +234,15 @@ async def test_install_creates_the_exact_objects_then_reports_unchanged(tekton_a
     pipeline["spec"]["tasks"][1]["taskRef"] = PIPELINE["spec"]["tasks"][1]["taskRef"]
     assert pipeline == {**PIPELINE, "metadata": {"name": "mini", "namespace": NS}}
     # The kubeconfig's token went to the server and never into our output.
-    assert all(r.headers.get("Authorization") == f"Bearer {TOKEN}" for r in list(kmock) if "/apis/tekton.dev" in str(r.url))
+    assert all(
+        r.headers.get("Authorization") == f"Bearer {TOKEN}" for r in list(kmock) if "/apis/tekton.dev" in str(r.url)
+    )
     assert TOKEN not in out + err
 
     # What Tekton's defaulting webhook does: it adds fields. Still ours, still unchanged.
-    kmock.objects["tekton.dev/v1/tasks", NS, "mini-build"].patch({"spec": {"stepTemplate": {}}, "metadata": {"uid": "1234", "resourceVersion": "7"}})
+    kmock.objects["tekton.dev/v1/tasks", NS, "mini-build"].patch(
+        {"spec": {"stepTemplate": {}}, "metadata": {"uid": "1234", "resourceVersion": "7"}}
+    )
     patches_before = len(requests_of(kmock, "PATCH", "/"))
     code, out, err = await run_cli(argv, capsys)
     assert code == 0, err
@@ -229,11 +273,25 @@ async def test_install_updates_only_what_changed(tekton_api, kubeconfig, catalog
     assert len(patch) == 1 and patch[0].headers["Content-Type"] == "application/merge-patch+json"
 
 
-async def test_install_with_bundle_references_the_bundle_instead_of_applying_the_task(tekton_api, kubeconfig, catalog, capsys):
+async def test_install_with_bundle_references_the_bundle_instead_of_applying_the_task(
+    tekton_api, kubeconfig, catalog, capsys
+):
     kmock = tekton_api
     bundle = "registry.example/tasks/buildah-multiarch:0.1"
     code, out, err = await run_cli(
-        ["cluster", "install", "--kubeconfig", str(kubeconfig), "--from", str(catalog), "--bundle", bundle, "--skip-binfmt", "-n", "other"],
+        [
+            "cluster",
+            "install",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--from",
+            str(catalog),
+            "--bundle",
+            bundle,
+            "--skip-binfmt",
+            "-n",
+            "other",
+        ],
         capsys,
     )
     assert code == 0, err
@@ -241,16 +299,29 @@ async def test_install_with_bundle_references_the_bundle_instead_of_applying_the
     pipeline = kmock.objects["tekton.dev/v1/pipelines", "other", "mini"].raw
     assert pipeline["spec"]["tasks"][1]["taskRef"] == {
         "resolver": "bundles",
-        "params": [{"name": "bundle", "value": bundle}, {"name": "name", "value": "mini-build"}, {"name": "kind", "value": "task"}],
+        "params": [
+            {"name": "bundle", "value": bundle},
+            {"name": "name", "value": "mini-build"},
+            {"name": "kind", "value": "task"},
+        ],
     }
     assert pipeline["spec"]["tasks"][0]["taskRef"] == PIPELINE["spec"]["tasks"][0]["taskRef"]  # others untouched
     assert not requests_of(kmock, "POST", "/tasks")
 
 
-async def test_install_warns_about_a_task_the_pipeline_needs_but_nobody_installed(tekton_api, kubeconfig, catalog, capsys):
-    doc = dict(PIPELINE, spec=dict(PIPELINE["spec"], tasks=PIPELINE["spec"]["tasks"] + [{"name": "scan", "taskRef": {"name": "trivy-scan"}}]))
+async def test_install_warns_about_a_task_the_pipeline_needs_but_nobody_installed(
+    tekton_api, kubeconfig, catalog, capsys
+):
+    doc = dict(
+        PIPELINE,
+        spec=dict(
+            PIPELINE["spec"], tasks=PIPELINE["spec"]["tasks"] + [{"name": "scan", "taskRef": {"name": "trivy-scan"}}]
+        ),
+    )
     (catalog / "catalog/pipeline/buildah-multiarch/0.1/buildah-multiarch.yaml").write_text(yaml.safe_dump(doc))
-    code, out, err = await run_cli(["cluster", "install", "--kubeconfig", str(kubeconfig), "--from", str(catalog), "--skip-binfmt"], capsys)
+    code, out, err = await run_cli(
+        ["cluster", "install", "--kubeconfig", str(kubeconfig), "--from", str(catalog), "--skip-binfmt"], capsys
+    )
     assert code == 0, err
     assert "refers to Task trivy-scan, which is not in namespace ci" in err
     assert "mini-build, which" not in err
@@ -260,7 +331,9 @@ async def test_install_warns_about_a_task_the_pipeline_needs_but_nobody_installe
 
 
 async def test_no_tekton_api_means_tekton_is_not_installed(kmock, kubeconfig, catalog, capsys):
-    code, out, err = await run_cli(["cluster", "install", "--kubeconfig", str(kubeconfig), "--from", str(catalog)], capsys)
+    code, out, err = await run_cli(
+        ["cluster", "install", "--kubeconfig", str(kubeconfig), "--from", str(catalog)], capsys
+    )
     assert code == 1
     assert "ERROR: Tekton Pipelines is not installed in this cluster" in err
     assert len(err.strip().splitlines()) == 2  # the phase header and one error line
@@ -270,40 +343,80 @@ async def test_no_tekton_api_means_tekton_is_not_installed(kmock, kubeconfig, ca
 async def test_plain_404_on_create_means_tekton_is_not_installed(tekton_api, kubeconfig, catalog, capsys):
     # A real API server answers an unknown resource type with a plain-text 404, not a Status.
     tekton_api["post", tekton_api.resource("tekton.dev/v1/tasks")] ** 10 << 404 << b"404 page not found\n"
-    code, out, err = await run_cli(["cluster", "install", "--kubeconfig", str(kubeconfig), "--from", str(catalog)], capsys)
+    code, out, err = await run_cli(
+        ["cluster", "install", "--kubeconfig", str(kubeconfig), "--from", str(catalog)], capsys
+    )
     assert code == 1
-    assert "ERROR: Tekton Pipelines is not installed in this cluster (the API server has no tasks.tekton.dev; could not create tasks.tekton.dev 'mini-build' in namespace ci)" in err
+    assert (
+        "ERROR: Tekton Pipelines is not installed in this cluster (the API server has no tasks.tekton.dev; could not create tasks.tekton.dev 'mini-build' in namespace ci)"
+        in err
+    )
 
 
 def _status(code: int, reason: str, message: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": code, "reason": reason, "message": message}
+    return {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
 
 
 async def test_403_names_the_verb_and_resource(tekton_api, kubeconfig, catalog, capsys):
     message = 'pipelines.tekton.dev is forbidden: User "system:serviceaccount:ci:builder" cannot create resource "pipelines" in API group "tekton.dev" in the namespace "ci"'
-    tekton_api["post", tekton_api.resource("tekton.dev/v1/pipelines")] ** 10 << 403 << _status(403, "Forbidden", message)
-    code, out, err = await run_cli(["cluster", "install", "--kubeconfig", str(kubeconfig), "--from", str(catalog)], capsys)
+    (
+        tekton_api["post", tekton_api.resource("tekton.dev/v1/pipelines")] ** 10
+        << 403
+        << _status(403, "Forbidden", message)
+    )
+    code, out, err = await run_cli(
+        ["cluster", "install", "--kubeconfig", str(kubeconfig), "--from", str(catalog)], capsys
+    )
     assert code == 1
     assert out.splitlines() == ["task.tekton.dev/mini-build created"]  # what got done is still reported
     error = [line for line in err.splitlines() if line.startswith("ERROR:")]
-    assert error == [f"ERROR: not allowed to create pipelines.tekton.dev 'mini' in namespace ci (403 Forbidden): {message}"]
+    assert error == [
+        f"ERROR: not allowed to create pipelines.tekton.dev 'mini' in namespace ci (403 Forbidden): {message}"
+    ]
 
 
 async def test_401_says_credentials_were_refused(tekton_api, kubeconfig, catalog, capsys):
-    tekton_api["get", tekton_api.resource("tekton.dev/v1/pipelines")] ** 10 << 401 << _status(401, "Unauthorized", "Unauthorized")
+    (
+        tekton_api["get", tekton_api.resource("tekton.dev/v1/pipelines")] ** 10
+        << 401
+        << _status(401, "Unauthorized", "Unauthorized")
+    )
     code, out, err = await run_cli(["pipeline", "start", "mini", "--kubeconfig", str(kubeconfig)], capsys)
     assert code == 1
-    assert "refused our credentials (401 Unauthorized) when trying to get pipelines.tekton.dev 'mini' in namespace ci" in err
+    assert (
+        "refused our credentials (401 Unauthorized) when trying to get pipelines.tekton.dev 'mini' in namespace ci"
+        in err
+    )
     assert TOKEN not in err
 
 
 async def test_409_on_update_is_a_conflict_message(tekton_api, kubeconfig, catalog, capsys):
     kmock = tekton_api
     kmock.objects["tekton.dev/v1/tasks", NS, "mini-build"] = {**TASK, "spec": {"steps": []}}
-    kmock["patch", kmock.resource("tekton.dev/v1/tasks")] ** 10 << 409 << _status(409, "Conflict", "the object has been modified; please apply your changes to the latest version and try again")
-    code, out, err = await run_cli(["cluster", "install", "--kubeconfig", str(kubeconfig), "--from", str(catalog)], capsys)
+    (
+        kmock["patch", kmock.resource("tekton.dev/v1/tasks")] ** 10
+        << 409
+        << _status(
+            409,
+            "Conflict",
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )
+    )
+    code, out, err = await run_cli(
+        ["cluster", "install", "--kubeconfig", str(kubeconfig), "--from", str(catalog)], capsys
+    )
     assert code == 1
-    assert "ERROR: conflict: tasks.tekton.dev 'mini-build' was changed by someone else while we tried to patch it (409 Conflict); run the command again: the object has been modified" in err
+    assert (
+        "ERROR: conflict: tasks.tekton.dev 'mini-build' was changed by someone else while we tried to patch it (409 Conflict); run the command again: the object has been modified"
+        in err
+    )
 
 
 async def test_timeouts_and_unreachable_servers_are_one_line(tekton_api, tmp_path):
@@ -323,7 +436,10 @@ async def test_timeouts_and_unreachable_servers_are_one_line(tekton_api, tmp_pat
         return "no error"
 
     message = await asyncio.to_thread(call)
-    assert message == f"timed out talking to the Kubernetes API at {str(tekton_api.url).rstrip('/')} when trying to get pipelines.tekton.dev 'mini' in namespace ci"
+    assert (
+        message
+        == f"timed out talking to the Kubernetes API at {str(tekton_api.url).rstrip('/')} when trying to get pipelines.tekton.dev 'mini' in namespace ci"
+    )
 
     closed = write_kubeconfig(tmp_path / "closed", "http://127.0.0.1:9")  # discard port: nobody listens
 
@@ -336,7 +452,9 @@ async def test_timeouts_and_unreachable_servers_are_one_line(tekton_api, tmp_pat
             return str(exc)
         return "no error"
 
-    assert (await asyncio.to_thread(refused)).startswith("cannot reach the Kubernetes API at http://127.0.0.1:9 (connection refused)")
+    assert (await asyncio.to_thread(refused)).startswith(
+        "cannot reach the Kubernetes API at http://127.0.0.1:9 (connection refused)"
+    )
 
 
 # --------------------------------------------------------------------------- pipeline start
@@ -347,10 +465,24 @@ async def test_start_creates_the_pipelinerun_tkn_would(tekton_api, kubeconfig, c
     kmock.objects["tekton.dev/v1/pipelines", NS, "mini"] = PIPELINE
     code, out, err = await run_cli(
         [
-            "pipeline", "start", "mini", "--kubeconfig", str(kubeconfig),
-            "-p", "IMAGE=registry.example/app:1", "-p", "PLATFORMS=linux/amd64,linux/arm64",
-            "-w", "name=source,claimSize=1Gi", "-w", "name=dockerconfig,secret=regcred",
-            "-s", "builder", "--timeout", "1h30m", "--use-param-defaults",
+            "pipeline",
+            "start",
+            "mini",
+            "--kubeconfig",
+            str(kubeconfig),
+            "-p",
+            "IMAGE=registry.example/app:1",
+            "-p",
+            "PLATFORMS=linux/amd64,linux/arm64",
+            "-w",
+            "name=source,claimSize=1Gi",
+            "-w",
+            "name=dockerconfig,secret=regcred",
+            "-s",
+            "builder",
+            "--timeout",
+            "1h30m",
+            "--use-param-defaults",
         ],
         capsys,
     )
@@ -368,7 +500,12 @@ async def test_start_creates_the_pipelinerun_tkn_would(tekton_api, kubeconfig, c
                 {"name": "PLATFORMS", "value": ["linux/amd64", "linux/arm64"]},
             ],
             "workspaces": [
-                {"name": "source", "volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}},
+                {
+                    "name": "source",
+                    "volumeClaimTemplate": {
+                        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+                    },
+                },
                 {"name": "dockerconfig", "secret": {"secretName": "regcred"}},
             ],
             "taskRunTemplate": {"serviceAccountName": "builder"},
@@ -404,7 +541,10 @@ class Controller:
 
     async def log_requested(self, pod: str, container: str) -> None:
         for _ in range(500):
-            if any(str(r.url.path).endswith(f"/pods/{pod}/log") and r.params.get("container") == container for r in list(self.kmock)):
+            if any(
+                str(r.url.path).endswith(f"/pods/{pod}/log") and r.params.get("container") == container
+                for r in list(self.kmock)
+            ):
                 return
             await asyncio.sleep(0.01)
         raise AssertionError(f"nobody asked for the log of {pod}/{container}")
@@ -422,33 +562,60 @@ class Controller:
         resp = await self.kmock.patch(path, json=body)
         assert resp.status == 200, await resp.text()
 
-    async def run(self, tasks: list[tuple[str, list[tuple[str, list[str], int]]]], results: list[dict], pause: float = 0.05) -> str:
+    async def run(
+        self, tasks: list[tuple[str, list[tuple[str, list[str], int]]]], results: list[dict], pause: float = 0.05
+    ) -> str:
         """``tasks``: (pipeline task, [(step, log lines, exit code)]). Stops at the first failing step."""
         kmock = self.kmock
         run = await self.wait_for_run()
         children: list[dict] = []
-        await self.patch(f"{TEKTON}/pipelineruns/{run}", {"status": {"conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running"}]}})
+        await self.patch(
+            f"{TEKTON}/pipelineruns/{run}",
+            {"status": {"conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Running"}]}},
+        )
         failed: tuple[str, str, str, int] | None = None
         for task, steps in tasks:
             tr, pod = f"{run}-{task}", f"{run}-{task}-pod"
             children.append({"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "name": tr, "pipelineTaskName": task})
-            await kmock.post(f"{TEKTON}/taskruns", json={
-                "apiVersion": "tekton.dev/v1", "kind": "TaskRun",
-                "metadata": {"name": tr, "namespace": NS, "labels": {"tekton.dev/pipelineRun": run, "tekton.dev/pipelineTask": task}},
-                "status": {"conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Pending"}]},
-            })
+            await kmock.post(
+                f"{TEKTON}/taskruns",
+                json={
+                    "apiVersion": "tekton.dev/v1",
+                    "kind": "TaskRun",
+                    "metadata": {
+                        "name": tr,
+                        "namespace": NS,
+                        "labels": {"tekton.dev/pipelineRun": run, "tekton.dev/pipelineTask": task},
+                    },
+                    "status": {"conditions": [{"type": "Succeeded", "status": "Unknown", "reason": "Pending"}]},
+                },
+            )
             await self.patch(f"{TEKTON}/pipelineruns/{run}", {"status": {"childReferences": list(children)}})
             await asyncio.sleep(pause)
             containers = [f"step-{s}" for s, _, _ in steps]
             # The kubelet reports containerStatuses sorted by name, not in step order.
-            waiting = sorted(({"name": c, "state": {"waiting": {"reason": "PodInitializing"}}} for c in containers), key=lambda s: s["name"])
-            await kmock.post(f"/api/v1/namespaces/{NS}/pods", json={
-                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": NS},
-                "spec": {"initContainers": [{"name": "prepare"}], "containers": [{"name": c} for c in containers] + [{"name": "sidecar-x"}]},
-                "status": {"phase": "Pending", "containerStatuses": waiting},
-            })
+            waiting = sorted(
+                ({"name": c, "state": {"waiting": {"reason": "PodInitializing"}}} for c in containers),
+                key=lambda s: s["name"],
+            )
+            await kmock.post(
+                f"/api/v1/namespaces/{NS}/pods",
+                json={
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": pod, "namespace": NS},
+                    "spec": {
+                        "initContainers": [{"name": "prepare"}],
+                        "containers": [{"name": c} for c in containers] + [{"name": "sidecar-x"}],
+                    },
+                    "status": {"phase": "Pending", "containerStatuses": waiting},
+                },
+            )
             for step, lines, _ in steps:  # (a skipped step's log, if read, would be empty on a real cluster)
-                kmock[f"get /api/v1/namespaces/{NS}/pods/{pod}/log", kmock.params(container=f"step-{step}")] << "".join(l + "\n" for l in lines).encode()
+                (
+                    kmock[f"get /api/v1/namespaces/{NS}/pods/{pod}/log", kmock.params(container=f"step-{step}")]
+                    << "".join(l + "\n" for l in lines).encode()
+                )
             await asyncio.sleep(pause)
             await self.patch(f"{TEKTON}/taskruns/{tr}", {"status": {"podName": pod}})
             states = {s["name"]: s for s in waiting}
@@ -460,48 +627,107 @@ class Controller:
                     step_status.append({"name": step, "container": c, "terminated": {"exitCode": 1, "reason": "Error"}})
                     continue
                 states[c] = {"name": c, "state": {"running": {"startedAt": "2024-01-01T00:00:00Z"}}}
-                await self.patch(f"/api/v1/namespaces/{NS}/pods/{pod}", {"status": {"phase": "Running", "containerStatuses": sorted(states.values(), key=lambda s: s["name"])}})
+                await self.patch(
+                    f"/api/v1/namespaces/{NS}/pods/{pod}",
+                    {
+                        "status": {
+                            "phase": "Running",
+                            "containerStatuses": sorted(states.values(), key=lambda s: s["name"]),
+                        }
+                    },
+                )
                 await asyncio.sleep(pause)
                 if self.lockstep:
                     await self.log_requested(pod, c)
                 reason = "Completed" if exit_code == 0 else "Error"
                 states[c] = {"name": c, "state": {"terminated": {"exitCode": exit_code, "reason": reason}}}
-                step_status.append({"name": step, "container": c, "terminated": {"exitCode": exit_code, "reason": reason}})
+                step_status.append(
+                    {"name": step, "container": c, "terminated": {"exitCode": exit_code, "reason": reason}}
+                )
                 if exit_code:
                     failed = (tr, task, step, exit_code)
-            await self.patch(f"/api/v1/namespaces/{NS}/pods/{pod}", {"status": {"phase": "Failed" if failed else "Succeeded", "containerStatuses": sorted(states.values(), key=lambda s: s["name"])}})
+            await self.patch(
+                f"/api/v1/namespaces/{NS}/pods/{pod}",
+                {
+                    "status": {
+                        "phase": "Failed" if failed else "Succeeded",
+                        "containerStatuses": sorted(states.values(), key=lambda s: s["name"]),
+                    }
+                },
+            )
             if failed:
-                cond = {"type": "Succeeded", "status": "False", "reason": "Failed", "message": f'"step-{failed[2]}" exited with code {failed[3]}'}
+                cond = {
+                    "type": "Succeeded",
+                    "status": "False",
+                    "reason": "Failed",
+                    "message": f'"step-{failed[2]}" exited with code {failed[3]}',
+                }
             else:
-                cond = {"type": "Succeeded", "status": "True", "reason": "Succeeded", "message": "All Steps have completed executing"}
+                cond = {
+                    "type": "Succeeded",
+                    "status": "True",
+                    "reason": "Succeeded",
+                    "message": "All Steps have completed executing",
+                }
             await self.patch(f"{TEKTON}/taskruns/{tr}", {"status": {"conditions": [cond], "steps": step_status}})
             await asyncio.sleep(pause)
             if failed:
                 break
         if failed:
-            final = {"type": "Succeeded", "status": "False", "reason": "Failed", "message": f"Tasks Completed: {len(children)} (Failed: 1, Cancelled 0), Skipped: {len(tasks) - len(children)}"}
+            final = {
+                "type": "Succeeded",
+                "status": "False",
+                "reason": "Failed",
+                "message": f"Tasks Completed: {len(children)} (Failed: 1, Cancelled 0), Skipped: {len(tasks) - len(children)}",
+            }
         else:
-            final = {"type": "Succeeded", "status": "True", "reason": "Succeeded", "message": f"Tasks Completed: {len(children)} (Failed: 0, Cancelled 0), Skipped: 0"}
-        await self.patch(f"{TEKTON}/pipelineruns/{run}", {"status": {"conditions": [final], "results": results, "childReferences": children}})
+            final = {
+                "type": "Succeeded",
+                "status": "True",
+                "reason": "Succeeded",
+                "message": f"Tasks Completed: {len(children)} (Failed: 0, Cancelled 0), Skipped: 0",
+            }
+        await self.patch(
+            f"{TEKTON}/pipelineruns/{run}",
+            {"status": {"conditions": [final], "results": results, "childReferences": children}},
+        )
         return run
 
 
 TASKS_OK = [
     ("clone", [("clone", ["Cloning https://example.org/app.git", "Checked out 1234abcd"], 0)]),
-    ("build", [
-        ("prepare", ["preflight ok"], 0),
-        ("build", ["==> build linux/amd64", "==> build linux/arm64"], 0),
-        ("push", ["pushed registry.example/app@sha256:ab12"], 0),
-    ]),
+    (
+        "build",
+        [
+            ("prepare", ["preflight ok"], 0),
+            ("build", ["==> build linux/amd64", "==> build linux/arm64"], 0),
+            ("push", ["pushed registry.example/app@sha256:ab12"], 0),
+        ],
+    ),
 ]
 
 
 async def test_showlog_streams_steps_in_order_then_results_and_status(tekton_api, kubeconfig, capsys):
     kmock = tekton_api
     kmock.objects["tekton.dev/v1/pipelines", NS, "mini"] = PIPELINE
-    cli_run = CliRun(["pipeline", "start", "mini", "--kubeconfig", str(kubeconfig), "-p", "IMAGE=registry.example/app:1",
-                      "-w", "name=source,claimSize=1Gi", "--showlog"], capsys)
-    run = await Controller(kmock, lockstep=True).run(TASKS_OK, results=[{"name": "IMAGE_DIGEST", "value": "sha256:ab12"}, {"name": "IMAGES", "value": ["a", "b"]}])
+    cli_run = CliRun(
+        [
+            "pipeline",
+            "start",
+            "mini",
+            "--kubeconfig",
+            str(kubeconfig),
+            "-p",
+            "IMAGE=registry.example/app:1",
+            "-w",
+            "name=source,claimSize=1Gi",
+            "--showlog",
+        ],
+        capsys,
+    )
+    run = await Controller(kmock, lockstep=True).run(
+        TASKS_OK, results=[{"name": "IMAGE_DIGEST", "value": "sha256:ab12"}, {"name": "IMAGES", "value": ["a", "b"]}]
+    )
     code = await cli_run.done()
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -515,7 +741,7 @@ async def test_showlog_streams_steps_in_order_then_results_and_status(tekton_api
         "[build:build] ==> build linux/arm64",
         "[build:push] pushed registry.example/app@sha256:ab12",
     ]
-    tail = err[err.index("[build:push]"):]
+    tail = err[err.index("[build:push]") :]
     assert "IMAGE_DIGEST  sha256:ab12" in tail and "IMAGES        a,b" in tail
     assert f"PipelineRun {run} succeeded (Succeeded)" in tail
     # Logs were followed (not read once), and only after the follower watched for them.
@@ -534,22 +760,54 @@ async def test_showlog_streams_steps_in_order_then_results_and_status(tekton_api
 async def test_showlog_failure_names_taskrun_step_and_reason_and_exits_1(tekton_api, kubeconfig, capsys):
     kmock = tekton_api
     kmock.objects["tekton.dev/v1/pipelines", NS, "mini"] = PIPELINE
-    cli_run = CliRun(["pipeline", "start", "mini", "--kubeconfig", str(kubeconfig), "-p", "IMAGE=r/a:1", "-w", "name=source,emptyDir=", "--showlog"], capsys)
-    tasks = [TASKS_OK[0], ("build", [("prepare", ["ok"], 0), ("build", ["Error: exec format error"], 3), ("push", ["never"], 0)])]
+    cli_run = CliRun(
+        [
+            "pipeline",
+            "start",
+            "mini",
+            "--kubeconfig",
+            str(kubeconfig),
+            "-p",
+            "IMAGE=r/a:1",
+            "-w",
+            "name=source,emptyDir=",
+            "--showlog",
+        ],
+        capsys,
+    )
+    tasks = [
+        TASKS_OK[0],
+        ("build", [("prepare", ["ok"], 0), ("build", ["Error: exec format error"], 3), ("push", ["never"], 0)]),
+    ]
     run = await Controller(kmock).run(tasks, results=[])
     code = await cli_run.done()
     out, err = capsys.readouterr()
     assert code == 1
     assert "[build:build] Error: exec format error" in err
     errors = [line for line in err.splitlines() if line.startswith("ERROR:")]
-    assert errors == [f'ERROR: PipelineRun {run} failed (Failed): TaskRun {run}-build (task build) step build exited with code 3 (Error): "step-build" exited with code 3']
+    assert errors == [
+        f'ERROR: PipelineRun {run} failed (Failed): TaskRun {run}-build (task build) step build exited with code 3 (Error): "step-build" exited with code 3'
+    ]
 
 
 async def test_logs_of_a_finished_run_and_of_a_taskrun(tekton_api, kubeconfig, capsys):
     kmock = tekton_api
     kmock.objects["tekton.dev/v1/pipelines", NS, "mini"] = PIPELINE
     # Start without following, let the run finish, then read its logs.
-    code, out, _ = await run_cli(["pipeline", "start", "mini", "--kubeconfig", str(kubeconfig), "-p", "IMAGE=r/a:1", "-w", "name=source,claimName=src"], capsys)
+    code, out, _ = await run_cli(
+        [
+            "pipeline",
+            "start",
+            "mini",
+            "--kubeconfig",
+            str(kubeconfig),
+            "-p",
+            "IMAGE=r/a:1",
+            "-w",
+            "name=source,claimName=src",
+        ],
+        capsys,
+    )
     assert code == 0
     run = await Controller(kmock).run(TASKS_OK, results=[{"name": "IMAGE_DIGEST", "value": "sha256:ab12"}], pause=0)
     assert out.strip() == run
@@ -564,7 +822,12 @@ async def test_logs_of_a_finished_run_and_of_a_taskrun(tekton_api, kubeconfig, c
 
     code, out, err = await run_cli(["logs", f"{run}-build", "--kubeconfig", str(kubeconfig), "-f"], capsys)
     assert code == 0, err
-    assert [line.split("]")[0] for line in out.splitlines()] == ["[build:prepare", "[build:build", "[build:build", "[build:push"]
+    assert [line.split("]")[0] for line in out.splitlines()] == [
+        "[build:prepare",
+        "[build:build",
+        "[build:build",
+        "[build:push",
+    ]
 
     code, _, err = await run_cli(["logs", "nothing-here", "--kubeconfig", str(kubeconfig)], capsys)
     assert code == 2 and "no PipelineRun or TaskRun nothing-here in namespace ci" in err

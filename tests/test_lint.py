@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import need
+
 from taskimage import cli
 from taskimage.tekton.lint import CrdSet, lint_paths
 from taskimage.tekton.lint.tektonlint import find_tekton_lint, run_tekton_lint
@@ -40,7 +40,9 @@ def test_good_samples_pass(crds):
     assert _errors(report) == []
     assert report.documents == 10
     # The one custom kind without a CRD is a warning, and it is the only one.
-    assert [p.message for p in report.problems] == ["custom kind triggers.tekton.dev/v1beta1 TriggerTemplate not checked (no CRD for it)"]
+    assert [p.message for p in report.problems] == [
+        "custom kind triggers.tekton.dev/v1beta1 TriggerTemplate not checked (no CRD for it)"
+    ]
 
 
 # (file, line, message fragment, number of errors the file must produce)
@@ -51,10 +53,20 @@ BROKEN = [
     ("array-in-string.yaml", 17, "array param 'PLATFORMS' used as a string in spec.steps[0].env[0].value", 1),
     ("star-in-script.yaml", 15, "$(params.PLATFORMS[*]) in script: [*] is allowed only as a whole element", 2),
     ("missing-workspace.yaml", 13, "workspace 'cache' is not declared in the Task (declared: source)", 1),
-    ("pipeline-missing-workspace.yaml", 14, "binds workspace 'source', which the Pipeline does not declare (declared: shared)", 1),
+    (
+        "pipeline-missing-workspace.yaml",
+        14,
+        "binds workspace 'source', which the Pipeline does not declare (declared: shared)",
+        1,
+    ),
     ("undefined-task-result.yaml", 9, "task 'build' declares no result 'DIGEST' (declared: IMAGE_DIGEST)", 1),
     ("latest-image.yaml", 9, "image 'quay.io/buildah/stable:latest' is tagged :latest", 1),
-    ("latest-image-param.yaml", 12, "image 'quay.io/buildah/stable:latest' (default of param 'BUILDER_IMAGE') is tagged :latest", 1),
+    (
+        "latest-image-param.yaml",
+        12,
+        "image 'quay.io/buildah/stable:latest' (default of param 'BUILDER_IMAGE') is tagged :latest",
+        1,
+    ),
     ("invalid-inline-taskspec.yaml", 14, 'unknown field "spec.tasks[0].taskSpec.steps[0].scrpit"', 1),
     ("broken-daemonset.yaml", 13, 'unknown field "spec.template.spec.hostPIDD"', 1),
     ("yaml-syntax.yaml", 10, "YAML syntax error", 1),
@@ -137,9 +149,13 @@ def test_shell_substitution_and_context_are_not_references(crds, tmp_path):
 
 def test_untagged_image_is_a_warning(crds, tmp_path):
     doc = tmp_path / "t.yaml"
-    doc.write_text("apiVersion: tekton.dev/v1\nkind: Task\nmetadata: {name: t}\nspec:\n  steps:\n    - image: busybox\n")
+    doc.write_text(
+        "apiVersion: tekton.dev/v1\nkind: Task\nmetadata: {name: t}\nspec:\n  steps:\n    - image: busybox\n"
+    )
     report = lint_paths([str(doc)], crds=crds)
-    assert report.errors == 0 and [p.message for p in report.problems] == ["image 'busybox' has no tag (means :latest); pin a version tag or a digest"]
+    assert report.errors == 0 and [p.message for p in report.problems] == [
+        "image 'busybox' has no tag (means :latest); pin a version tag or a digest"
+    ]
 
 
 def _project_yaml() -> list[Path]:
@@ -168,11 +184,16 @@ def test_tekton_lint_second_opinion_finds_undefined_param(crds, capsys):
     bad = BAD / "undefined-param.yaml"
     code, problems = run_tekton_lint([bad], exe)
     assert code != 0
-    assert [(p["rule"], p["loc"]["startLine"]) for p in problems if p["level"] == "error"] == [("no-undefined-param", 13)]
+    assert [(p["rule"], p["loc"]["startLine"]) for p in problems if p["level"] == "error"] == [
+        ("no-undefined-param", 13)
+    ]
     # Through the CLI: both linters' problems, one format, one exit code.
     assert cli.main(["lint", "--crds", CRDS, "--tekton-lint", str(bad)]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert f"{bad}:13: tekton-lint/no-undefined-param: Undefined param 'IMAGES' at .spec.steps[0].args[0] in 'bad-undefined-param'" in out
+    assert (
+        f"{bad}:13: tekton-lint/no-undefined-param: Undefined param 'IMAGES' at .spec.steps[0].args[0] in 'bad-undefined-param'"
+        in out
+    )
     assert any(line.startswith(f"{bad}:13: Task/bad-undefined-param: ") for line in out)
 
 
@@ -202,10 +223,12 @@ def test_star_only_as_a_whole_element(crds, tmp_path):
     doc.write_text(
         "apiVersion: tekton.dev/v1\nkind: Pipeline\nmetadata: {name: p}\nspec:\n"
         "  params: [{name: P, type: array}]\n  tasks:\n    - name: t\n      taskRef: {name: x}\n"
-        "      params:\n        - name: A\n          value: \"x-$(params.P[*])\"\n"
+        '      params:\n        - name: A\n          value: "x-$(params.P[*])"\n'
     )
     messages = [p.message for p in lint_paths([str(doc)], crds=crds).problems]
-    assert messages == ["$(params.P[*]) in spec.tasks[0].params[0].value: [*] is allowed only as a whole element of args/command, param values, matrix values or when values"]
+    assert messages == [
+        "$(params.P[*]) in spec.tasks[0].params[0].value: [*] is allowed only as a whole element of args/command, param values, matrix values or when values"
+    ]
 
 
 def test_finally_results_only_in_pipeline_results(crds, tmp_path):
@@ -218,14 +241,19 @@ def test_finally_results_only_in_pipeline_results(crds, tmp_path):
         "        steps: [{image: 'a:1', command: [sh, -c, 'echo > $0', $(results.OUT.path)]}]\n"
     )
     problems = lint_paths([str(doc)], crds=crds).problems
-    assert [(p.line, p.message) for p in problems] == [(9, "$(finally.report.results.OUT): no pipeline task named 'report' in finally")]
+    assert [(p.line, p.message) for p in problems] == [
+        (9, "$(finally.report.results.OUT): no pipeline task named 'report' in finally")
+    ]
 
 
 def test_command_module_constants_match_the_package():
     """commands/lint.py repeats three constants to keep start-up fast; they must not drift."""
-    from taskimage.tekton import lint
     from taskimage.commands import lint as command
+    from taskimage.tekton import lint
     from taskimage.tekton.lint import kube, tektonlint
 
     assert (command.CRDS_ENV, command.TEKTON_LINT_ENV, command.DEFAULT_KUBERNETES_VERSION) == (
-        lint.CRDS_ENV, tektonlint.TEKTON_LINT_ENV, kube.DEFAULT_KUBERNETES_VERSION)
+        lint.CRDS_ENV,
+        tektonlint.TEKTON_LINT_ENV,
+        kube.DEFAULT_KUBERNETES_VERSION,
+    )

@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import emulation_ready, have_tools, need, skopeo_raw
+
 from taskimage import cli
 from taskimage import proc as tools
 
@@ -23,8 +23,6 @@ pytestmark = [pytest.mark.podman, pytest.mark.emulation, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 TASK = ROOT / "catalog" / "task" / "buildah-multiarch" / "0.1" / "buildah-multiarch.yaml"
 APP = Path(__file__).parent / "data" / "localrun" / "app"
-
-
 
 
 def _declared(task_yaml: Path) -> set[str]:

@@ -23,37 +23,68 @@ SPECS = P.parse_specs(
 
 def test_types_follow_declaration_default_or_properties():
     assert [(s.name, s.type) for s in SPECS] == [
-        ("IMAGE", "string"), ("PLATFORMS", "array"), ("OBJ", "object"), ("MODE", "string"), ("FLAG", "string")]
+        ("IMAGE", "string"),
+        ("PLATFORMS", "array"),
+        ("OBJ", "object"),
+        ("MODE", "string"),
+        ("FLAG", "string"),
+    ]
     assert SPECS[4].default == "true"
 
 
 def test_cli_values_parsed_as_tkn_does():
-    values = P.parse_cli(["IMAGE=r/x:1,2", "PLATFORMS=linux/amd64,linux/arm64", "OBJ=k1:v1, k2: v:2", "MODE=slow"], SPECS, "t")
-    assert values == {"IMAGE": "r/x:1,2", "PLATFORMS": ["linux/amd64", "linux/arm64"], "OBJ": {"k1": "v1", "k2": "v:2"}, "MODE": "slow"}
+    values = P.parse_cli(
+        ["IMAGE=r/x:1,2", "PLATFORMS=linux/amd64,linux/arm64", "OBJ=k1:v1, k2: v:2", "MODE=slow"], SPECS, "t"
+    )
+    assert values == {
+        "IMAGE": "r/x:1,2",
+        "PLATFORMS": ["linux/amd64", "linux/arm64"],
+        "OBJ": {"k1": "v1", "k2": "v:2"},
+        "MODE": "slow",
+    }
     assert P.parse_cli(["PLATFORMS="], SPECS, "t") == {"PLATFORMS": []}
 
 
 def test_resolve_defaults_and_given():
     values = P.resolve(SPECS, {"IMAGE": "r/x", "OBJ": {"k1": "a", "k2": "b"}}, "t")
-    assert values == {"IMAGE": "r/x", "PLATFORMS": ["linux/amd64"], "OBJ": {"k1": "a", "k2": "b"}, "MODE": "fast", "FLAG": "true"}
+    assert values == {
+        "IMAGE": "r/x",
+        "PLATFORMS": ["linux/amd64"],
+        "OBJ": {"k1": "a", "k2": "b"},
+        "MODE": "fast",
+        "FLAG": "true",
+    }
 
 
 @pytest.mark.parametrize(
     "call,message",
     [
-        (lambda: P.parse_cli(["NOPE=1"], SPECS, "t"), "-p NOPE: task t declares no param NOPE (declared: FLAG, IMAGE, MODE, OBJ, PLATFORMS)"),
+        (
+            lambda: P.parse_cli(["NOPE=1"], SPECS, "t"),
+            "-p NOPE: task t declares no param NOPE (declared: FLAG, IMAGE, MODE, OBJ, PLATFORMS)",
+        ),
         (lambda: P.parse_cli(["IMAGE"], SPECS, "t"), "-p IMAGE: expected NAME=VALUE"),
         (lambda: P.parse_cli(["OBJ=k1"], SPECS, "t"), '-p OBJ=k1: object params take "key1:value1, key2:value2"'),
-        (lambda: P.resolve(SPECS, {}, "t"),
-         "task t: missing values for params without a default: IMAGE, OBJ (give them with -p NAME=VALUE)"),
-        (lambda: P.resolve(SPECS, {"IMAGE": ["a", "b"], "PLATFORMS": "linux/amd64", "OBJ": {}}, "t"),
-         "task t: param type mismatch: IMAGE (declared string, given array), PLATFORMS (declared array, given string)"),
-        (lambda: P.resolve(SPECS, {"IMAGE": "x", "OBJ": {"k1": "a"}, "MODE": "medium"}, "t"),
-         "task t: invalid param values: OBJ lacks keys k2; MODE='medium' is not in its enum [fast, slow]"),
-        (lambda: P.parse_specs([{"name": "A", "type": "array", "default": "x"}], "t"),
-         "task t: param A is declared array but its default is string"),
-        (lambda: P.parse_specs([{"name": "A", "type": "int"}], "t"),
-         "task t: param A has type 'int'; accepted: string, array, object"),
+        (
+            lambda: P.resolve(SPECS, {}, "t"),
+            "task t: missing values for params without a default: IMAGE, OBJ (give them with -p NAME=VALUE)",
+        ),
+        (
+            lambda: P.resolve(SPECS, {"IMAGE": ["a", "b"], "PLATFORMS": "linux/amd64", "OBJ": {}}, "t"),
+            "task t: param type mismatch: IMAGE (declared string, given array), PLATFORMS (declared array, given string)",
+        ),
+        (
+            lambda: P.resolve(SPECS, {"IMAGE": "x", "OBJ": {"k1": "a"}, "MODE": "medium"}, "t"),
+            "task t: invalid param values: OBJ lacks keys k2; MODE='medium' is not in its enum [fast, slow]",
+        ),
+        (
+            lambda: P.parse_specs([{"name": "A", "type": "array", "default": "x"}], "t"),
+            "task t: param A is declared array but its default is string",
+        ),
+        (
+            lambda: P.parse_specs([{"name": "A", "type": "int"}], "t"),
+            "task t: param A has type 'int'; accepted: string, array, object",
+        ),
     ],
 )
 def test_param_errors(call, message):
@@ -66,7 +97,9 @@ def test_default_referencing_another_param_is_literal_with_a_warning():
     specs = P.parse_specs([{"name": "A", "default": "a"}, {"name": "B", "default": "$(params.A)-b"}], "t")
     warnings: list[str] = []
     assert P.resolve(specs, {}, "t", warnings=warnings)["B"] == "$(params.A)-b"
-    assert warnings == ["param B: its default holds $(params.A); Tekton does not substitute params inside param values, so the steps get it literally"]
+    assert warnings == [
+        "param B: its default holds $(params.A); Tekton does not substitute params inside param values, so the steps get it literally"
+    ]
 
 
 def test_extra_taskrun_param_is_ignored_with_a_warning():
@@ -78,12 +111,21 @@ def test_extra_taskrun_param_is_ignored_with_a_warning():
 def _plan(spec, workspaces=(), taskrun_ws=None):
     tr = None
     if taskrun_ws is not None:
-        tr = {"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "metadata": {"name": "r"}, "spec": {"workspaces": taskrun_ws}}
+        tr = {
+            "apiVersion": "tekton.dev/v1",
+            "kind": "TaskRun",
+            "metadata": {"name": "r"},
+            "spec": {"workspaces": taskrun_ws},
+        }
     return make_plan(Loaded("t", spec, tr), cli_workspaces=list(workspaces))
 
 
 WS_SPEC = {
-    "workspaces": [{"name": "source"}, {"name": "conf", "readOnly": True, "mountPath": "/etc/conf"}, {"name": "cache", "optional": True}],
+    "workspaces": [
+        {"name": "source"},
+        {"name": "conf", "readOnly": True, "mountPath": "/etc/conf"},
+        {"name": "cache", "optional": True},
+    ],
     "steps": [{"image": "x.example/y:1"}],
 }
 
@@ -99,7 +141,11 @@ def test_workspaces_bound_paths_and_modes(tmp_path):
 
 
 def test_taskrun_emptydir_binding_and_cli_override(tmp_path):
-    plan = _plan(WS_SPEC, [f"conf={tmp_path}"], [{"name": "source", "emptyDir": {}}, {"name": "conf", "persistentVolumeClaim": {"claimName": "pvc1"}}])
+    plan = _plan(
+        WS_SPEC,
+        [f"conf={tmp_path}"],
+        [{"name": "source", "emptyDir": {}}, {"name": "conf", "persistentVolumeClaim": {"claimName": "pvc1"}}],
+    )
     got = {w.name: (w.host_dir, w.claim) for w in plan.workspaces}
     assert got["source"] == (None, "") and got["conf"] == (str(tmp_path), "pvc1")
 
@@ -111,8 +157,11 @@ def test_taskrun_emptydir_binding_and_cli_override(tmp_path):
         (["nope=/tmp"], None, "-w nope: the task declares no workspace nope (declared: cache, conf, source)"),
         (["source=/does/not/exist"], None, "-w source=/does/not/exist: not a directory"),
         (["source"], None, "-w source: expected NAME=DIR"),
-        (["source=/tmp"], [{"name": "conf", "secret": {"secretName": "s"}}],
-         "workspace conf is bound to a secret in the TaskRun: give a directory with -w conf=DIR"),
+        (
+            ["source=/tmp"],
+            [{"name": "conf", "secret": {"secretName": "s"}}],
+            "workspace conf is bound to a secret in the TaskRun: give a directory with -w conf=DIR",
+        ),
     ],
 )
 def test_workspace_errors(workspaces, taskrun_ws, message):
@@ -124,13 +173,29 @@ def test_workspace_errors(workspaces, taskrun_ws, message):
 @pytest.mark.parametrize(
     "spec,message",
     [
-        ({"steps": [{"image": "i.example/x:1", "script": "echo", "command": ["sh"]}]}, "steps[0] (unnamed-0): script cannot be used with command"),
+        (
+            {"steps": [{"image": "i.example/x:1", "script": "echo", "command": ["sh"]}]},
+            "steps[0] (unnamed-0): script cannot be used with command",
+        ),
         ({"steps": [{"name": "a"}]}, "steps[0] (a): no image"),
         ({"steps": [{"name": "a", "image": "i"}, {"name": "a", "image": "i"}]}, "task t: step names must be unique: a"),
-        ({"steps": [{"name": "a", "image": "i", "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}]},
-         "steps[0] (a): env T uses valueFrom, which needs a cluster; not supported by taskimage run"),
+        (
+            {
+                "steps": [
+                    {
+                        "name": "a",
+                        "image": "i",
+                        "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+                    }
+                ]
+            },
+            "steps[0] (a): env T uses valueFrom, which needs a cluster; not supported by taskimage run",
+        ),
         ({"sidecars": [{"image": "i"}], "steps": [{"image": "i"}]}, "sidecars are not supported by taskimage run"),
-        ({"steps": [{"name": "a", "image": "i", "timeout": "5 minutes"}]}, "step a timeout: '5 minutes' is not a duration like 90s or 1h30m"),
+        (
+            {"steps": [{"name": "a", "image": "i", "timeout": "5 minutes"}]},
+            "step a timeout: '5 minutes' is not a duration like 90s or 1h30m",
+        ),
     ],
 )
 def test_unsupported_or_invalid_steps(spec, message):
@@ -143,13 +208,36 @@ def test_pull_policy_timeout_and_security_flags():
     from taskimage.tekton.localrun.plan import parse_duration, pull_policy
     from taskimage.tekton.localrun.podman import security_flags, ulimit_flags
 
-    assert [pull_policy(i, None) for i in ("busybox", "r:5000/b:latest", "r:5000/b:1", "b@sha256:ab")] == ["always", "always", "missing", "missing"]
+    assert [pull_policy(i, None) for i in ("busybox", "r:5000/b:latest", "r:5000/b:1", "b@sha256:ab")] == [
+        "always",
+        "always",
+        "missing",
+        "missing",
+    ]
     assert pull_policy("b:1", "Always") == "always"
     assert parse_duration("1h30m5s", "x") == 5405.0
-    flags, _ = security_flags({"privileged": True, "capabilities": {"add": ["SYS_ADMIN"], "drop": ["ALL"]}, "runAsUser": 1000, "runAsGroup": 1000,
-                               "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True})
-    assert flags == ["--privileged", "--cap-add", "SYS_ADMIN", "--cap-drop", "ALL", "--user", "1000:1000", "--read-only",
-                     "--security-opt", "no-new-privileges"]
+    flags, _ = security_flags(
+        {
+            "privileged": True,
+            "capabilities": {"add": ["SYS_ADMIN"], "drop": ["ALL"]},
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+        }
+    )
+    assert flags == [
+        "--privileged",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--cap-drop",
+        "ALL",
+        "--user",
+        "1000:1000",
+        "--read-only",
+        "--security-opt",
+        "no-new-privileges",
+    ]
     assert ulimit_flags(20000, 96365) == ["--ulimit", "nofile=10000:10000", "--ulimit", "nproc=10000:10000"]
     assert ulimit_flags(4096, 500) == ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=500:500"]
 

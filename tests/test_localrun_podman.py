@@ -10,8 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import have_tools, need
+
 from taskimage import cli
 from taskimage import proc as tools
 
@@ -38,8 +38,16 @@ def leftover_containers(prefix: str) -> list[str]:
 
 
 def test_multi_step_task_shares_a_workspace(image, tmp_path, capsys):
-    code, report = run(capsys, str(DATA / "workspace-task.yaml"), "-p", "NAMES=ann,bob", "-p", f"IMAGE={image}",
-                       "-w", f"data={tmp_path}")
+    code, report = run(
+        capsys,
+        str(DATA / "workspace-task.yaml"),
+        "-p",
+        "NAMES=ann,bob",
+        "-p",
+        f"IMAGE={image}",
+        "-w",
+        f"data={tmp_path}",
+    )
     assert code == 0, report
     name = report["taskRun"]
     assert name.startswith("share-workspace-run-")
@@ -75,8 +83,9 @@ def test_security_context_and_read_only_workspace(image, tmp_path, capsys):
 
 def test_result_over_the_termination_message_budget_fails(image, tmp_path, capsys):
     results_dir = tmp_path / "results"
-    code, report = run(capsys, str(DATA / "big-result-task.yaml"), "-p", f"IMAGE={image}", "--results-dir", str(results_dir),
-                       "--keep")
+    code, report = run(
+        capsys, str(DATA / "big-result-task.yaml"), "-p", f"IMAGE={image}", "--results-dir", str(results_dir), "--keep"
+    )
     assert code == 1
     assert report["steps"][0]["exitCode"] == 0
     assert report["terminationMessageBytes"] > 5000

@@ -43,7 +43,10 @@ DOC_CASES = [
     ),
     (
         "tasks.md: command [first, $(params.array-param[*]), last]",
-        one_step({"command": ["first", "$(params.array-param[*])", "last"]}, params=[{"name": "array-param", "type": "array"}]),
+        one_step(
+            {"command": ["first", "$(params.array-param[*])", "last"]},
+            params=[{"name": "array-param", "type": "array"}],
+        ),
         {"array-param": ["some", "array", "elements"]},
         "command",
         ("first", "some", "array", "elements", "last"),
@@ -57,7 +60,7 @@ DOC_CASES = [
     ),
     (
         "variables.md: params['<name>'][*] and params[\"<name>\"][*]",
-        one_step({"args": ["$(params['a'][*])", "$(params[\"a\"][*])"]}, params=[{"name": "a", "type": "array"}]),
+        one_step({"args": ["$(params['a'][*])", '$(params["a"][*])']}, params=[{"name": "a", "type": "array"}]),
         {"a": ["x", "y"]},
         "args",
         ("x", "y", "x", "y"),
@@ -70,25 +73,31 @@ DOC_CASES = [
         ("second=y", "x"),
     ),
     (
-        "tasks.md: $(params[\"some.other.URL\"]) for a name with dots; quotes of both kinds",
-        one_step({"args": ["$(params[\"some.other.URL\"])", "$(params['some.other.URL'])", "$(params.some.other.URL)"]},
-                 params=[{"name": "some.other.URL"}]),
+        'tasks.md: $(params["some.other.URL"]) for a name with dots; quotes of both kinds',
+        one_step(
+            {"args": ['$(params["some.other.URL"])', "$(params['some.other.URL'])", "$(params.some.other.URL)"]},
+            params=[{"name": "some.other.URL"}],
+        ),
         {"some.other.URL": "http://x"},
         "args",
         ("http://x", "http://x", "http://x"),
     ),
     (
         "variables.md: params.<object-param-name>.<key>",
-        one_step({"args": ["$(params.gitrepo.url)@$(params.gitrepo.commit)"]},
-                 params=[{"name": "gitrepo", "type": "object", "properties": {"url": {}, "commit": {}}}]),
+        one_step(
+            {"args": ["$(params.gitrepo.url)@$(params.gitrepo.commit)"]},
+            params=[{"name": "gitrepo", "type": "object", "properties": {"url": {}, "commit": {}}}],
+        ),
         {"gitrepo": {"url": "https://git.example/r", "commit": "abc"}},
         "args",
         ("https://git.example/r@abc",),
     ),
     (
         "object default keys stay where the TaskRun gives only some",
-        one_step({"args": ["$(params.o.a)-$(params.o.b)"]},
-                 params=[{"name": "o", "type": "object", "properties": {"a": {}, "b": {}}, "default": {"a": "1", "b": "2"}}]),
+        one_step(
+            {"args": ["$(params.o.a)-$(params.o.b)"]},
+            params=[{"name": "o", "type": "object", "properties": {"a": {}, "b": {}}, "default": {"a": "1", "b": "2"}}],
+        ),
         {"o": {"b": "9"}},
         "args",
         ("1-9",),
@@ -102,51 +111,78 @@ DOC_CASES = [
     ),
     (
         "tasks.md: $(workspaces.messages.path) is the declared mountPath",
-        one_step({"script": "echo hello! > $(workspaces.messages.path)/message"},
-                 workspaces=[{"name": "messages", "mountPath": "/custom/path/relative/to/root"}]),
+        one_step(
+            {"script": "echo hello! > $(workspaces.messages.path)/message"},
+            workspaces=[{"name": "messages", "mountPath": "/custom/path/relative/to/root"}],
+        ),
         "-w messages=/tmp",
         "script",
         "#!/bin/sh\nset -e\necho hello! > /custom/path/relative/to/root/message",
     ),
     (
         "variables.md: an optional workspace not given: bound false, path empty",
-        one_step({"args": ["[$(workspaces.cache.path)]", "$(workspaces.cache.bound)", "[$(workspaces.cache.claim)]"]},
-                 workspaces=[{"name": "cache", "optional": True}]),
+        one_step(
+            {"args": ["[$(workspaces.cache.path)]", "$(workspaces.cache.bound)", "[$(workspaces.cache.claim)]"]},
+            workspaces=[{"name": "cache", "optional": True}],
+        ),
         None,
         "args",
         ("[]", "false", "[]"),
     ),
     (
         "tasks.md: $(results.<name>.path) and the bracket form",
-        one_step({"args": ["$(results.current-date-unix-timestamp.path)", "$(results['a'].path)", "$(results[\"a\"].path)"]},
-                 results=[{"name": "current-date-unix-timestamp"}, {"name": "a"}]),
+        one_step(
+            {"args": ["$(results.current-date-unix-timestamp.path)", "$(results['a'].path)", '$(results["a"].path)']},
+            results=[{"name": "current-date-unix-timestamp"}, {"name": "a"}],
+        ),
         None,
         "args",
         ("/tekton/results/current-date-unix-timestamp", "/tekton/results/a", "/tekton/results/a"),
     ),
     (
         "variables.md: context variables of a TaskRun",
-        one_step({"args": ["$(context.taskRun.name)", "$(context.taskRun.namespace)", "$(context.taskRun.uid)",
-                           "$(context.task.name)", "$(context.task.retry-count)"]}),
+        one_step(
+            {
+                "args": [
+                    "$(context.taskRun.name)",
+                    "$(context.taskRun.namespace)",
+                    "$(context.taskRun.uid)",
+                    "$(context.task.name)",
+                    "$(context.task.retry-count)",
+                ]
+            }
+        ),
         {},
         "args",
         ("tr-1", "ns1", "uid-1", "demo", "0"),
     ),
     (
         "variables.md: a step's exit code path; credentials path",
-        {"steps": [{"name": "a", "image": IMG}, {"image": IMG, "args": ["$(steps.step-a.exitCode.path)", "$(credentials.path)"]}]},
+        {
+            "steps": [
+                {"name": "a", "image": IMG},
+                {"image": IMG, "args": ["$(steps.step-a.exitCode.path)", "$(credentials.path)"]},
+            ]
+        },
         None,
         "args@1",
         ("/tekton/steps/step-a/exitCode", "/tekton/creds"),
     ),
     (
         "tasks.md: values reach scripts through env; shell's own $(...) and ${...} are left alone",
-        one_step({"env": [{"name": "SCRIPT_CONTENTS", "value": "$(params.script)"}],
-                  "script": "printf '%s' \"${SCRIPT_CONTENTS}\" > input-script; echo $(date +%s)"},
-                 params=[{"name": "script"}]),
+        one_step(
+            {
+                "env": [{"name": "SCRIPT_CONTENTS", "value": "$(params.script)"}],
+                "script": "printf '%s' \"${SCRIPT_CONTENTS}\" > input-script; echo $(date +%s)",
+            },
+            params=[{"name": "script"}],
+        ),
         {"script": "rm -rf /"},
         "script+env",
-        ("#!/bin/sh\nset -e\nprintf '%s' \"${SCRIPT_CONTENTS}\" > input-script; echo $(date +%s)", (("SCRIPT_CONTENTS", "rm -rf /"),)),
+        (
+            "#!/bin/sh\nset -e\nprintf '%s' \"${SCRIPT_CONTENTS}\" > input-script; echo $(date +%s)",
+            (("SCRIPT_CONTENTS", "rm -rf /"),),
+        ),
     ),
     (
         "the controller's passes: a param value holding $(context...) is replaced by the later pass, "
@@ -158,9 +194,13 @@ DOC_CASES = [
     ),
     (
         "tasks.md: stepTemplate env FOO=bar, overridden by the step's FOO=baz",
-        {"stepTemplate": {"env": [{"name": "FOO", "value": "bar"}], "image": IMG},
-         "steps": [{"command": ["echo"], "args": ["FOO is ${FOO}"]},
-                   {"command": ["echo"], "args": ["FOO is ${FOO}"], "env": [{"name": "FOO", "value": "baz"}]}]},
+        {
+            "stepTemplate": {"env": [{"name": "FOO", "value": "bar"}], "image": IMG},
+            "steps": [
+                {"command": ["echo"], "args": ["FOO is ${FOO}"]},
+                {"command": ["echo"], "args": ["FOO is ${FOO}"], "env": [{"name": "FOO", "value": "baz"}]},
+            ],
+        },
         None,
         "env@0,1",
         ((("FOO", "bar"),), (("FOO", "baz"),)),
@@ -174,8 +214,12 @@ DOC_CASES = [
     ),
     (
         "kubelet expands $(VAR) from the container env in args; $$ escapes; unknown names stay",
-        one_step({"env": [{"name": "A", "value": "1"}, {"name": "B", "value": "$(A)2"}],
-                  "args": ["$(A)", "$(B)", "$$(A)", "$(NOPE)"]}),
+        one_step(
+            {
+                "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "$(A)2"}],
+                "args": ["$(A)", "$(B)", "$$(A)", "$(NOPE)"],
+            }
+        ),
         None,
         "args",
         ("1", "12", "$(A)", "$(NOPE)"),
@@ -212,7 +256,12 @@ def test_step_template_merge_v1_semantics():
             "env": [{"name": "A", "value": "t"}, {"name": "B", "value": "t"}],
         },
         "steps": [
-            {"name": "own", "command": ["/bin/own"], "securityContext": {"privileged": True}, "env": [{"name": "B", "value": "s"}, {"name": "C", "value": "s"}]},
+            {
+                "name": "own",
+                "command": ["/bin/own"],
+                "securityContext": {"privileged": True},
+                "env": [{"name": "B", "value": "s"}, {"name": "C", "value": "s"}],
+            },
             {"name": "inherit", "image": "other.example/img:2"},
         ],
     }
@@ -231,21 +280,21 @@ def test_step_template_merge_v1_semantics():
             {"params": [{"name": "build-args", "type": "array"}]},
             {"build-args": ["a"]},
             "invalid references: steps[0] (s).args[1]: $(params.build-args[*]): array param 'build-args' can only be used "
-            "as a whole element of command or args (\"$(params.build-args[*])\"), or one element with [i]",
+            'as a whole element of command or args ("$(params.build-args[*])"), or one element with [i]',
         ),
         (
             {"image": "$(params.build-args[*])"},
             {"params": [{"name": "build-args", "type": "array"}]},
             {"build-args": ["a"]},
             "invalid references: steps[0] (s).image: $(params.build-args[*]): array param 'build-args' can only be used "
-            "as a whole element of command or args (\"$(params.build-args[*])\"), or one element with [i]",
+            'as a whole element of command or args ("$(params.build-args[*])"), or one element with [i]',
         ),
         (
             {"script": "echo $(params.list[*])"},
             {"params": [{"name": "list", "type": "array", "default": ["a"]}]},
             {},
             "invalid references: steps[0] (s).script: $(params.list[*]): array param 'list' can only be used "
-            "as a whole element of command or args (\"$(params.list[*])\"), or one element with [i]",
+            'as a whole element of command or args ("$(params.list[*])"), or one element with [i]',
         ),
         (
             {"args": ["$(params.nope)"]},

@@ -5,7 +5,6 @@ import argparse
 import pytest
 
 from taskimage import cli
-
 from taskimage.build import params
 from taskimage.errors import UsageError
 
@@ -17,7 +16,9 @@ def parse(argv, env=None):
 
 
 def test_platforms_from_flags_commas_and_positionals_in_order():
-    values = parse(["--image", "r.io/a", "--platform", "linux/amd64,linux/arm64", "linux/s390x", "--platform", "linux/ppc64le", ""])
+    values = parse(
+        ["--image", "r.io/a", "--platform", "linux/amd64,linux/arm64", "linux/s390x", "--platform", "linux/ppc64le", ""]
+    )
     assert values["PLATFORMS"] == (["linux/amd64,linux/arm64", "linux/ppc64le", "linux/s390x", ""], "--platform")
 
 
@@ -52,7 +53,11 @@ def test_flag_wins_over_env():
         (["--format", "v2s3"], {}, "--format: invalid value 'v2s3'; accepted: oci, docker"),
         (["--jobs", "two"], {}, "--jobs: invalid number 'two'"),
         (["--retry", "-1"], {}, "--retry: must not be negative, got '-1'"),
-        ([], {"TASKIMAGE_STORAGE_DRIVER": "btrfs"}, "TASKIMAGE_STORAGE_DRIVER: invalid value 'btrfs'; accepted: auto, overlay, vfs"),
+        (
+            [],
+            {"TASKIMAGE_STORAGE_DRIVER": "btrfs"},
+            "TASKIMAGE_STORAGE_DRIVER: invalid value 'btrfs'; accepted: auto, overlay, vfs",
+        ),
     ],
 )
 def test_bad_values_name_flag_and_value(argv, env, message):
@@ -66,7 +71,9 @@ def test_task_params_are_the_cli_params():
     cli_only = {p.name for p in params.BUILD_PARAMS if not p.in_task}
     assert set(task) == {p.name for p in params.BUILD_PARAMS} - cli_only
     assert task["PLATFORMS"] == {
-        "name": "PLATFORMS", "type": "array", "description": params.BY_NAME["PLATFORMS"].description,
+        "name": "PLATFORMS",
+        "type": "array",
+        "description": params.BY_NAME["PLATFORMS"].description,
         "default": ["linux/amd64", "linux/arm64"],
     }
     assert "default" not in task["IMAGE"]
@@ -79,8 +86,14 @@ def test_task_params_are_the_cli_params():
 def test_step_args_and_env_shapes():
     args = params.step_args()
     assert args[:2] == ["build", "$(params.PLATFORMS[*])"]
-    assert args[2:] == ["--build-arg", "$(params.BUILD_ARGS[*])", "--label", "$(params.LABELS[*])",
-                        "--annotation", "$(params.ANNOTATIONS[*])"]
+    assert args[2:] == [
+        "--build-arg",
+        "$(params.BUILD_ARGS[*])",
+        "--label",
+        "$(params.LABELS[*])",
+        "--annotation",
+        "$(params.ANNOTATIONS[*])",
+    ]
     env = {e["name"]: e["value"] for e in params.step_env()}
     assert env["TASKIMAGE_IMAGE"] == "$(params.IMAGE)"
     assert env["TASKIMAGE_AUTHFILE"] == "$(workspaces.dockerconfig.path)"
@@ -112,7 +125,13 @@ def test_run_limits_follow_this_process_and_never_exceed_caps():
 
     from taskimage.build import buildah
 
-    limits = {resource.RLIMIT_NOFILE: (1024, 4096), resource.RLIMIT_NPROC: (resource.RLIM_INFINITY, resource.RLIM_INFINITY)}
+    limits = {
+        resource.RLIMIT_NOFILE: (1024, 4096),
+        resource.RLIMIT_NPROC: (resource.RLIM_INFINITY, resource.RLIM_INFINITY),
+    }
     assert buildah.run_limits(limits.__getitem__) == ("nofile=1024:4096", "nproc=32768:32768")
-    limits = {resource.RLIMIT_NOFILE: (resource.RLIM_INFINITY, resource.RLIM_INFINITY), resource.RLIMIT_NPROC: (5000, 10000)}
+    limits = {
+        resource.RLIMIT_NOFILE: (resource.RLIM_INFINITY, resource.RLIM_INFINITY),
+        resource.RLIMIT_NPROC: (5000, 10000),
+    }
     assert buildah.run_limits(limits.__getitem__) == ("nofile=1048576:1048576", "nproc=5000:10000")

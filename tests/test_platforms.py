@@ -56,7 +56,9 @@ def test_parse_platforms_flattens_commas_positional_and_ignores_empty_tekton_ele
 
 
 def test_duplicates_after_normalization_are_an_error():
-    with pytest.raises(UsageError, match=r"duplicate platform 'linux/x86_64' \(same as 'linux/amd64', both mean linux/amd64\)"):
+    with pytest.raises(
+        UsageError, match=r"duplicate platform 'linux/x86_64' \(same as 'linux/amd64', both mean linux/amd64\)"
+    ):
         parse_platforms(["linux/amd64", "linux/x86_64"])
     with pytest.raises(UsageError, match="duplicate platform 'linux/arm64/v8'"):
         parse_platforms(["linux/arm64", "linux/arm64/v8"], source="PLATFORMS")

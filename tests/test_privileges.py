@@ -19,14 +19,15 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import have_tools, need, skopeo_raw, tag_exists
 
 pytestmark = [pytest.mark.podman, pytest.mark.slow, pytest.mark.tools]
 
 # containerd's default capabilities (what a Kubernetes container gets without securityContext)
-K8S_DEFAULT_CAPS = ("CHOWN,DAC_OVERRIDE,FSETID,FOWNER,MKNOD,NET_RAW,SETGID,SETUID,SETFCAP,SETPCAP,"
-                    "NET_BIND_SERVICE,SYS_CHROOT,KILL,AUDIT_WRITE")
+K8S_DEFAULT_CAPS = (
+    "CHOWN,DAC_OVERRIDE,FSETID,FOWNER,MKNOD,NET_RAW,SETGID,SETUID,SETFCAP,SETPCAP,"
+    "NET_BIND_SERVICE,SYS_CHROOT,KILL,AUDIT_WRITE"
+)
 # this machine's hard limit is below podman's defaults (see the common brief)
 ULIMITS = ["--ulimit", "nofile=10000:10000", "--ulimit", "nproc=10000:10000"]
 
@@ -35,22 +36,61 @@ ULIMITS = ["--ulimit", "nofile=10000:10000", "--ulimit", "nproc=10000:10000"]
 def task_image(task_image_build):
     """The session's task image (tests/conftest.py), pulled into podman's storage."""
     need(have_tools("podman", "runc"), "podman and runc are needed")
-    subprocess.run(["podman", "pull", "-q", "--tls-verify=false", task_image_build.by_digest], check=True, capture_output=True)
+    subprocess.run(
+        ["podman", "pull", "-q", "--tls-verify=false", task_image_build.by_digest], check=True, capture_output=True
+    )
     return task_image_build.by_digest
 
 
-def run_step(task_image, tmp_path, registry, name, *, extra=(), driver="vfs", platforms=("linux/amd64",),
-             body="RUN uname -m > /uname.txt\n"):
+def run_step(
+    task_image,
+    tmp_path,
+    registry,
+    name,
+    *,
+    extra=(),
+    driver="vfs",
+    platforms=("linux/amd64",),
+    body="RUN uname -m > /uname.txt\n",
+):
     src, results, storage = tmp_path / "src", tmp_path / "results", tmp_path / "storage"
     for d in (src, results, storage):
         d.mkdir(parents=True, exist_ok=True)
     (src / "Containerfile").write_text(f"FROM {registry.host}/base/busybox:bookworm\n{body}")
     image = f"{registry.host}/privileges/{name}:1"
-    argv = ["podman", "run", "--rm", "--runtime", "runc", "--network", "host", *ULIMITS,
-            "--cap-drop", "all", "--cap-add", K8S_DEFAULT_CAPS, *extra,
-            "-v", f"{src}:/workspace/source:ro", "-v", f"{results}:/tekton/results", "-v", f"{storage}:/var/lib/containers",
-            task_image, "build", "--image", image, "--tls-verify=false", "--storage-driver", driver,
-            "--source-root", "/workspace/source", "--context", ".", *platforms]
+    argv = [
+        "podman",
+        "run",
+        "--rm",
+        "--runtime",
+        "runc",
+        "--network",
+        "host",
+        *ULIMITS,
+        "--cap-drop",
+        "all",
+        "--cap-add",
+        K8S_DEFAULT_CAPS,
+        *extra,
+        "-v",
+        f"{src}:/workspace/source:ro",
+        "-v",
+        f"{results}:/tekton/results",
+        "-v",
+        f"{storage}:/var/lib/containers",
+        task_image,
+        "build",
+        "--image",
+        image,
+        "--tls-verify=false",
+        "--storage-driver",
+        driver,
+        "--source-root",
+        "/workspace/source",
+        "--context",
+        ".",
+        *platforms,
+    ]
     t = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     return proc, image, results, time.monotonic() - t
@@ -75,14 +115,18 @@ def test_without_sys_admin_the_push_happens_and_overlay_is_refused(task_image, t
     assert proc.returncode == 1
     assert "operation not permitted" in proc.stderr
     assert not tag_exists(image)
-    proc, _, _, _ = run_step(task_image, tmp_path / "auto", registry, "unprivileged-auto", driver="auto", body="COPY Containerfile /c\n")
+    proc, _, _, _ = run_step(
+        task_image, tmp_path / "auto", registry, "unprivileged-auto", driver="auto", body="COPY Containerfile /c\n"
+    )
     assert "storage driver vfs: a test overlay mount failed" in proc.stderr
 
 
 def test_foreign_platform_builds_without_binfmt_misc_in_the_container(task_image, tmp_path, registry, busybox_base):
     """binfmt_misc cannot be mounted without SYS_ADMIN; the emulation check then runs a test
     binary per foreign architecture, and the node's F handlers run the arm64 RUN step."""
-    proc, image, results, _ = run_step(task_image, tmp_path, registry, "unprivileged-arm64", platforms=("linux/amd64", "linux/arm64"))
+    proc, image, results, _ = run_step(
+        task_image, tmp_path, registry, "unprivileged-arm64", platforms=("linux/amd64", "linux/arm64")
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "linux/arm64: a test binary ran (binfmt_misc is not readable here)" in proc.stderr
     index = skopeo_raw(image)

@@ -7,14 +7,22 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import need
-from taskimage.emulation import binfmt
-from taskimage.emulation import probe
+
+from taskimage.emulation import binfmt, probe
 from taskimage.errors import EmulationError
 from taskimage.oci.platforms import ARCHES, normalize
 
-ALL = ["linux/amd64", "linux/386", "linux/arm64", "linux/arm/v7", "linux/ppc64le", "linux/s390x", "linux/riscv64", "linux/mips64le"]
+ALL = [
+    "linux/amd64",
+    "linux/386",
+    "linux/arm64",
+    "linux/arm/v7",
+    "linux/ppc64le",
+    "linux/s390x",
+    "linux/riscv64",
+    "linux/mips64le",
+]
 
 
 @pytest.mark.parametrize("platform", ALL)
@@ -70,6 +78,9 @@ def test_disabled_handler_is_caught_both_ways(tmp_path, monkeypatch, riscv64_dis
     with pytest.raises(EmulationError, match=rf"linux/riscv64: binfmt_misc handler '{riscv64_disabled}' is disabled"):
         binfmt.preflight(rv)
     monkeypatch.setenv("TASKIMAGE_BINFMT_DIR", str(tmp_path / "not-a-mount-point"))
-    with pytest.raises(EmulationError, match=r"linux/riscv64: a riscv64 test binary cannot run here \(Exec format error\); "
-                                             r"binfmt_misc cannot be read here"):
+    with pytest.raises(
+        EmulationError,
+        match=r"linux/riscv64: a riscv64 test binary cannot run here \(Exec format error\); "
+        r"binfmt_misc cannot be read here",
+    ):
         binfmt.preflight(rv)

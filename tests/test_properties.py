@@ -13,10 +13,10 @@ import string
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from taskimage.oci import platforms as P
-from taskimage.oci.registry import auth_refused
 from taskimage.errors import UsageError
+from taskimage.oci import platforms as P
 from taskimage.oci.reference import DEFAULT_REGISTRY, ImageReference, parse_image
+from taskimage.oci.registry import auth_refused
 
 settings.register_profile("taskimage", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("taskimage")
@@ -26,7 +26,8 @@ SOURCES = st.sampled_from(["--platform", "TASKIMAGE_PLATFORMS", "--image", "TASK
 
 def mixed_case(word: str) -> st.SearchStrategy[str]:
     return st.lists(st.booleans(), min_size=len(word), max_size=len(word)).map(
-        lambda flips: "".join(c.upper() if f else c for c, f in zip(word, flips)))
+        lambda flips: "".join(c.upper() if f else c for c, f in zip(word, flips))
+    )
 
 
 @st.composite
@@ -111,7 +112,9 @@ def test_any_list_parses_or_fails_with_one_line(values, source):
 
 # --- image references -----------------------------------------------------------------------
 
-COMPONENT = st.from_regex(re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+){0,2}"), fullmatch=True).filter(lambda c: len(c) <= 30)
+COMPONENT = st.from_regex(re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+){0,2}"), fullmatch=True).filter(
+    lambda c: len(c) <= 30
+)
 TAG = st.from_regex(re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,40}"), fullmatch=True)
 LABEL = st.from_regex(re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,10}[A-Za-z0-9])?"), fullmatch=True)
 
@@ -164,7 +167,7 @@ def test_upper_case_in_the_repository_is_named(ref, data):
     letters = [i for i, c in enumerate(ref.repository) if c.isalpha()]
     assume(letters)
     i = data.draw(st.sampled_from(letters))
-    shouted = ref.repository[:i] + ref.repository[i].upper() + ref.repository[i + 1:]
+    shouted = ref.repository[:i] + ref.repository[i].upper() + ref.repository[i + 1 :]
     text = f"{ref.registry}/{shouted}:{ref.tag}"
     try:
         parse_image(text)
@@ -215,14 +218,25 @@ def test_no_line_break_survives_into_a_reference(ref, brk):
 # --- registry error classification -----------------------------------------------------------
 
 
-@given(st.lists(st.text(alphabet="0123456789abcdef", min_size=64, max_size=64), min_size=1, max_size=4),
-       st.sampled_from(["500 Internal Server Error", "502 Bad Gateway", "503 Service Unavailable",
-                        "read: connection reset by peer", "manifest unknown"]))
+@given(
+    st.lists(st.text(alphabet="0123456789abcdef", min_size=64, max_size=64), min_size=1, max_size=4),
+    st.sampled_from(
+        [
+            "500 Internal Server Error",
+            "502 Bad Gateway",
+            "503 Service Unavailable",
+            "read: connection reset by peer",
+            "manifest unknown",
+        ]
+    ),
+)
 @example(["0" * 61 + "401"], "503 Service Unavailable")
 @example(["401" + "0" * 61], "503 Service Unavailable")
 def test_digests_in_a_transient_error_never_look_like_a_refused_login(digests, problem):
     lines = [f"Copying blob sha256:{d}" for d in digests]
-    lines.append(f"Error: writing manifest sha256:{digests[0]} to r:5000/app: received unexpected HTTP status: {problem}")
+    lines.append(
+        f"Error: writing manifest sha256:{digests[0]} to r:5000/app: received unexpected HTTP status: {problem}"
+    )
     assert not auth_refused(lines)
     assert auth_refused(lines + ["Error: ... received unexpected HTTP status: 401 Unauthorized"])
     assert auth_refused(["unauthorized: authentication required"])

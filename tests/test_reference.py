@@ -27,8 +27,14 @@ def test_parse_image(given, registry, repository, tag):
     "given, message",
     [
         ("", "--image: an image reference is required"),
-        ("registry.example.com/App:1", "--image: invalid image name 'registry.example.com/App:1': repository names must be lower-case"),
-        ("registry.example.com/app@sha256:" + "a" * 64, "--image: 'registry.example.com/app@sha256:" + "a" * 64 + "' is a digest reference; give a tag"),
+        (
+            "registry.example.com/App:1",
+            "--image: invalid image name 'registry.example.com/App:1': repository names must be lower-case",
+        ),
+        (
+            "registry.example.com/app@sha256:" + "a" * 64,
+            "--image: 'registry.example.com/app@sha256:" + "a" * 64 + "' is a digest reference; give a tag",
+        ),
         ("registry.example.com/app:", "--image: invalid tag ''"),
         ("registry.example.com/app:-bad", "--image: invalid tag '-bad'"),
         ("registry.example.com/ap p", "--image: invalid image name"),

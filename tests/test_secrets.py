@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import have_tools, need, tag_exists
+
 from taskimage.dev import env as devenv
 
 pytestmark = [pytest.mark.tools]
@@ -41,7 +41,9 @@ SECRETS = forms(USER, PASSWORD) + [OTHER_TOKEN.encode(), base64.b64decode(OTHER_
 
 def bcrypt_line(user: str, password: str) -> str:
     if shutil.which("htpasswd"):  # Debian's apache2-utils
-        out = subprocess.run(["htpasswd", "-nbB", "-C", "4", user, password], check=True, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["htpasswd", "-nbB", "-C", "4", user, password], check=True, capture_output=True, text=True
+        ).stdout
         return out.strip() + "\n"
     import warnings
 
@@ -53,7 +55,10 @@ def bcrypt_line(user: str, password: str) -> str:
 
 @pytest.fixture(scope="module")
 def auth_registry(tmp_path_factory):
-    need(have_tools("docker-registry", "skopeo", "buildah"), "docker-registry, skopeo and buildah are needed (see .ci/run)")
+    need(
+        have_tools("docker-registry", "skopeo", "buildah"),
+        "docker-registry, skopeo and buildah are needed (see .ci/run)",
+    )
     need(os.geteuid() == 0, "buildah builds here run as root")
     root = tmp_path_factory.mktemp("secret-registry")
     (root / "htpasswd").write_text(bcrypt_line(USER, PASSWORD))
@@ -103,8 +108,15 @@ def run(argv, tmp_path: Path, storage: Path, env=None):
     tmpdir = tmp_path / "tmpdir"
     tmpdir.mkdir(exist_ok=True)
     full = {k: v for k, v in os.environ.items() if not k.startswith("TASKIMAGE_")}
-    full.update({"TMPDIR": str(tmpdir), "TASKIMAGE_TLSVERIFY": "false", "TASKIMAGE_STORAGE_DRIVER": "vfs",
-                 "TASKIMAGE_ROOT": str(storage / "root"), "TASKIMAGE_RUNROOT": str(storage / "run")})
+    full.update(
+        {
+            "TMPDIR": str(tmpdir),
+            "TASKIMAGE_TLSVERIFY": "false",
+            "TASKIMAGE_STORAGE_DRIVER": "vfs",
+            "TASKIMAGE_ROOT": str(storage / "root"),
+            "TASKIMAGE_RUNROOT": str(storage / "run"),
+        }
+    )
     full.update(env or {})
     proc = subprocess.run([sys.executable, "-m", "taskimage", *argv], capture_output=True, env=full, timeout=600)
     return proc.returncode, proc.stdout, proc.stderr, tmpdir
@@ -140,8 +152,21 @@ def test_build_with_credentials_pushes_and_leaks_nothing(tmp_path, auth_registry
     assert rc == 0, err.decode()[-3000:]
     assert (results / "IMAGE_URL").read_text() == image
     assert not tag_exists(image)  # anonymous read refused: the registry really wants the login
-    index = json.loads(subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--authfile", str(files / "auth.json"),
-                                       f"docker://{image}"], check=True, capture_output=True).stdout)
+    index = json.loads(
+        subprocess.run(
+            [
+                "skopeo",
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                "--authfile",
+                str(files / "auth.json"),
+                f"docker://{image}",
+            ],
+            check=True,
+            capture_output=True,
+        ).stdout
+    )
     assert index["manifests"][0]["platform"]["architecture"] == "amd64"
     assert leaks(out, err, results, tmpdir, storage) == []
     assert len(leaks(files)) == 4  # the search does find them where they are: 2 tokens x 2 auth files
@@ -164,7 +189,8 @@ def test_refused_credentials_fail_clearly_and_leak_nothing(tmp_path, auth_regist
     assert rc == 1
     assert text.strip().splitlines()[-1] == (
         f"ERROR: the registry {host} refused the credentials for {host}/secret/refused "
-        "(check --authfile / the dockerconfig workspace); not retried")
+        "(check --authfile / the dockerconfig workspace); not retried"
+    )
     assert "retrying" not in text
     for form in forms(USER, wrong):
         assert form not in out + err
@@ -178,12 +204,16 @@ def test_bundle_push_with_credentials_leaks_nothing(tmp_path, auth_registry, sto
     need(task.is_file(), "tests/data/task.yaml is missing")
     (tmp_path / "auth.json").write_text(auth_json(host))
     ref = f"{host}/secret/bundle:1"
-    rc, out, err, tmpdir = run(["bundle", "push", "--authfile", str(tmp_path / "auth.json"), ref, str(task)], tmp_path, storage)
+    rc, out, err, tmpdir = run(
+        ["bundle", "push", "--authfile", str(tmp_path / "auth.json"), ref, str(task)], tmp_path, storage
+    )
     assert rc == 0, err.decode()[-2000:]
     assert out.decode().startswith(f"{host}/secret/bundle@sha256:")
     assert leaks(out, err, tmpdir) == []
     (tmp_path / "bad.json").write_text(auth_json(host, password="Bad-" + PASSWORD))
-    rc, out, err, tmpdir = run(["bundle", "push", "--authfile", str(tmp_path / "bad.json"), ref, str(task)], tmp_path, storage)
+    rc, out, err, tmpdir = run(
+        ["bundle", "push", "--authfile", str(tmp_path / "bad.json"), ref, str(task)], tmp_path, storage
+    )
     assert rc == 1
     assert b"Bad-" + PASSWORD.encode() not in out + err
     assert leaks(out, err, tmpdir) == []
@@ -192,8 +222,11 @@ def test_bundle_push_with_credentials_leaks_nothing(tmp_path, auth_registry, sto
 @pytest.mark.parametrize("argv", [["--help"], ["build", "--help"], ["bundle", "push", "--help"], ["index", "--help"]])
 def test_help_never_shows_credentials_from_the_environment(tmp_path, storage, argv):
     (tmp_path / "auth.json").write_text(auth_json("r.example.com"))
-    env = {"TASKIMAGE_CREDS": f"{USER}:{PASSWORD}", "TASKIMAGE_AUTHFILE": str(tmp_path / "auth.json"),
-           "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json")}
+    env = {
+        "TASKIMAGE_CREDS": f"{USER}:{PASSWORD}",
+        "TASKIMAGE_AUTHFILE": str(tmp_path / "auth.json"),
+        "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json"),
+    }
     rc, out, err, _ = run(argv, tmp_path, storage, env)
     if rc == 2 and b"invalid choice" in err:
         pytest.skip(f"no `{argv[0]}` command yet")
@@ -212,7 +245,11 @@ def test_parsed_options_do_not_show_credentials(tmp_path):
     (ctx / "Containerfile").write_text("FROM scratch\n")
     (tmp_path / "auth.json").write_text(auth_json("r.example.com"))
     values = {p.name: (params._default(p), p.flag) for p in params.BUILD_PARAMS}
-    values.update(IMAGE=("r.example.com/app:1", "--image"), CONTEXT=(str(ctx), "--context"),
-                  CREDS=(f"{USER}:{PASSWORD}", "--creds"), AUTHFILE=(str(tmp_path / "auth.json"), "--authfile"))
+    values.update(
+        IMAGE=("r.example.com/app:1", "--image"),
+        CONTEXT=(str(ctx), "--context"),
+        CREDS=(f"{USER}:{PASSWORD}", "--creds"),
+        AUTHFILE=(str(tmp_path / "auth.json"), "--authfile"),
+    )
     opts = build.options_from_values(values)
     assert leaks(repr(opts), str(opts)) == []

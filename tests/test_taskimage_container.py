@@ -27,11 +27,11 @@ import tarfile
 import urllib.request
 
 import pytest
-
 from conftest import have_tools, need, skopeo_raw, skopeo_raw_bytes
+
 from taskimage import __version__
-from taskimage.dev import env as devenv
 from taskimage.build import params
+from taskimage.dev import env as devenv
 
 pytestmark = [pytest.mark.slow, pytest.mark.tools, pytest.mark.emulation]
 
@@ -87,13 +87,26 @@ def tekton_args(args: list[str], values: dict, workspaces: dict) -> list[str]:
 
 
 def test_substitution_helper_follows_tekton_rules():
-    task_params = [{"name": "A", "type": "array", "default": ["x", "y"]}, {"name": "S", "default": "s"},
-                   {"name": "E", "type": "array", "default": []}, {"name": "R"}]
+    task_params = [
+        {"name": "A", "type": "array", "default": ["x", "y"]},
+        {"name": "S", "default": "s"},
+        {"name": "E", "type": "array", "default": []},
+        {"name": "R"},
+    ]
     values = tekton_values(task_params, {"R": "r"})
     assert tekton_args(["b", "$(params.A[*])", "--e", "$(params.E[*])", "$(params.S)-$(params.R)"], values, {}) == [
-        "b", "x", "y", "--e", "s-r"]
-    assert tekton_string("$(workspaces.source.path)/$(workspaces.dockerconfig.path)", values,
-                         {"source": "/workspace/source"}) == "/workspace/source/"
+        "b",
+        "x",
+        "y",
+        "--e",
+        "s-r",
+    ]
+    assert (
+        tekton_string(
+            "$(workspaces.source.path)/$(workspaces.dockerconfig.path)", values, {"source": "/workspace/source"}
+        )
+        == "/workspace/source/"
+    )
     with pytest.raises(ValueError):
         tekton_string("$(params.A)", values, {})
     with pytest.raises(KeyError):
@@ -101,6 +114,7 @@ def test_substitution_helper_follows_tekton_rules():
 
 
 # --- fixtures ----------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def task_image(task_image_build) -> devenv.TaskImage:
@@ -120,13 +134,29 @@ def podman(tmp_path_factory):
     need(have_tools("podman", "runc"), "podman and runc are not installed (see .ci/run)")
     root = tmp_path_factory.mktemp("podman")
     base = ["podman", "--root", str(root / "storage"), "--runroot", str(root / "run")]
-    run_flags = ["--rm", "--runtime", "runc", "--network", "host", "--pull", "missing", "--tls-verify=false",
-                 "--ulimit", f"nofile={_limit(resource.RLIMIT_NOFILE)}:{_limit(resource.RLIMIT_NOFILE)}",
-                 "--ulimit", f"nproc={_limit(resource.RLIMIT_NPROC)}:{_limit(resource.RLIMIT_NPROC)}"]
+    run_flags = [
+        "--rm",
+        "--runtime",
+        "runc",
+        "--network",
+        "host",
+        "--pull",
+        "missing",
+        "--tls-verify=false",
+        "--ulimit",
+        f"nofile={_limit(resource.RLIMIT_NOFILE)}:{_limit(resource.RLIMIT_NOFILE)}",
+        "--ulimit",
+        f"nproc={_limit(resource.RLIMIT_NPROC)}:{_limit(resource.RLIMIT_NPROC)}",
+    ]
 
     def run(*args: str, flags: tuple[str, ...] = (), timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run([*base, "run", *run_flags, *flags, *args], capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [*base, "run", *run_flags, *flags, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
 
     run.base = base  # type: ignore[attr-defined]
     yield run
@@ -153,6 +183,7 @@ def _file_in_layers(registry_host: str, repo: str, manifest: dict, name: str) ->
 
 
 # --- the image in the registry ---------------------------------------------------------------
+
 
 def test_task_image_is_one_index_with_both_platforms_labelled(task_image, registry):
     repo = task_image.ref.split("/", 1)[1].rsplit(":", 1)[0]
@@ -185,7 +216,10 @@ def test_task_image_is_one_index_with_both_platforms_labelled(task_image, regist
 
 # --- run as Tekton runs it ---------------------------------------------------------------------
 
-def test_task_step_in_a_real_container_builds_and_pushes_multiarch(task_image, podman, registry, busybox_base, tmp_path):
+
+def test_task_step_in_a_real_container_builds_and_pushes_multiarch(
+    task_image, podman, registry, busybox_base, tmp_path
+):
     source = tmp_path / "source"
     storage = tmp_path / "storage"
     results = tmp_path / "results"
@@ -202,9 +236,17 @@ def test_task_step_in_a_real_container_builds_and_pushes_multiarch(task_image, p
     assert argv[:3] == ["build", "linux/amd64", "linux/arm64"]  # the Task's default PLATFORMS
     assert env["TASKIMAGE_SOURCE_ROOT"] == "/workspace/source" and env["TASKIMAGE_AUTHFILE"] == ""
 
-    flags = ["--privileged", "--entrypoint", "taskimage",  # the step's command
-             "-v", f"{source}:/workspace/source", "-v", f"{storage}:/var/lib/containers",
-             "-v", f"{results}:/tekton/results"]
+    flags = [
+        "--privileged",
+        "--entrypoint",
+        "taskimage",  # the step's command
+        "-v",
+        f"{source}:/workspace/source",
+        "-v",
+        f"{storage}:/var/lib/containers",
+        "-v",
+        f"{results}:/tekton/results",
+    ]
     for key, value in env.items():
         flags += ["--env", f"{key}={value}"]
     proc = podman(task_image.image_for("linux/amd64"), *argv, flags=tuple(flags), timeout=900)
@@ -212,7 +254,9 @@ def test_task_step_in_a_real_container_builds_and_pushes_multiarch(task_image, p
     assert proc.returncode == 0, log[-4000:]
 
     # nested storage: overlay on the volume, chosen and logged by --storage-driver auto
-    assert re.search(r"storage driver overlay: /var/lib/containers/storage is on \S+ and a test overlay mount worked", log), log[-4000:]
+    assert re.search(
+        r"storage driver overlay: /var/lib/containers/storage is on \S+ and a test overlay mount worked", log
+    ), log[-4000:]
     assert (storage / "storage" / "overlay-images").is_dir()
 
     # the pushed index, read back independently
@@ -270,7 +314,9 @@ def test_task_image_contents(task_image, podman):
     assert [t for t, path in facts["tools"].items() if path and t != "buildah"] == []  # no compilers, no pip
     assert facts["apt_lists"] in ([], ["partial"]) and facts["debs"] == [] and facts["caches"] == []
     # `taskimage binfmt install` (the DaemonSet) finds an interpreter for every foreign platform
-    assert facts["registrations"] and all(r and r[1] and r[2] for r in facts["registrations"].values()), facts["registrations"]
+    assert facts["registrations"] and all(r and r[1] and r[2] for r in facts["registrations"].values()), facts[
+        "registrations"
+    ]
     assert 'graphroot = "/var/lib/containers/storage"' in facts["storage_conf"]
     assert 'short-name-mode = "permissive"' in facts["registries_conf"]
     assert facts["isolation"] == "chroot"
@@ -282,9 +328,14 @@ def test_task_image_amd64_size_within_budget(task_image, podman):
     ref = task_image.image_for("linux/amd64")
     pulled = subprocess.run([*podman.base, "pull", "--tls-verify=false", ref], capture_output=True, text=True)
     assert pulled.returncode == 0, pulled.stderr
-    size = int(subprocess.run([*podman.base, "image", "inspect", "--format", "{{.Size}}", ref],
-                              capture_output=True, text=True, check=True).stdout.strip())
-    assert size <= AMD64_BUDGET, f"amd64 task image is {size / 1e6:.0f} MB uncompressed (budget {AMD64_BUDGET / 1e6:.0f} MB)"
+    size = int(
+        subprocess.run(
+            [*podman.base, "image", "inspect", "--format", "{{.Size}}", ref], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
+    assert size <= AMD64_BUDGET, (
+        f"amd64 task image is {size / 1e6:.0f} MB uncompressed (budget {AMD64_BUDGET / 1e6:.0f} MB)"
+    )
 
 
 def test_arm64_task_image_runs_under_emulation(task_image, podman):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from taskimage.tekton import model as tekton
 from taskimage.errors import UsageError
+from taskimage.tekton import model as tekton
 from taskimage.tekton.kube.apply import contains, merge_patch
 
 PIPELINE_YAML = """
@@ -100,14 +100,39 @@ def test_bad_params_name_the_flag(pipeline, arg, message):
 @pytest.mark.parametrize(
     ("arg", "binding"),
     [
-        ("name=source,claimName=pvc1,subPath=src", {"name": "source", "subPath": "src", "persistentVolumeClaim": {"claimName": "pvc1"}}),
-        ("name=source,claimSize=1Gi", {"name": "source", "volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}),
-        ("name=source,claimSize=500Mi,storageClass=fast,accessMode=ReadWriteMany",
-         {"name": "source", "volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "500Mi"}}, "storageClassName": "fast"}}}),
+        (
+            "name=source,claimName=pvc1,subPath=src",
+            {"name": "source", "subPath": "src", "persistentVolumeClaim": {"claimName": "pvc1"}},
+        ),
+        (
+            "name=source,claimSize=1Gi",
+            {
+                "name": "source",
+                "volumeClaimTemplate": {
+                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+                },
+            },
+        ),
+        (
+            "name=source,claimSize=500Mi,storageClass=fast,accessMode=ReadWriteMany",
+            {
+                "name": "source",
+                "volumeClaimTemplate": {
+                    "spec": {
+                        "accessModes": ["ReadWriteMany"],
+                        "resources": {"requests": {"storage": "500Mi"}},
+                        "storageClassName": "fast",
+                    }
+                },
+            },
+        ),
         ("name=x,emptyDir=", {"name": "x", "emptyDir": {}}),
         ("name=x,emptyDir=Memory", {"name": "x", "emptyDir": {"medium": "Memory"}}),
         ("name=x,secret=regcred", {"name": "x", "secret": {"secretName": "regcred"}}),
-        ("name=x,config=cm,item=ca.crt=certs/ca.crt", {"name": "x", "configMap": {"name": "cm", "items": [{"key": "ca.crt", "path": "certs/ca.crt"}]}}),
+        (
+            "name=x,config=cm,item=ca.crt=certs/ca.crt",
+            {"name": "x", "configMap": {"name": "cm", "items": [{"key": "ca.crt", "path": "certs/ca.crt"}]}},
+        ),
     ],
 )
 def test_workspaces_as_tkn_takes_them(arg, binding):
@@ -165,11 +190,25 @@ def test_with_bundle_rewrites_every_reference_to_the_task(pipeline):
     bundled = pipeline.with_bundle("reg/t:1", "buildah-multiarch")
     refs = [t.task_ref for t in bundled.tasks]
     assert refs[0] == pipeline.tasks[0].task_ref
-    assert refs[1] == refs[2] == {"resolver": "bundles", "params": [
-        {"name": "bundle", "value": "reg/t:1"}, {"name": "name", "value": "buildah-multiarch"}, {"name": "kind", "value": "task"}]}
+    assert (
+        refs[1]
+        == refs[2]
+        == {
+            "resolver": "bundles",
+            "params": [
+                {"name": "bundle", "value": "reg/t:1"},
+                {"name": "name", "value": "buildah-multiarch"},
+                {"name": "kind", "value": "task"},
+            ],
+        }
+    )
     local, changed = pipeline.with_task_ref("buildah-multiarch")
     assert changed == 2
-    assert [t.task_ref for t in local.tasks] == [pipeline.tasks[0].task_ref, {"name": "buildah-multiarch", "kind": "Task"}, {"name": "buildah-multiarch", "kind": "Task"}]
+    assert [t.task_ref for t in local.tasks] == [
+        pipeline.tasks[0].task_ref,
+        {"name": "buildah-multiarch", "kind": "Task"},
+        {"name": "buildah-multiarch", "kind": "Task"},
+    ]
     with pytest.raises(UsageError, match="--bundle: Pipeline buildah-multiarch has no task referring to Task other"):
         pipeline.with_bundle("reg/t:1", "other")
 
@@ -178,33 +217,59 @@ def test_status_interpretation():
     run = {
         "kind": "PipelineRun",
         "status": {
-            "conditions": [{"type": "Succeeded", "status": "False", "reason": "Failed", "message": "Tasks Completed: 2 (Failed: 1)"}],
+            "conditions": [
+                {
+                    "type": "Succeeded",
+                    "status": "False",
+                    "reason": "Failed",
+                    "message": "Tasks Completed: 2 (Failed: 1)",
+                }
+            ],
             "childReferences": [
                 {"kind": "TaskRun", "name": "r-clone", "pipelineTaskName": "clone"},
                 {"kind": "CustomRun", "name": "r-x", "pipelineTaskName": "x"},
                 {"kind": "TaskRun", "name": "r-build", "pipelineTaskName": "build"},
             ],
-            "results": [{"name": "IMAGES", "value": ["a@sha256:1", "b@sha256:2"]}, {"name": "IMAGE_DIGEST", "value": "sha256:3"}],
+            "results": [
+                {"name": "IMAGES", "value": ["a@sha256:1", "b@sha256:2"]},
+                {"name": "IMAGE_DIGEST", "value": "sha256:3"},
+            ],
         },
     }
     assert tekton.condition(run) == tekton.Condition("False", "Failed", "Tasks Completed: 2 (Failed: 1)")
     assert tekton.condition(run).done and not tekton.condition(run).succeeded
     assert tekton.condition({}) == tekton.Condition("Unknown", "Pending", "")
     assert [c.pipeline_task for c in tekton.child_runs(run)] == ["clone", "build"]
-    assert [(r.name, r.text) for r in tekton.run_results(run)] == [("IMAGES", "a@sha256:1,b@sha256:2"), ("IMAGE_DIGEST", "sha256:3")]
-    task_run = {"status": {"steps": [
-        {"name": "prepare", "terminated": {"exitCode": 0, "reason": "Completed"}},
-        {"name": "build", "terminated": {"exitCode": 3, "reason": "Error"}},
-        {"name": "push", "terminated": {"exitCode": 1, "reason": "Error"}},
-    ]}}
+    assert [(r.name, r.text) for r in tekton.run_results(run)] == [
+        ("IMAGES", "a@sha256:1,b@sha256:2"),
+        ("IMAGE_DIGEST", "sha256:3"),
+    ]
+    task_run = {
+        "status": {
+            "steps": [
+                {"name": "prepare", "terminated": {"exitCode": 0, "reason": "Completed"}},
+                {"name": "build", "terminated": {"exitCode": 3, "reason": "Error"}},
+                {"name": "push", "terminated": {"exitCode": 1, "reason": "Error"}},
+            ]
+        }
+    }
     assert tekton.failed_step(task_run) == tekton.StepFailure("build", 3, "Error")
     assert tekton.failed_step({"status": {"steps": [{"name": "a", "running": {}}]}}) is None
 
 
 def test_contains_ignores_fields_the_server_added_but_not_changed_or_removed_ones():
     desired = {"spec": {"params": [{"name": "IMAGE"}], "steps": [{"name": "b", "image": "i"}]}}
-    defaulted = {"spec": {"params": [{"name": "IMAGE", "type": "string"}], "steps": [{"name": "b", "image": "i", "computeResources": {}}]}}
+    defaulted = {
+        "spec": {
+            "params": [{"name": "IMAGE", "type": "string"}],
+            "steps": [{"name": "b", "image": "i", "computeResources": {}}],
+        }
+    }
     assert contains(defaulted, desired)
     assert not contains(defaulted, {"spec": {"params": [{"name": "IMAGE"}], "steps": [{"name": "b", "image": "j"}]}})
     assert not contains(defaulted, {"spec": {"params": [], "steps": desired["spec"]["steps"]}})  # a removed param
-    assert merge_patch({"a": 1, "b": {"c": 1, "d": 2}, "l": [1, 2]}, {"b": {"c": 2}, "l": [1]}) == {"a": None, "b": {"c": 2, "d": None}, "l": [1]}
+    assert merge_patch({"a": 1, "b": {"c": 1, "d": 2}, "l": [1, 2]}, {"b": {"c": 2}, "l": [1]}) == {
+        "a": None,
+        "b": {"c": 2, "d": None},
+        "l": [1],
+    }

@@ -1,8 +1,6 @@
 import os
 
-from taskimage.build import results
-
-from taskimage.build import verify
+from taskimage.build import results, verify
 from taskimage.oci.platforms import elf_header
 
 
@@ -19,15 +17,29 @@ def rootfs(tmp_path, files):
 
 
 def test_bin_sh_decides_following_absolute_symlinks(tmp_path):
-    root = rootfs(tmp_path, {"bin/busybox": elf_header("arm64") + bytes(100), "bin/sh": "->/bin/busybox",
-                             "usr/bin/a": elf_header("amd64") + bytes(10), "usr/bin/b": elf_header("amd64") + bytes(10)})
+    root = rootfs(
+        tmp_path,
+        {
+            "bin/busybox": elf_header("arm64") + bytes(100),
+            "bin/sh": "->/bin/busybox",
+            "usr/bin/a": elf_header("amd64") + bytes(10),
+            "usr/bin/b": elf_header("amd64") + bytes(10),
+        },
+    )
     v = verify.elf_arch(root)
     assert (v.arch, v.evidence) == ("arm64", "bin/sh")
 
 
 def test_majority_without_shell(tmp_path):
-    root = rootfs(tmp_path, {"app": elf_header("s390x") + bytes(10), "usr/local/bin/x": elf_header("s390x") + bytes(5),
-                             "usr/local/bin/y": elf_header("amd64") + bytes(5), "data.txt": b"hello"})
+    root = rootfs(
+        tmp_path,
+        {
+            "app": elf_header("s390x") + bytes(10),
+            "usr/local/bin/x": elf_header("s390x") + bytes(5),
+            "usr/local/bin/y": elf_header("amd64") + bytes(5),
+            "data.txt": b"hello",
+        },
+    )
     assert verify.elf_arch(root).arch == "s390x"
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from taskimage.oci.platforms import Platform
 
@@ -58,9 +58,23 @@ class BuildSpec:
     ulimits: tuple[str, ...] = ()  # e.g. "nofile=20000:20000", for RUN steps (see run_limits)
 
 
-def build(storage: Storage, registry: Registry, spec: BuildSpec, platform: Platform, iidfile: str, *, layers: bool = True) -> list[str]:
-    argv = ["buildah", *storage.args(), "build", "--platform", str(platform), "--iidfile", iidfile,
-            "--format", spec.format, "-f", str(spec.containerfile), *registry.buildah_args()]
+def build(
+    storage: Storage, registry: Registry, spec: BuildSpec, platform: Platform, iidfile: str, *, layers: bool = True
+) -> list[str]:
+    argv = [
+        "buildah",
+        *storage.args(),
+        "build",
+        "--platform",
+        str(platform),
+        "--iidfile",
+        iidfile,
+        "--format",
+        spec.format,
+        "-f",
+        str(spec.containerfile),
+        *registry.buildah_args(),
+    ]
     for key, value in spec.build_args:
         argv += ["--build-arg", f"{key}={value}"]
     for key, value in spec.labels:
@@ -108,26 +122,56 @@ def remove_images(storage: Storage, images: Sequence[str]) -> list[str]:
 def push_dir(storage: Storage, image: str, directory: str, fmt: str) -> list[str]:
     """Write ``image`` with compressed layers to a ``dir:`` copy, whose manifest.json gives the digest
     the registry will know it by (buildah itself can push only to a tag)."""
-    return ["buildah", *storage.args(), "push", "--quiet", "--format", "v2s2" if fmt == "docker" else "oci", image,
-            f"dir:{directory}"]
+    return [
+        "buildah",
+        *storage.args(),
+        "push",
+        "--quiet",
+        "--format",
+        "v2s2" if fmt == "docker" else "oci",
+        image,
+        f"dir:{directory}",
+    ]
 
 
 def skopeo_push_dir(registry: Registry, directory: str, destination: str) -> list[str]:
     """Push a ``dir:`` copy unchanged to ``destination`` (REPOSITORY@DIGEST: no tag is written)."""
-    return ["skopeo", "copy", "--quiet", "--preserve-digests", *copy_flags(registry, src=False),
-            *(["--authfile", registry.authfile] if registry.authfile else []), f"dir:{directory}",
-            f"docker://{destination}"]
+    return [
+        "skopeo",
+        "copy",
+        "--quiet",
+        "--preserve-digests",
+        *copy_flags(registry, src=False),
+        *(["--authfile", registry.authfile] if registry.authfile else []),
+        f"dir:{directory}",
+        f"docker://{destination}",
+    ]
 
 
 def skopeo_inspect_raw(registry: Registry, ref: str, *, config: bool = False) -> list[str]:
-    return ["skopeo", "inspect", "--raw" if not config else "--config", *(["--raw"] if config else []),
-            *registry.skopeo_args(), f"docker://{ref}"]
+    return [
+        "skopeo",
+        "inspect",
+        "--raw" if not config else "--config",
+        *(["--raw"] if config else []),
+        *registry.skopeo_args(),
+        f"docker://{ref}",
+    ]
 
 
 def skopeo_copy_image(registry: Registry, source: str, destination: str) -> list[str]:
     """Copy one image between repositories, by digest, unchanged."""
-    return ["skopeo", "copy", "--quiet", "--preserve-digests", *copy_flags(registry, src=True), *copy_flags(registry, src=False),
-            *(["--authfile", registry.authfile] if registry.authfile else []), f"docker://{source}", f"docker://{destination}"]
+    return [
+        "skopeo",
+        "copy",
+        "--quiet",
+        "--preserve-digests",
+        *copy_flags(registry, src=True),
+        *copy_flags(registry, src=False),
+        *(["--authfile", registry.authfile] if registry.authfile else []),
+        f"docker://{source}",
+        f"docker://{destination}",
+    ]
 
 
 def skopeo_push_list_dir(registry: Registry, directory: Path, destination: str, fmt: str = "") -> list[str]:
@@ -138,9 +182,18 @@ def skopeo_push_list_dir(registry: Registry, directory: Path, destination: str, 
     list type, cannot convert it under --preserve-digests, and reports only that, hiding the 503.
     """
     forced = ["--format", "v2s2" if fmt == "docker" else "oci"] if fmt else []
-    return ["skopeo", "copy", "--quiet", "--all", "--preserve-digests", *forced, *copy_flags(registry, src=False),
-            *(["--authfile", registry.authfile] if registry.authfile else []), f"dir:{directory}",
-            f"docker://{destination}"]
+    return [
+        "skopeo",
+        "copy",
+        "--quiet",
+        "--all",
+        "--preserve-digests",
+        *forced,
+        *copy_flags(registry, src=False),
+        *(["--authfile", registry.authfile] if registry.authfile else []),
+        f"dir:{directory}",
+        f"docker://{destination}",
+    ]
 
 
 def copy_flags(registry: Registry, *, src: bool) -> list[str]:

@@ -20,22 +20,16 @@ import json
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from taskimage import log
-
-from taskimage.oci import auth
-
-from taskimage.build import buildah
-
-from taskimage.oci import registry as remote
-
-from taskimage.build import results
-
 from taskimage import proc as tools
-from taskimage.errors import TaskimageError, ToolError, UsageError
+from taskimage.build import buildah, results
 from taskimage.build.params import BY_NAME, Param
+from taskimage.errors import TaskimageError, ToolError, UsageError
+from taskimage.oci import auth
+from taskimage.oci import registry as remote
 from taskimage.oci.platforms import Platform, normalize, split_values
 from taskimage.oci.reference import ImageReference, parse_image
 
@@ -48,12 +42,26 @@ FAMILY = {OCI_MANIFEST: "oci", DOCKER_MANIFEST: "docker"}
 FAMILY_OF_LIST = {OCI_INDEX: "oci", DOCKER_LIST: "docker"}
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
-REFS = Param("REFS", "--ref", "Per-platform images to join, each REPOSITORY@sha256:... (e.g. the IMAGES results of "
-             "per-platform builds); also as positional arguments, comma lists accepted.",
-             type="array", default=[], metavar="REPO@DIGEST")
+REFS = Param(
+    "REFS",
+    "--ref",
+    "Per-platform images to join, each REPOSITORY@sha256:... (e.g. the IMAGES results of "
+    "per-platform builds); also as positional arguments, comma lists accepted.",
+    type="array",
+    default=[],
+    metavar="REPO@DIGEST",
+)
 PARAMS: tuple[Param, ...] = (
-    BY_NAME["IMAGE"], REFS, BY_NAME["FORMAT"], BY_NAME["TLSVERIFY"], BY_NAME["RETRY"], BY_NAME["RETRY_DELAY"],
-    BY_NAME["AUTHFILE"], BY_NAME["CERT_DIR"], BY_NAME["CREDS"], BY_NAME["RESULTS_DIR"],
+    BY_NAME["IMAGE"],
+    REFS,
+    BY_NAME["FORMAT"],
+    BY_NAME["TLSVERIFY"],
+    BY_NAME["RETRY"],
+    BY_NAME["RETRY_DELAY"],
+    BY_NAME["AUTHFILE"],
+    BY_NAME["CERT_DIR"],
+    BY_NAME["CREDS"],
+    BY_NAME["RESULTS_DIR"],
 )
 
 
@@ -103,15 +111,18 @@ class IndexOutcome:
 
 # --- input --------------------------------------------------------------------------------
 
+
 def parse_ref(value: str, source: str) -> SourceRef:
     """``[registry/]repo[:tag]@sha256:<64 hex>``; anything else is a usage error."""
     text = value.strip()
     if text.startswith("docker://"):
-        text = text[len("docker://"):]
+        text = text[len("docker://") :]
     name, sep, digest = text.partition("@")
     if not sep:
-        raise UsageError(f"{source}: {value!r} is not a digest reference; give REPOSITORY@sha256:... "
-                         "(a tag can move, the list must name exact images)")
+        raise UsageError(
+            f"{source}: {value!r} is not a digest reference; give REPOSITORY@sha256:... "
+            "(a tag can move, the list must name exact images)"
+        )
     if not _DIGEST_RE.match(digest):
         raise UsageError(f"{source}: {value!r} has an invalid digest {digest!r}; expected sha256: and 64 hex digits")
     image = parse_image(name, source=source)
@@ -123,7 +134,9 @@ def options_from_values(values: dict) -> IndexOptions:
     v = {k: val for k, (val, _) in values.items()}
     src = {k: s for k, (_, s) in values.items()}
     if not v["IMAGE"]:
-        raise UsageError(f"{src['IMAGE']}: the list's destination is required (e.g. --image registry.example.com/team/app:1.0)")
+        raise UsageError(
+            f"{src['IMAGE']}: the list's destination is required (e.g. --image registry.example.com/team/app:1.0)"
+        )
     image = parse_image(v["IMAGE"], source=src["IMAGE"])
     refs: list[SourceRef] = []
     seen: dict[str, str] = {}
@@ -135,12 +148,16 @@ def options_from_values(values: dict) -> IndexOptions:
         seen[key] = item
         refs.append(ref)
     if not refs:
-        raise UsageError(f"{src['REFS']}: no per-platform images given; pass REPOSITORY@sha256:... references "
-                         "as arguments or with --ref")
+        raise UsageError(
+            f"{src['REFS']}: no per-platform images given; pass REPOSITORY@sha256:... references "
+            "as arguments or with --ref"
+        )
     for ref in refs:
         if ref.image.registry != image.registry:
-            raise UsageError(f"{src['REFS']}: {ref.text!r} is on {ref.image.registry}, not on {image.registry} "
-                             f"where {image.url} goes; copy it there first")
+            raise UsageError(
+                f"{src['REFS']}: {ref.text!r} is on {ref.image.registry}, not on {image.registry} "
+                f"where {image.url} goes; copy it there first"
+            )
     registry, creds = remote.access(v, src)
     return IndexOptions(
         image=image,
@@ -155,6 +172,7 @@ def options_from_values(values: dict) -> IndexOptions:
 
 
 # --- pure pieces ------------------------------------------------------------------------------
+
 
 def platform_of(config: dict, where: str) -> Platform:
     """The platform an image config declares (normalized like --platform values)."""
@@ -174,8 +192,10 @@ def list_media_type(instances: Sequence[Instance], fmt: str) -> str:
     if len(families) == 1:
         family = families.pop()
         if family != fmt:
-            log.info(f"the images are {family} manifests: the list is a {family} list too (--format {fmt} would "
-                     "change their digests)")
+            log.info(
+                f"the images are {family} manifests: the list is a {family} list too (--format {fmt} would "
+                "change their digests)"
+            )
         return LIST_TYPE[family]
     if fmt == "docker":
         log.warn("the images mix docker and OCI manifests: pushing an OCI index (a docker list cannot name OCI images)")
@@ -189,9 +209,12 @@ def index_document(instances: Sequence[Instance], media_type: str) -> bytes:
         platform = {"architecture": i.platform.arch, "os": i.platform.os}
         if i.platform.variant:
             platform["variant"] = i.platform.variant
-        manifests.append({"mediaType": i.media_type, "digest": i.ref.digest, "size": len(i.manifest), "platform": platform})
-    return json.dumps({"schemaVersion": 2, "mediaType": media_type, "manifests": manifests}, indent=None,
-                      separators=(",", ":")).encode()
+        manifests.append(
+            {"mediaType": i.media_type, "digest": i.ref.digest, "size": len(i.manifest), "platform": platform}
+        )
+    return json.dumps(
+        {"schemaVersion": 2, "mediaType": media_type, "manifests": manifests}, indent=None, separators=(",", ":")
+    ).encode()
 
 
 def write_list_dir(directory: Path, instances: Sequence[Instance], document: bytes) -> str:
@@ -212,8 +235,16 @@ def write_list_dir(directory: Path, instances: Sequence[Instance], document: byt
 
 # --- the run ------------------------------------------------------------------------------
 
-def push_list(registry: buildah.Registry, image: ImageReference, instances: Sequence[Instance], fmt: str, workdir: Path,
-              retry: int, retry_delay: float) -> tuple[str, tuple[tuple[Platform, str], ...]]:
+
+def push_list(
+    registry: buildah.Registry,
+    image: ImageReference,
+    instances: Sequence[Instance],
+    fmt: str,
+    workdir: Path,
+    retry: int,
+    retry_delay: float,
+) -> tuple[str, tuple[tuple[Platform, str], ...]]:
     """Push the list naming ``instances`` (already in ``image``'s repository by digest) to its tag.
 
     The tag is the one thing written here that anybody reads by name, and it is written last, in
@@ -227,10 +258,17 @@ def push_list(registry: buildah.Registry, image: ImageReference, instances: Sequ
     family = FAMILY_OF_LIST[media_type]
     uniform = all(FAMILY[i.media_type] == family for i in instances)
     argv = buildah.skopeo_push_list_dir(registry, workdir / "list", image.url, family if uniform else "")
-    remote.with_retry(lambda: tools.run(argv, what="skopeo copy"), what=f"pushing {image.url}",
-                      image=image, retry=retry, retry_delay=retry_delay)
+    remote.with_retry(
+        lambda: tools.run(argv, what="skopeo copy"),
+        what=f"pushing {image.url}",
+        image=image,
+        retry=retry,
+        retry_delay=retry_delay,
+    )
     log.phase("verify pushed index")
-    digest, images = remote.read_back_index(registry, image, [i.platform for i in instances], digest, retry, retry_delay)
+    digest, images = remote.read_back_index(
+        registry, image, [i.platform for i in instances], digest, retry, retry_delay
+    )
     for (p, pushed), i in zip(images, instances):
         if pushed != i.ref.digest:
             raise TaskimageError(f"the pushed index names {pushed} for {p}, not the given {i.ref.digest}")
@@ -252,8 +290,10 @@ def read_instance(opts: IndexOptions, registry: buildah.Registry, ref: SourceRef
     doc = json.loads(manifest)
     media_type = doc.get("mediaType") or (OCI_INDEX if "manifests" in doc else OCI_MANIFEST)
     if media_type in (OCI_INDEX, DOCKER_LIST):
-        raise UsageError(f"--ref: {ref.text!r} is a manifest list, not one platform's image; give its entries "
-                         "(the IMAGES result of build), each REPOSITORY@sha256:...")
+        raise UsageError(
+            f"--ref: {ref.text!r} is a manifest list, not one platform's image; give its entries "
+            "(the IMAGES result of build), each REPOSITORY@sha256:..."
+        )
     if media_type not in FAMILY:
         raise UsageError(f"--ref: {ref.text!r} is a {media_type}, not a container image manifest")
     config = remote.inspect_raw(registry, ref.pinned, opts.retry, opts.retry_delay, config=True).encode()
@@ -265,8 +305,10 @@ def check_platforms(instances: Sequence[Instance]) -> None:
     seen: dict[Platform, Instance] = {}
     for i in instances:
         if i.platform in seen:
-            raise UsageError(f"--ref: {seen[i.platform].ref.text!r} and {i.ref.text!r} are both {i.platform}; "
-                             "a list holds one image per platform")
+            raise UsageError(
+                f"--ref: {seen[i.platform].ref.text!r} and {i.ref.text!r} are both {i.platform}; "
+                "a list holds one image per platform"
+            )
         seen[i.platform] = i
 
 
@@ -278,8 +320,12 @@ def run(opts: IndexOptions) -> IndexOutcome:
             log.phase("read per-platform images")
             instances = [read_instance(opts, registry, ref) for ref in opts.refs]
             check_platforms(instances)
-            log.info(log.table(("PLATFORM", "TYPE", "IMAGE"),
-                               [(str(i.platform), FAMILY[i.media_type], i.ref.pinned) for i in instances]))
+            log.info(
+                log.table(
+                    ("PLATFORM", "TYPE", "IMAGE"),
+                    [(str(i.platform), FAMILY[i.media_type], i.ref.pinned) for i in instances],
+                )
+            )
 
             foreign = [i for i in instances if i.ref.image.name != opts.image.name]
             if foreign:
@@ -287,10 +333,17 @@ def run(opts: IndexOptions) -> IndexOutcome:
             for i in foreign:
                 target = opts.image.with_digest(i.ref.digest)
                 argv = buildah.skopeo_copy_image(registry, i.ref.pinned, target)
-                remote.with_retry(lambda argv=argv: tools.run(argv, what="skopeo copy"), what=f"copying {i.ref.pinned}",
-                                  image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
+                remote.with_retry(
+                    lambda argv=argv: tools.run(argv, what="skopeo copy"),
+                    what=f"copying {i.ref.pinned}",
+                    image=opts.image,
+                    retry=opts.retry,
+                    retry_delay=opts.retry_delay,
+                )
 
-            digest, images = push_list(registry, opts.image, instances, opts.format, workdir, opts.retry, opts.retry_delay)
+            digest, images = push_list(
+                registry, opts.image, instances, opts.format, workdir, opts.retry, opts.retry_delay
+            )
             out = remote.results_for(opts.image, digest, images)
             if opts.results_dir:
                 results.write(opts.results_dir, out)

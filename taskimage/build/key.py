@@ -22,8 +22,8 @@ import json
 import os
 import re
 import stat
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from taskimage.oci.platforms import Platform
 
@@ -82,8 +82,12 @@ def external_images(containerfile: str, build_args: Mapping[str, str], platform:
     lines = logical_lines(containerfile)
     if re.match(r"#\s*(escape|syntax)\s*=", containerfile.lstrip(), re.IGNORECASE):
         return None
-    args = {"TARGETPLATFORM": str(platform), "TARGETOS": platform.os, "TARGETARCH": platform.arch,
-            "TARGETVARIANT": platform.variant or ""}
+    args = {
+        "TARGETPLATFORM": str(platform),
+        "TARGETOS": platform.os,
+        "TARGETARCH": platform.arch,
+        "TARGETVARIANT": platform.variant or "",
+    }
     stages: set[str] = set()
     images: list[str] = []
     seen_from = False
@@ -138,14 +142,31 @@ def context_digest(context: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def key(*, versions: str, containerfile: bytes, context: str, platform: Platform, fmt: str, target: str,
-        build_args: Sequence[tuple[str, str]], labels: Sequence[tuple[str, str]], annotations: Sequence[tuple[str, str]],
-        images: Mapping[str, str]) -> str:
+def key(
+    *,
+    versions: str,
+    containerfile: bytes,
+    context: str,
+    platform: Platform,
+    fmt: str,
+    target: str,
+    build_args: Sequence[tuple[str, str]],
+    labels: Sequence[tuple[str, str]],
+    annotations: Sequence[tuple[str, str]],
+    images: Mapping[str, str],
+) -> str:
     """The key (64 hex digits) of one platform's build."""
     doc = {
-        "versions": versions, "containerfile": hashlib.sha256(containerfile).hexdigest(), "context": context,
-        "platform": str(platform), "format": fmt, "target": target, "build_args": list(build_args),
-        "labels": list(labels), "annotations": list(annotations), "images": dict(sorted(images.items())),
+        "versions": versions,
+        "containerfile": hashlib.sha256(containerfile).hexdigest(),
+        "context": context,
+        "platform": str(platform),
+        "format": fmt,
+        "target": target,
+        "build_args": list(build_args),
+        "labels": list(labels),
+        "annotations": list(annotations),
+        "images": dict(sorted(images.items())),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 

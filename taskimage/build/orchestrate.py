@@ -20,33 +20,20 @@ import re
 import shutil
 import string
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from taskimage import __version__, log
-
-from taskimage.oci import auth
-
-from taskimage.emulation import binfmt
-
-from taskimage.build import buildah
-
-from taskimage.build import key as buildkey
-
-from taskimage.build import index
-
-from taskimage.oci import registry as remote
-
-from taskimage.build import results
-
-from taskimage.build import storage
-
 from taskimage import proc as tools
-
-from taskimage.build import verify
+from taskimage.build import buildah, index, results, storage, verify
+from taskimage.build import key as buildkey
+from taskimage.emulation import binfmt
 from taskimage.errors import TaskimageError, ToolError, UsageError
+from taskimage.oci import auth
+from taskimage.oci import registry as remote
 from taskimage.oci.platforms import Platform, host_platform, parse_platforms
 from taskimage.oci.reference import ImageReference, parse_image
+
 
 @dataclasses.dataclass(frozen=True)
 class BuildOptions:
@@ -88,6 +75,7 @@ class Outcome:
 
 # --- input --------------------------------------------------------------------------------
 
+
 def _pairs(values: Sequence[str], source: str) -> tuple[tuple[str, str], ...]:
     out = []
     for value in values:
@@ -113,7 +101,9 @@ def options_from_values(values: dict) -> BuildOptions:
     v = {k: val for k, (val, _) in values.items()}
     src = {k: s for k, (_, s) in values.items()}
     if not v["IMAGE"]:
-        raise UsageError(f"{src['IMAGE']}: an image to push is required (e.g. --image registry.example.com/team/app:1.0)")
+        raise UsageError(
+            f"{src['IMAGE']}: an image to push is required (e.g. --image registry.example.com/team/app:1.0)"
+        )
     image = parse_image(v["IMAGE"], source=src["IMAGE"])
     platforms = tuple(parse_platforms(v["PLATFORMS"], source=src["PLATFORMS"])) or (host_platform(),)
 
@@ -186,6 +176,7 @@ def _cache_repo(value: str, source: str) -> str:
 
 # --- the build ----------------------------------------------------------------------------
 
+
 def default_jobs(n_platforms: int, cpus: int | None = None) -> int:
     """One build per CPU, at most one per platform.
 
@@ -238,8 +229,13 @@ def cache_problem(registry: buildah.Registry, repo: str) -> str | None:
     repository that does not exist yet is fine (a cold cache: the first run fills it).
     """
     try:
-        tools.run(["skopeo", "list-tags", *registry.skopeo_args(), f"docker://{repo}"], quiet=True, stream=False,
-                  timeout=30, what="skopeo list-tags")
+        tools.run(
+            ["skopeo", "list-tags", *registry.skopeo_args(), f"docker://{repo}"],
+            quiet=True,
+            stream=False,
+            timeout=30,
+            what="skopeo list-tags",
+        )
         return None
     except ToolError as exc:
         if repository_missing(exc.tail):
@@ -281,8 +277,10 @@ def _buildah_build(argv: list[str], prefix: str, env: dict, p: Platform) -> tool
             lost = any("locating pulled image" in line and "image not known" in line for line in exc.tail)
             if not lost or attempt == PULL_RACE_ATTEMPTS:
                 raise
-            log.warn(f"{prefix}a parallel build re-tagged the base image this build had just pulled "
-                     f"(buildah's pull race in shared storage); building again ({attempt + 1} of {PULL_RACE_ATTEMPTS})")
+            log.warn(
+                f"{prefix}a parallel build re-tagged the base image this build had just pulled "
+                f"(buildah's pull race in shared storage); building again ({attempt + 1} of {PULL_RACE_ATTEMPTS})"
+            )
     raise AssertionError("unreachable")
 
 
@@ -296,8 +294,14 @@ def last_cache_ref(output: str) -> str:
     return refs[-1] if refs else ""
 
 
-def build_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, p: Platform, workdir: str,
-                   keys: dict | None = None) -> PlatformBuild:
+def build_platform(
+    opts: BuildOptions,
+    store: buildah.Storage,
+    registry: buildah.Registry,
+    p: Platform,
+    workdir: str,
+    keys: dict | None = None,
+) -> PlatformBuild:
     """Build ``p`` and verify it (its push is :func:`push_built`'s), or reuse an earlier build's
     image when the whole-build key ``keys[p]`` finds one."""
     prefix = f"[{p}] "
@@ -328,8 +332,10 @@ def build_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah
         # buildah < 1.42 does not check the platform of cache candidates (buildah#6269): a step
         # whose inputs are the same for every platform (FROM scratch + COPY) reuses the layer,
         # and the config, that another platform built. Without --layers no cache is consulted.
-        log.warn(f"{prefix}{exc}: a cached layer of another platform was reused (buildah matches cache "
-                 "entries without their platform); rebuilding without the layer cache")
+        log.warn(
+            f"{prefix}{exc}: a cached layer of another platform was reused (buildah matches cache "
+            "entries without their platform); rebuilding without the layer cache"
+        )
         argv = buildah.build(store, registry, dataclasses.replace(opts.spec, cache_repo=""), p, iidfile, layers=False)
         tools.run(argv, prefix=prefix, env=env, what=f"buildah build for {p}")
         cached = ""
@@ -340,8 +346,15 @@ def build_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah
     return PlatformBuild(p, image_id, seconds, elf, cached=cached)
 
 
-def push_built(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, b: PlatformBuild, workdir: str,
-               before: frozenset[str], keys: dict | None = None) -> PlatformBuild:
+def push_built(
+    opts: BuildOptions,
+    store: buildah.Storage,
+    registry: buildah.Registry,
+    b: PlatformBuild,
+    workdir: str,
+    before: frozenset[str],
+    keys: dict | None = None,
+) -> PlatformBuild:
     """Push a verified platform by digest, file it under its whole-build key and, with --evict,
     remove it from the storage. A reused image is pushed already."""
     if b.reused:
@@ -355,6 +368,7 @@ def push_built(opts: BuildOptions, store: buildah.Storage, registry: buildah.Reg
 
 
 # --- the whole-build key (taskimage/build/key.py) -------------------------------------------------
+
 
 def build_keys(opts: BuildOptions, registry: buildah.Registry) -> dict[Platform, str]:
     """Each platform's whole-build key, for builds with a layer cache (where results are filed)."""
@@ -383,12 +397,23 @@ def build_keys(opts: BuildOptions, registry: buildah.Registry) -> dict[Platform,
         images = buildkey.external_images(text, dict(opts.spec.build_args), p)
         resolved = buildkey.resolve_images(images, digest_of) if images is not None else None
         if resolved is None:
-            log.info(f"[{p}] no whole-build key (a FROM image that cannot be pinned to a digest, or a "
-                     "Containerfile parser directive): buildah's layer cache only")
+            log.info(
+                f"[{p}] no whole-build key (a FROM image that cannot be pinned to a digest, or a "
+                "Containerfile parser directive): buildah's layer cache only"
+            )
             continue
-        keys[p] = buildkey.key(versions=versions, containerfile=containerfile, context=context, platform=p,
-                               fmt=opts.spec.format, target=opts.spec.target, build_args=opts.spec.build_args,
-                               labels=opts.spec.labels, annotations=opts.spec.annotations, images=resolved)
+        keys[p] = buildkey.key(
+            versions=versions,
+            containerfile=containerfile,
+            context=context,
+            platform=p,
+            fmt=opts.spec.format,
+            target=opts.spec.target,
+            build_args=opts.spec.build_args,
+            labels=opts.spec.labels,
+            annotations=opts.spec.annotations,
+            images=resolved,
+        )
     log.info(f"whole-build keys for {len(keys)} of {len(opts.platforms)} platform(s) in {timer.seconds:.1f} s")
     return keys
 
@@ -409,22 +434,36 @@ def reuse_built(opts: BuildOptions, registry: buildah.Registry, p: Platform, bui
         return None
     except ValueError:
         return None
-    if index.FAMILY.get(media_type) != opts.spec.format or not p.matches_config(cfg.get("os"), cfg.get("architecture"),
-                                                                                 cfg.get("variant")):
+    if index.FAMILY.get(media_type) != opts.spec.format or not p.matches_config(
+        cfg.get("os"), cfg.get("architecture"), cfg.get("variant")
+    ):
         log.warn(f"{prefix}{ref} is not a {opts.spec.format} image for {p}; building")
         return None
     source = f"{opts.spec.cache_repo}@sha256:{hashlib.sha256(manifest).hexdigest()}"
     log.info(f"{prefix}nothing the build reads has changed since {ref}: reused that image")
-    return _push_by_digest(opts, registry, p, manifest, config,
-                           lambda target: buildah.skopeo_copy_image(registry, source, target), " (reused)")
+    return _push_by_digest(
+        opts,
+        registry,
+        p,
+        manifest,
+        config,
+        lambda target: buildah.skopeo_copy_image(registry, source, target),
+        " (reused)",
+    )
 
 
-def record_built(opts: BuildOptions, registry: buildah.Registry, p: Platform, pushed: index.Instance, build_key: str) -> None:
+def record_built(
+    opts: BuildOptions, registry: buildah.Registry, p: Platform, pushed: index.Instance, build_key: str
+) -> None:
     """File the pushed image under its whole-build key in the layer cache (never fatal)."""
     ref = buildkey.tag(opts.spec.cache_repo, build_key)
     try:
-        tools.run(buildah.skopeo_copy_image(registry, pushed.ref.pinned, ref), prefix=f"[{p}] ", stream=False,
-                  what="skopeo copy")
+        tools.run(
+            buildah.skopeo_copy_image(registry, pushed.ref.pinned, ref),
+            prefix=f"[{p}] ",
+            stream=False,
+            what="skopeo copy",
+        )
     except ToolError as exc:
         log.warn(f"[{p}] the build could not be filed in the layer cache as {ref}: {exc}; the next run builds again")
 
@@ -453,23 +492,42 @@ def verify_image(store: buildah.Storage, p: Platform, image_id: str, prefix: str
     return f"executables are {verdict.arch}: {verdict.evidence}"
 
 
-def _push_by_digest(opts: BuildOptions, registry: buildah.Registry, p: Platform, manifest: bytes, config: bytes,
-                    argv_for: Callable[[str], list[str]], how: str = "") -> index.Instance:
+def _push_by_digest(
+    opts: BuildOptions,
+    registry: buildah.Registry,
+    p: Platform,
+    manifest: bytes,
+    config: bytes,
+    argv_for: Callable[[str], list[str]],
+    how: str = "",
+) -> index.Instance:
     """Push one image whose manifest bytes are known to IMAGE@<their digest> with ``argv_for(target)``
     (retried), and describe it for the list."""
     prefix = f"[{p}] "
     digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
     target = opts.image.with_digest(digest)
     argv = argv_for(target)
-    remote.with_retry(lambda: tools.run(argv, prefix=prefix, what="skopeo copy"), what=f"pushing {p} to {target}",
-                      image=opts.image, retry=opts.retry, retry_delay=opts.retry_delay)
+    remote.with_retry(
+        lambda: tools.run(argv, prefix=prefix, what="skopeo copy"),
+        what=f"pushing {p} to {target}",
+        image=opts.image,
+        retry=opts.retry,
+        retry_delay=opts.retry_delay,
+    )
     log.info(f"{prefix}pushed {target}{how}")
     media_type = json.loads(manifest).get("mediaType") or index.OCI_MANIFEST
     return index.Instance(index.SourceRef(target, opts.image, digest), p, media_type, manifest, config)
 
 
-def push_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah.Registry, p: Platform, image_id: str,
-                  workdir: str, cached: str = "") -> index.Instance:
+def push_platform(
+    opts: BuildOptions,
+    store: buildah.Storage,
+    registry: buildah.Registry,
+    p: Platform,
+    image_id: str,
+    workdir: str,
+    cached: str = "",
+) -> index.Instance:
     """Push one verified platform into IMAGE's repository by digest, no tag, while others still build.
 
     buildah pushes only to a tag, and an image's digest is known only once its layers are
@@ -484,18 +542,24 @@ def push_platform(opts: BuildOptions, store: buildah.Storage, registry: buildah.
             return instance
     directory = os.path.join(workdir, f"push-{p.slug}")
     try:
-        tools.run(buildah.push_dir(store, image_id, directory, opts.spec.format), prefix=prefix, stream=False,
-                  what=f"buildah push for {p}")
+        tools.run(
+            buildah.push_dir(store, image_id, directory, opts.spec.format),
+            prefix=prefix,
+            stream=False,
+            what=f"buildah push for {p}",
+        )
         manifest = Path(directory, "manifest.json").read_bytes()
         config = Path(directory, json.loads(manifest)["config"]["digest"].partition(":")[2]).read_bytes()
-        return _push_by_digest(opts, registry, p, manifest, config,
-                               lambda target: buildah.skopeo_push_dir(registry, directory, target))
+        return _push_by_digest(
+            opts, registry, p, manifest, config, lambda target: buildah.skopeo_push_dir(registry, directory, target)
+        )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def push_from_cache(opts: BuildOptions, registry: buildah.Registry, p: Platform, image_id: str,
-                    cached: str) -> index.Instance | None:
+def push_from_cache(
+    opts: BuildOptions, registry: buildah.Registry, p: Platform, image_id: str, cached: str
+) -> index.Instance | None:
     """Copy the final image from the layer cache, where the build just put it (or found it), by digest.
 
     With --cache-to buildah pushes every step, the last one included, already compressed; a copy
@@ -509,17 +573,28 @@ def push_from_cache(opts: BuildOptions, registry: buildah.Registry, p: Platform,
         manifest = remote.inspect_raw(registry, cached, 0, 0).encode()
         doc = json.loads(manifest)
         media_type = doc.get("mediaType") or index.OCI_MANIFEST
-        config_digest = image_id if image_id.startswith("sha256:") else f"sha256:{image_id}"  # the iidfile has the prefix
+        config_digest = (
+            image_id if image_id.startswith("sha256:") else f"sha256:{image_id}"
+        )  # the iidfile has the prefix
         if doc.get("config", {}).get("digest") != config_digest or index.FAMILY.get(media_type) != opts.spec.format:
-            log.info(f"{prefix}the layer cache's {cached} is not this image in {opts.spec.format} form; pushing from the storage")
+            log.info(
+                f"{prefix}the layer cache's {cached} is not this image in {opts.spec.format} form; pushing from the storage"
+            )
             return None
         config = remote.inspect_raw(registry, cached, 0, 0, config=True).encode()
     except (ToolError, ValueError) as exc:
         log.info(f"{prefix}the layer cache's {cached} could not be read ({exc}); pushing from the storage")
         return None
     source = f"{cached.rsplit(':', 1)[0]}@sha256:{hashlib.sha256(manifest).hexdigest()}"
-    return _push_by_digest(opts, registry, p, manifest, config,
-                           lambda target: buildah.skopeo_copy_image(registry, source, target), " (copied from the layer cache)")
+    return _push_by_digest(
+        opts,
+        registry,
+        p,
+        manifest,
+        config,
+        lambda target: buildah.skopeo_copy_image(registry, source, target),
+        " (copied from the layer cache)",
+    )
 
 
 def evict(store: buildah.Storage, p: Platform, image_id: str, before: frozenset[str], prefix: str) -> None:
@@ -536,7 +611,9 @@ def evict(store: buildah.Storage, p: Platform, image_id: str, before: frozenset[
         r = tools.run(buildah.remove_images(store, images), quiet=True, stream=False, check=False)
         if r.returncode:
             failures.append((r.stderr.strip().splitlines() or [f"buildah rmi exited {r.returncode}"])[-1])
-        return len(re.findall(r"^[0-9a-f]{64}$", r.stdout, re.MULTILINE))  # one ID per removed image ("untagged: ..." aside)
+        return len(
+            re.findall(r"^[0-9a-f]{64}$", r.stdout, re.MULTILINE)
+        )  # one ID per removed image ("untagged: ..." aside)
 
     gone = remove([image_id])
     listed = tools.run(buildah.image_ids(store), quiet=True, stream=False, check=False).stdout.split()
@@ -569,8 +646,10 @@ def run(opts: BuildOptions) -> Outcome:
     jobs = opts.jobs or default_jobs(len(opts.platforms))
     jobs = min(jobs, len(opts.platforms))
     order = build_order(opts.platforms, [s.platform for s in statuses if s.native])
-    log.info(f"building {len(opts.platforms)} platform(s), {jobs} at a time"
-             + (f", emulated first: {', '.join(map(str, order))}" if len(order) > 1 else ""))
+    log.info(
+        f"building {len(opts.platforms)} platform(s), {jobs} at a time"
+        + (f", emulated first: {', '.join(map(str, order))}" if len(order) > 1 else "")
+    )
     if opts.evict and opts.skip_push:
         log.info("--evict has no effect with --skip-push: the images stay in the storage")
 
@@ -594,8 +673,15 @@ def run(opts: BuildOptions) -> Outcome:
                 out = {"IMAGE_URL": opts.image.url, "IMAGE_DIGEST": "", "IMAGE_REF": "", "IMAGES": ""}
                 outcome = Outcome(opts.image, "", (), builds, out)
             else:
-                digest, images = index.push_list(registry, opts.image, [b.pushed for b in builds], opts.spec.format,
-                                                 Path(workdir), opts.retry, opts.retry_delay)
+                digest, images = index.push_list(
+                    registry,
+                    opts.image,
+                    [b.pushed for b in builds],
+                    opts.spec.format,
+                    Path(workdir),
+                    opts.retry,
+                    opts.retry_delay,
+                )
                 out = remote.results_for(opts.image, digest, images)
                 outcome = Outcome(opts.image, digest, images, builds, out)
             if opts.results_dir:
@@ -607,9 +693,16 @@ def run(opts: BuildOptions) -> Outcome:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _build_all(opts: BuildOptions, store, registry, workdir: str, jobs: int,
-               order: Sequence[Platform] | None = None, before: frozenset[str] = frozenset(),
-               keys: dict | None = None) -> tuple[PlatformBuild, ...]:
+def _build_all(
+    opts: BuildOptions,
+    store,
+    registry,
+    workdir: str,
+    jobs: int,
+    order: Sequence[Platform] | None = None,
+    before: frozenset[str] = frozenset(),
+    keys: dict | None = None,
+) -> tuple[PlatformBuild, ...]:
     """Build ``jobs`` platforms at a time in ``order``; push each one as soon as it is verified.
 
     Pushes (and evictions) run beside the builds, so a build slot is free again the moment its
@@ -623,8 +716,10 @@ def _build_all(opts: BuildOptions, store, registry, workdir: str, jobs: int,
         b = build_platform(opts, store, registry, order[0], workdir, keys)
         return (b if opts.skip_push else push_built(opts, store, registry, b, workdir, before, keys),)
     wait, first = concurrent.futures.wait, concurrent.futures.FIRST_COMPLETED
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build") as builds, \
-            concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="push") as pushes:
+    with (
+        concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build") as builds,
+        concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="push") as pushes,
+    ):
         building = {builds.submit(build_platform, opts, store, registry, p, workdir, keys): p for p in order}
         pushing: dict[concurrent.futures.Future, Platform] = {}
         try:
@@ -637,7 +732,9 @@ def _build_all(opts: BuildOptions, store, registry, workdir: str, jobs: int,
                         if opts.skip_push:
                             done[b.platform] = b
                         else:
-                            pushing[pushes.submit(push_built, opts, store, registry, b, workdir, before, keys)] = b.platform
+                            pushing[pushes.submit(push_built, opts, store, registry, b, workdir, before, keys)] = (
+                                b.platform
+                            )
                     else:
                         done[pushing.pop(fut)] = fut.result()
         except BaseException:

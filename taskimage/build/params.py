@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from taskimage.errors import UsageError
 
@@ -65,62 +66,177 @@ class Param:
 
 
 BUILD_PARAMS: tuple[Param, ...] = (
-    Param("IMAGE", "--image", "Image to push, as REPOSITORY[:TAG] (no tag: latest). A digest is refused: "
-          "the manifest list is pushed to a tag.", required=True, metavar="REPO[:TAG]"),
-    Param("PLATFORMS", "--platform", "Platforms to build, e.g. linux/amd64, linux/arm64, linux/arm/v7, linux/s390x, "
-          "linux/ppc64le. Old spellings (linux/x86_64, linux/arm64/v8, armhf) are accepted. "
-          "CLI: repeatable, comma lists, or positional arguments; default the host's platform.",
-          type="array", default=[], task_default=["linux/amd64", "linux/arm64"], metavar="OS/ARCH[/VARIANT]"),
-    Param("CONTEXT", "--context", "Build context directory (in the Task: relative to the source workspace, "
-          "which it may not leave).", default=".", metavar="DIR"),
-    Param("DOCKERFILE", "--file", "Containerfile path, relative to the context; empty: Containerfile, else Dockerfile.",
-          short="-f", metavar="PATH"),
-    Param("BUILD_ARGS", "--build-arg", "Build arguments, each KEY=VALUE.", type="array", default=[], metavar="KEY=VALUE"),
-    Param("LABELS", "--label", "Labels for every image, each KEY=VALUE.", type="array", default=[], metavar="KEY=VALUE"),
-    Param("ANNOTATIONS", "--annotation", "Annotations for every image manifest, each KEY=VALUE.",
-          type="array", default=[], metavar="KEY=VALUE"),
+    Param(
+        "IMAGE",
+        "--image",
+        "Image to push, as REPOSITORY[:TAG] (no tag: latest). A digest is refused: "
+        "the manifest list is pushed to a tag.",
+        required=True,
+        metavar="REPO[:TAG]",
+    ),
+    Param(
+        "PLATFORMS",
+        "--platform",
+        "Platforms to build, e.g. linux/amd64, linux/arm64, linux/arm/v7, linux/s390x, "
+        "linux/ppc64le. Old spellings (linux/x86_64, linux/arm64/v8, armhf) are accepted. "
+        "CLI: repeatable, comma lists, or positional arguments; default the host's platform.",
+        type="array",
+        default=[],
+        task_default=["linux/amd64", "linux/arm64"],
+        metavar="OS/ARCH[/VARIANT]",
+    ),
+    Param(
+        "CONTEXT",
+        "--context",
+        "Build context directory (in the Task: relative to the source workspace, which it may not leave).",
+        default=".",
+        metavar="DIR",
+    ),
+    Param(
+        "DOCKERFILE",
+        "--file",
+        "Containerfile path, relative to the context; empty: Containerfile, else Dockerfile.",
+        short="-f",
+        metavar="PATH",
+    ),
+    Param(
+        "BUILD_ARGS", "--build-arg", "Build arguments, each KEY=VALUE.", type="array", default=[], metavar="KEY=VALUE"
+    ),
+    Param(
+        "LABELS", "--label", "Labels for every image, each KEY=VALUE.", type="array", default=[], metavar="KEY=VALUE"
+    ),
+    Param(
+        "ANNOTATIONS",
+        "--annotation",
+        "Annotations for every image manifest, each KEY=VALUE.",
+        type="array",
+        default=[],
+        metavar="KEY=VALUE",
+    ),
     Param("TARGET", "--target", "Build this stage of a multi-stage Containerfile; empty: the last.", metavar="STAGE"),
-    Param("FORMAT", "--format", "Manifest format of the images and the list: oci or docker.",
-          type="choice", default="oci", choices=("oci", "docker")),
-    Param("TLSVERIFY", "--tls-verify", "Verify TLS certificates of registries (pull and push).",
-          type="bool", default=True),
-    Param("STORAGE_DRIVER", "--storage-driver", "Container storage driver: auto chooses overlay where the kernel and "
-          "the storage volume support it, else vfs, and logs why.",
-          type="choice", default="auto", choices=("auto", "overlay", "vfs")),
+    Param(
+        "FORMAT",
+        "--format",
+        "Manifest format of the images and the list: oci or docker.",
+        type="choice",
+        default="oci",
+        choices=("oci", "docker"),
+    ),
+    Param(
+        "TLSVERIFY", "--tls-verify", "Verify TLS certificates of registries (pull and push).", type="bool", default=True
+    ),
+    Param(
+        "STORAGE_DRIVER",
+        "--storage-driver",
+        "Container storage driver: auto chooses overlay where the kernel and "
+        "the storage volume support it, else vfs, and logs why.",
+        type="choice",
+        default="auto",
+        choices=("auto", "overlay", "vfs"),
+    ),
     Param("SKIP_PUSH", "--skip-push", "Build and verify only; push nothing.", type="bool", default=False),
-    Param("CACHE_REPO", "--cache-repo", "Registry repository used as a layer cache (buildah --layers with "
-          "--cache-from/--cache-to) and to file each build under a key of its inputs, so that a run with "
-          "unchanged inputs copies that image instead of building; empty: no cache. A cache miss or an "
-          "unreachable cache never fails the build.",
-          metavar="REPO"),
-    Param("RETRY", "--retry", "How many times to retry a registry push after a transient error (5xx, reset, "
-          "timeout); authentication errors are never retried.", type="int", default=3, metavar="N"),
-    Param("RETRY_DELAY", "--retry-delay", "Seconds before the first retry; doubles each time.",
-          type="int", default=2, metavar="SECONDS"),
-    Param("EVICT", "--evict", "Remove each platform's images from the storage as soon as it is pushed (it is "
-          "pushed by digest when verified), so the storage holds about one platform at a time, not all; "
-          "off keeps them for buildah's layer reuse by the next local build. The Task turns it on: "
-          "a pod's storage starts empty and is thrown away.", type="bool", default=False, task_default=True),
-    Param("JOBS", "--jobs", "Platforms built at once; 0: automatic (the number of CPUs, at most the number of platforms). "
-          "Each build holds its base image and twice its biggest layer while buildah commits it: fewer jobs, "
-          "less disk at once and more time.",
-          type="int", default=0, metavar="N"),
+    Param(
+        "CACHE_REPO",
+        "--cache-repo",
+        "Registry repository used as a layer cache (buildah --layers with "
+        "--cache-from/--cache-to) and to file each build under a key of its inputs, so that a run with "
+        "unchanged inputs copies that image instead of building; empty: no cache. A cache miss or an "
+        "unreachable cache never fails the build.",
+        metavar="REPO",
+    ),
+    Param(
+        "RETRY",
+        "--retry",
+        "How many times to retry a registry push after a transient error (5xx, reset, "
+        "timeout); authentication errors are never retried.",
+        type="int",
+        default=3,
+        metavar="N",
+    ),
+    Param(
+        "RETRY_DELAY",
+        "--retry-delay",
+        "Seconds before the first retry; doubles each time.",
+        type="int",
+        default=2,
+        metavar="SECONDS",
+    ),
+    Param(
+        "EVICT",
+        "--evict",
+        "Remove each platform's images from the storage as soon as it is pushed (it is "
+        "pushed by digest when verified), so the storage holds about one platform at a time, not all; "
+        "off keeps them for buildah's layer reuse by the next local build. The Task turns it on: "
+        "a pod's storage starts empty and is thrown away.",
+        type="bool",
+        default=False,
+        task_default=True,
+    ),
+    Param(
+        "JOBS",
+        "--jobs",
+        "Platforms built at once; 0: automatic (the number of CPUs, at most the number of platforms). "
+        "Each build holds its base image and twice its biggest layer while buildah commits it: fewer jobs, "
+        "less disk at once and more time.",
+        type="int",
+        default=0,
+        metavar="N",
+    ),
     # CLI only: in the Task these are bound to workspaces, not params.
-    Param("SOURCE_ROOT", "--source-root", "Directory the context must stay inside (the Task passes its source "
-          "workspace).", in_task=False, metavar="DIR", task_env_value="$(workspaces.source.path)"),
-    Param("AUTHFILE", "--authfile", "Registry credentials: an auth.json file, or a directory holding config.json or "
-          ".dockerconfigjson (Tekton's dockerconfig workspace).", in_task=False, metavar="PATH",
-          task_env_value="$(workspaces.dockerconfig.path)"),
-    Param("CERT_DIR", "--cert-dir", "Directory of CA certificates for registries (Tekton's sslcertdir workspace).",
-          in_task=False, metavar="DIR", task_env_value="$(workspaces.sslcertdir.path)"),
-    Param("CREDS", "--creds", "Registry credentials USERNAME:PASSWORD for the target registry (prefer --authfile; "
-          "never logged).", in_task=False, secret=True, metavar="USER:PASS"),
-    Param("ROOT", "--root", "Container storage root directory (buildah --root); empty: the default.",
-          in_task=False, metavar="DIR"),
-    Param("RUNROOT", "--runroot", "Container storage run directory (buildah --runroot); empty: the default.",
-          in_task=False, metavar="DIR"),
-    Param("RESULTS_DIR", "--results-dir", "Where Tekton results are written; default /tekton/results when it "
-          "exists, else none.", in_task=False, metavar="DIR"),
+    Param(
+        "SOURCE_ROOT",
+        "--source-root",
+        "Directory the context must stay inside (the Task passes its source workspace).",
+        in_task=False,
+        metavar="DIR",
+        task_env_value="$(workspaces.source.path)",
+    ),
+    Param(
+        "AUTHFILE",
+        "--authfile",
+        "Registry credentials: an auth.json file, or a directory holding config.json or "
+        ".dockerconfigjson (Tekton's dockerconfig workspace).",
+        in_task=False,
+        metavar="PATH",
+        task_env_value="$(workspaces.dockerconfig.path)",
+    ),
+    Param(
+        "CERT_DIR",
+        "--cert-dir",
+        "Directory of CA certificates for registries (Tekton's sslcertdir workspace).",
+        in_task=False,
+        metavar="DIR",
+        task_env_value="$(workspaces.sslcertdir.path)",
+    ),
+    Param(
+        "CREDS",
+        "--creds",
+        "Registry credentials USERNAME:PASSWORD for the target registry (prefer --authfile; never logged).",
+        in_task=False,
+        secret=True,
+        metavar="USER:PASS",
+    ),
+    Param(
+        "ROOT",
+        "--root",
+        "Container storage root directory (buildah --root); empty: the default.",
+        in_task=False,
+        metavar="DIR",
+    ),
+    Param(
+        "RUNROOT",
+        "--runroot",
+        "Container storage run directory (buildah --runroot); empty: the default.",
+        in_task=False,
+        metavar="DIR",
+    ),
+    Param(
+        "RESULTS_DIR",
+        "--results-dir",
+        "Where Tekton results are written; default /tekton/results when it exists, else none.",
+        in_task=False,
+        metavar="DIR",
+    ),
 )
 
 BY_NAME = {p.name: p for p in BUILD_PARAMS}
@@ -137,7 +253,9 @@ def _help(p: Param) -> str:
     return text + f" [env {p.env}]"
 
 
-def add_arguments(parser: argparse.ArgumentParser, params: Iterable[Param] = BUILD_PARAMS, *, positional_platforms: bool = True) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser, params: Iterable[Param] = BUILD_PARAMS, *, positional_platforms: bool = True
+) -> None:
     """Add each param's flag. Defaults are applied later by :func:`resolve` (env fallback)."""
     for p in params:
         names = [p.flag] + ([p.short] if p.short else [])
@@ -152,8 +270,12 @@ def add_arguments(parser: argparse.ArgumentParser, params: Iterable[Param] = BUI
             kwargs.update(nargs="?", const="true", metavar="true|false")
         parser.add_argument(*names, **kwargs)
     if positional_platforms:
-        parser.add_argument("positional_platforms", nargs="*", metavar="PLATFORM",
-                            help="more platforms (how Tekton passes the PLATFORMS array)")
+        parser.add_argument(
+            "positional_platforms",
+            nargs="*",
+            metavar="PLATFORM",
+            help="more platforms (how Tekton passes the PLATFORMS array)",
+        )
 
 
 def parse_bool(value: str, source: str) -> bool:
@@ -165,7 +287,9 @@ def parse_bool(value: str, source: str) -> bool:
     raise UsageError(f"{source}: invalid boolean {value!r}: use true or false")
 
 
-def resolve(args: argparse.Namespace, params: Iterable[Param] = BUILD_PARAMS, env: dict | None = None) -> dict[str, tuple[Any, str]]:
+def resolve(
+    args: argparse.Namespace, params: Iterable[Param] = BUILD_PARAMS, env: dict | None = None
+) -> dict[str, tuple[Any, str]]:
     """Each param's value and where it came from (the flag or the env var), typed."""
     env = os.environ if env is None else env
     values: dict[str, tuple[Any, str]] = {}
@@ -179,8 +303,11 @@ def resolve(args: argparse.Namespace, params: Iterable[Param] = BUILD_PARAMS, en
             env_value = env.get(p.env, "")
             if env_value.strip():
                 source = p.env
-                raw = env_value.replace("\n", ",").split(",") if p.type == "array" and p.name == "PLATFORMS" else (
-                    [line for line in env_value.splitlines() if line.strip()] if p.type == "array" else env_value)
+                raw = (
+                    env_value.replace("\n", ",").split(",")
+                    if p.type == "array" and p.name == "PLATFORMS"
+                    else ([line for line in env_value.splitlines() if line.strip()] if p.type == "array" else env_value)
+                )
             else:
                 values[p.name] = (_default(p), p.flag)
                 continue
@@ -216,6 +343,7 @@ def _convert(p: Param, raw: Any, source: str) -> Any:
 
 
 # --- Tekton -------------------------------------------------------------------------------
+
 
 def task_params(params: Iterable[Param] = BUILD_PARAMS) -> list[dict]:
     """The Task's ``spec.params``, in declaration order."""
@@ -269,13 +397,31 @@ def markdown_table(params: Iterable[Param] = BUILD_PARAMS, *, task: bool = True)
         for p in params:
             if not p.in_task:
                 continue
-            default = "(required)" if p.required else f"`{p.tekton_default}`" if p.tekton_default not in ("", []) else '`""`' if p.type != "array" else "`[]`"
+            default = (
+                "(required)"
+                if p.required
+                else f"`{p.tekton_default}`"
+                if p.tekton_default not in ("", [])
+                else '`""`'
+                if p.type != "array"
+                else "`[]`"
+            )
             rows.append(f"| `{p.name}` | {p.tekton_type} | {default} | `{p.flag}` | {p.description} |")
     else:
         rows.append("| Flag | Env | Default | Description |")
         rows.append("|---|---|---|---|")
         for p in params:
-            default = "(required)" if p.required else ("true" if p.default is True else "false" if p.default is False else (f"`{p.default}`" if p.default not in ("", [], None) else ""))
+            default = (
+                "(required)"
+                if p.required
+                else (
+                    "true"
+                    if p.default is True
+                    else "false"
+                    if p.default is False
+                    else (f"`{p.default}`" if p.default not in ("", [], None) else "")
+                )
+            )
             rows.append(f"| `{p.flag}` | `{p.env}` | {default} | {p.description} |")
     return "\n".join(rows)
 
@@ -301,7 +447,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
     new = render_readme(text)
     if "--check" in argv:
         if new != text:
-            print(f"{readme}: the flag table is out of date: run python -m taskimage.build.params --readme", file=sys.stderr)
+            print(
+                f"{readme}: the flag table is out of date: run python -m taskimage.build.params --readme",
+                file=sys.stderr,
+            )
             return 1
         return 0
     if "--readme" in argv:

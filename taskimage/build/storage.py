@@ -53,7 +53,7 @@ def _overlay_probe(root: str) -> str | None:
     try:
         for d in ("lower", "upper", "work", "merged"):
             (tmp / d).mkdir()
-        opts = f"lowerdir={tmp/'lower'},upperdir={tmp/'upper'},workdir={tmp/'work'}"
+        opts = f"lowerdir={tmp / 'lower'},upperdir={tmp / 'upper'},workdir={tmp / 'work'}"
         try:
             tools.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(tmp / "merged")], quiet=True, stream=False)
         except ToolError as exc:

@@ -33,7 +33,11 @@ def _resolve(root: Path, relative: str, hops: int = 16) -> Path | None:
         path = root / current
         if path.is_symlink():
             target = os.readlink(path)
-            current = target.lstrip("/") if target.startswith("/") else os.path.normpath(os.path.join(os.path.dirname(current), target))
+            current = (
+                target.lstrip("/")
+                if target.startswith("/")
+                else os.path.normpath(os.path.join(os.path.dirname(current), target))
+            )
             if current.startswith(".."):
                 return None
             continue

@@ -6,7 +6,6 @@ import sys
 import time
 
 from taskimage import log
-
 from taskimage.emulation import binfmt
 from taskimage.errors import EXIT_EMULATION, EXIT_FAILURE
 from taskimage.oci.platforms import ARCHES, Platform, parse_platforms
@@ -17,14 +16,22 @@ def register(sub) -> None:
     verbs = p.add_subparsers(dest="binfmt_command", metavar="status|install")
     for verb in ("status", "install"):
         v = verbs.add_parser(verb, help=f"{verb} qemu handlers")
-        v.add_argument("--platform", action="append", default=[], metavar="OS/ARCH[,...]",
-                       help="platforms to check or register (default: every supported foreign platform)")
+        v.add_argument(
+            "--platform",
+            action="append",
+            default=[],
+            metavar="OS/ARCH[,...]",
+            help="platforms to check or register (default: every supported foreign platform)",
+        )
         v.add_argument("platforms", nargs="*", metavar="PLATFORM", help="platforms, as for --platform")
         if verb == "install":
             v.add_argument("--reset", action="store_true", help="replace existing handlers for these arches")
-            v.add_argument("--keep-running", action="store_true",
-                           help="stay in the foreground and re-register every minute if a handler disappears "
-                                "(what the cluster DaemonSet runs)")
+            v.add_argument(
+                "--keep-running",
+                action="store_true",
+                help="stay in the foreground and re-register every minute if a handler disappears "
+                "(what the cluster DaemonSet runs)",
+            )
         v.set_defaults(func=_status if verb == "status" else _install)
     p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
 
@@ -56,8 +63,13 @@ def _install(args) -> int:
         results = binfmt.install(platforms, reset=args.reset)
         changed = [r for r in results if r.action in ("created", "replaced", "failed")]
         if not args.keep_running or changed:
-            print(log.table(("PLATFORM", "HANDLER", "ACTION", "DETAIL"),
-                            [(str(r.platform), r.name, r.action, r.detail) for r in results]), flush=True)
+            print(
+                log.table(
+                    ("PLATFORM", "HANDLER", "ACTION", "DETAIL"),
+                    [(str(r.platform), r.name, r.action, r.detail) for r in results],
+                ),
+                flush=True,
+            )
         if any(r.action == "failed" for r in results):
             return EXIT_FAILURE
         if not args.keep_running:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from taskimage.build import orchestrate as build
-
 from taskimage.build import params
 
 

@@ -9,13 +9,10 @@ import sys
 import tempfile
 
 from taskimage import log
-
-from taskimage.tekton import bundle
-
 from taskimage.build import params
 from taskimage.errors import UsageError
 from taskimage.oci.reference import parse_image
-
+from taskimage.tekton import bundle
 
 REGISTRY_PARAMS = tuple(params.BY_NAME[name] for name in ("TLSVERIFY", "AUTHFILE", "CERT_DIR"))
 
@@ -52,10 +49,12 @@ def push_command(args: argparse.Namespace) -> int:
     objects = bundle.load_objects(args.files)
     built = bundle.build_bundle(objects)
     log.phase(f"bundle push {ref.url}")
-    log.info(log.table(
-        ["KIND", "APIVERSION", "NAME", "FROM"],
-        [(o.kind_annotation, o.api_version, o.name, o.where) for o in objects],
-    ))
+    log.info(
+        log.table(
+            ["KIND", "APIVERSION", "NAME", "FROM"],
+            [(o.kind_annotation, o.api_version, o.name, o.where) for o in objects],
+        )
+    )
     digest = bundle.push(built, ref, options)
     pushed = ref.with_digest(digest)
     log.info(f"pushed {len(objects)} object(s) as {pushed}")
@@ -69,25 +68,31 @@ def push_command(args: argparse.Namespace) -> int:
 def list_command(args: argparse.Namespace) -> int:
     parse_image(args.ref, source="bundle list REF", allow_digest=True)
     entries = bundle.list_entries(args.ref, _options(args))
-    sys.stdout.write(log.table(["KIND", "APIVERSION", "NAME"], [(e.kind, e.api_version, e.name) for e in entries]) + "\n")
+    sys.stdout.write(
+        log.table(["KIND", "APIVERSION", "NAME"], [(e.kind, e.api_version, e.name) for e in entries]) + "\n"
+    )
     sys.stdout.flush()
     return 0
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "bundle", help="push and list Tekton bundles (OCI images of Tasks and Pipelines)",
+        "bundle",
+        help="push and list Tekton bundles (OCI images of Tasks and Pipelines)",
         description="Tekton bundles as `tkn bundle push` writes them, for `resolver: bundles`.",
     )
     commands = parser.add_subparsers(dest="bundle_command", metavar="SUBCOMMAND", parser_class=type(parser))
     parser.set_defaults(func=lambda args: parser.error("a subcommand is required: push or list"))
 
     push = commands.add_parser(
-        "push", help="build a bundle from Tekton YAML/JSON files and push it",
+        "push",
+        help="build a bundle from Tekton YAML/JSON files and push it",
         description="One layer per Tekton object (at most 20); prints REPO@sha256:… on stdout.",
     )
     push.add_argument("ref", metavar="REF", help="where to push: registry/repository[:tag]")
-    push.add_argument("files", metavar="FILE", nargs="+", help="YAML or JSON files of tekton.dev objects ('-' for stdin)")
+    push.add_argument(
+        "files", metavar="FILE", nargs="+", help="YAML or JSON files of tekton.dev objects ('-' for stdin)"
+    )
     _registry_flags(push)
     push.add_argument("--digestfile", metavar="PATH", help="also write the manifest digest to PATH")
     push.set_defaults(func=push_command)

@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import taskimage
 from taskimage import log
-from taskimage.tekton import model as tekton
 from taskimage.errors import UsageError
-from typing import TYPE_CHECKING
+from taskimage.tekton import model as tekton
 
 if TYPE_CHECKING:  # the kubernetes client takes ~0.6 s to import: only commands that talk to a cluster pay it
     from taskimage.tekton.kube.client import Kube
@@ -39,12 +39,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "patched only when they differ; each object is reported as created, unchanged or updated.",
     )
     _connection_flags(install)
-    install.add_argument("--bundle", metavar="REF", help="resolve the Task from this Tekton bundle image instead of applying it")
-    install.add_argument("--from", dest="root", metavar="DIR", help="repository checkout holding catalog/ and tekton/ (default: the one taskimage runs from)")
-    install.add_argument("--task", default=DEFAULT_TASK, metavar="PATH", help=f"Task YAML, relative to --from (default: {DEFAULT_TASK})")
-    install.add_argument("--pipeline", default=DEFAULT_PIPELINE, metavar="PATH", help=f"Pipeline YAML, relative to --from (default: {DEFAULT_PIPELINE})")
-    install.add_argument("--binfmt", default=DEFAULT_BINFMT, metavar="PATH", help=f"binfmt DaemonSet YAML, relative to --from (default: {DEFAULT_BINFMT})")
-    install.add_argument("--skip-binfmt", action="store_true", help="do not apply the privileged binfmt DaemonSet (nodes already have qemu handlers)")
+    install.add_argument(
+        "--bundle", metavar="REF", help="resolve the Task from this Tekton bundle image instead of applying it"
+    )
+    install.add_argument(
+        "--from",
+        dest="root",
+        metavar="DIR",
+        help="repository checkout holding catalog/ and tekton/ (default: the one taskimage runs from)",
+    )
+    install.add_argument(
+        "--task", default=DEFAULT_TASK, metavar="PATH", help=f"Task YAML, relative to --from (default: {DEFAULT_TASK})"
+    )
+    install.add_argument(
+        "--pipeline",
+        default=DEFAULT_PIPELINE,
+        metavar="PATH",
+        help=f"Pipeline YAML, relative to --from (default: {DEFAULT_PIPELINE})",
+    )
+    install.add_argument(
+        "--binfmt",
+        default=DEFAULT_BINFMT,
+        metavar="PATH",
+        help=f"binfmt DaemonSet YAML, relative to --from (default: {DEFAULT_BINFMT})",
+    )
+    install.add_argument(
+        "--skip-binfmt",
+        action="store_true",
+        help="do not apply the privileged binfmt DaemonSet (nodes already have qemu handlers)",
+    )
     install.set_defaults(func=cmd_install)
     cluster.set_defaults(func=lambda args: _missing_subcommand(cluster))
 
@@ -58,15 +81,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "code is non-zero when the run fails.",
     )
     start.add_argument("name", metavar="NAME", help="the Pipeline to run")
-    start.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="a param; arrays as comma lists (repeatable)")
-    start.add_argument("-w", "--workspace", action="append", default=[], metavar="name=NAME,...",
-                       help="a workspace: claimName=, claimSize=1Gi, volumeClaimTemplateFile=, emptyDir=, config=, secret=, csiFile= (repeatable)")
+    start.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a param; arrays as comma lists (repeatable)",
+    )
+    start.add_argument(
+        "-w",
+        "--workspace",
+        action="append",
+        default=[],
+        metavar="name=NAME,...",
+        help="a workspace: claimName=, claimSize=1Gi, volumeClaimTemplateFile=, emptyDir=, config=, secret=, csiFile= (repeatable)",
+    )
     start.add_argument("-s", "--serviceaccount", metavar="SA", help="service account the TaskRuns run as")
     start.add_argument("--showlog", action="store_true", help="follow the run and stream its logs")
-    start.add_argument("--use-param-defaults", action="store_true",
-                       help="accepted for tkn compatibility: taskimage never prompts, params not given always take the Pipeline's defaults")
+    start.add_argument(
+        "--use-param-defaults",
+        action="store_true",
+        help="accepted for tkn compatibility: taskimage never prompts, params not given always take the Pipeline's defaults",
+    )
     start.add_argument("--prefix-name", metavar="PREFIX", help="name the run PREFIX-xxxxx (default: NAME-run-xxxxx)")
-    start.add_argument("--timeout", metavar="DURATION", help="the PipelineRun's timeout (spec.timeouts.pipeline), e.g. 1h30m")
+    start.add_argument(
+        "--timeout", metavar="DURATION", help="the PipelineRun's timeout (spec.timeouts.pipeline), e.g. 1h30m"
+    )
     start.add_argument("--dry-run", action="store_true", help="print the PipelineRun YAML instead of creating it")
     _connection_flags(start)
     start.set_defaults(func=cmd_start)
@@ -85,8 +126,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _connection_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-n", "--namespace", metavar="NS", help="namespace (default: the kubeconfig context's, else default)")
-    parser.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
+    parser.add_argument(
+        "-n", "--namespace", metavar="NS", help="namespace (default: the kubeconfig context's, else default)"
+    )
+    parser.add_argument(
+        "--kubeconfig", metavar="PATH", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else in-cluster)"
+    )
     parser.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current one)")
 
 
@@ -95,7 +140,7 @@ def _missing_subcommand(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _connect(args: argparse.Namespace) -> "Kube":
+def _connect(args: argparse.Namespace) -> Kube:
     from taskimage.tekton.kube.client import Kube
 
     return Kube.connect(kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace)
@@ -118,7 +163,9 @@ def _resolve(root: Path, path: str, flag: str) -> Path:
     p = Path(path)
     p = p if p.is_absolute() else root / p
     if not p.is_file():
-        raise UsageError(f"{flag} {path}: no such file under {root} (use --from DIR with a checkout of the taskimage repository)")
+        raise UsageError(
+            f"{flag} {path}: no such file under {root} (use --from DIR with a checkout of the taskimage repository)"
+        )
     return p
 
 
@@ -131,7 +178,9 @@ def install_documents(args: argparse.Namespace) -> list[dict]:
     tasks = [tekton.Task.from_dict(d) for d in task_docs]
     pipelines = [tekton.Pipeline.from_dict(d) for d in tekton.load_file(_resolve(root, args.pipeline, "--pipeline"))]
     if len(tasks) != 1 or len(pipelines) != 1:
-        raise UsageError(f"--task/--pipeline: expected one Task and one Pipeline, got {len(tasks)} and {len(pipelines)}")
+        raise UsageError(
+            f"--task/--pipeline: expected one Task and one Pipeline, got {len(tasks)} and {len(pipelines)}"
+        )
     docs: list[dict] = []
     if args.bundle:
         docs.append(pipelines[0].with_bundle(args.bundle, tasks[0].name).to_dict())
@@ -161,7 +210,11 @@ def cmd_install(args: argparse.Namespace) -> int:
         result = apply_object(kube, doc, kube.namespace)
         applied.append(result)
         _stdout(f"{result.ref} {result.action}")
-    log.info(log.table(["KIND", "NAME", "NAMESPACE", "ACTION"], [(a.kind, a.name, a.namespace or "-", a.action) for a in applied]))
+    log.info(
+        log.table(
+            ["KIND", "NAME", "NAMESPACE", "ACTION"], [(a.kind, a.name, a.namespace or "-", a.action) for a in applied]
+        )
+    )
     installed = {a.name for a in applied if a.kind == "Task"}
     for doc in docs:
         if doc.get("kind") != "Pipeline":
@@ -169,7 +222,9 @@ def cmd_install(args: argparse.Namespace) -> int:
         for task in tekton.Pipeline.from_dict(doc).tasks:
             name = task.task_name
             if name and name not in installed and kube.get(TASKS, name) is None:
-                log.warn(f"Pipeline {doc['metadata']['name']} refers to Task {name}, which is not in namespace {kube.namespace}: install it before starting the Pipeline")
+                log.warn(
+                    f"Pipeline {doc['metadata']['name']} refers to Task {name}, which is not in namespace {kube.namespace}: install it before starting the Pipeline"
+                )
                 installed.add(name)
     return 0
 
@@ -185,7 +240,9 @@ def cmd_start(args: argparse.Namespace) -> int:
     kube.require_tekton()
     doc = kube.get(PIPELINES, args.name)
     if doc is None:
-        raise UsageError(f"pipeline start {args.name}: no Pipeline {args.name} in namespace {kube.namespace} (install it: taskimage cluster install)")
+        raise UsageError(
+            f"pipeline start {args.name}: no Pipeline {args.name} in namespace {kube.namespace} (install it: taskimage cluster install)"
+        )
     pipeline = tekton.Pipeline.from_dict(doc)
     run = tekton.build_pipeline_run(
         pipeline,
@@ -203,14 +260,16 @@ def cmd_start(args: argparse.Namespace) -> int:
     kube.create(PIPELINERUNS, run.to_dict(), kube.namespace)
     _stdout(run.name)
     if not args.showlog:
-        log.info(f"PipelineRun {run.name} started in namespace {kube.namespace}; follow it with: taskimage logs {run.name} -f -n {kube.namespace}")
+        log.info(
+            f"PipelineRun {run.name} started in namespace {kube.namespace}; follow it with: taskimage logs {run.name} -f -n {kube.namespace}"
+        )
         return 0
     follower = Follower(kube, log.info, follow=True)
     final = follower.pipeline_run(run.name)
     return _report(follower.outcome(final))
 
 
-def _report(outcome: "Outcome") -> int:
+def _report(outcome: Outcome) -> int:
     from taskimage.tekton.kube.follow import RunFailed
 
     if outcome.results:

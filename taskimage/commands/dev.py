@@ -14,7 +14,6 @@ import sys
 import threading
 
 from taskimage import log
-
 from taskimage.dev import env as devenv
 from taskimage.oci.platforms import parse_platforms
 
@@ -29,7 +28,9 @@ def register(sub) -> None:
     r.set_defaults(func=_registry)
 
     b = verbs.add_parser("base-image", help="make a base image from Debian packages and push it")
-    b.add_argument("flavour", choices=sorted(devenv.FLAVOURS), help="busybox (static busybox), bookworm or trixie (minbase)")
+    b.add_argument(
+        "flavour", choices=sorted(devenv.FLAVOURS), help="busybox (static busybox), bookworm or trixie (minbase)"
+    )
     b.add_argument("ref", metavar="REF", help="where to push it, e.g. 127.0.0.1:5000/base/debian:bookworm")
     b.add_argument("--platform", action="append", default=[], metavar="OS/ARCH[,...]")
     b.add_argument("--tls-verify", default="false", metavar="true|false", help="default false (a local registry)")
@@ -37,8 +38,9 @@ def register(sub) -> None:
     t = verbs.add_parser("task-image", help="build the task image from this checkout with taskimage build and push it")
     t.add_argument("registry", metavar="HOST:PORT", help="registry to push the base and the task image to (plain HTTP)")
     t.add_argument("--ref", help="image reference (default HOST:PORT/taskimage/taskimage:VERSION)")
-    t.add_argument("--platform", action="append", default=[], metavar="OS/ARCH[,...]",
-                   help="default linux/amd64,linux/arm64")
+    t.add_argument(
+        "--platform", action="append", default=[], metavar="OS/ARCH[,...]", help="default linux/amd64,linux/arm64"
+    )
     t.set_defaults(func=_task_image)
     p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from taskimage.build import index
-
-from taskimage.build import params
+from taskimage.build import index, params
 
 
 def register(sub) -> None:
@@ -17,8 +15,12 @@ def register(sub) -> None:
         "Exit codes: 0 ok, 1 registry failure, 2 usage, 143 interrupted.",
     )
     params.add_arguments(p, params=index.PARAMS, positional_platforms=False)
-    p.add_argument("positional_refs", nargs="*", metavar="REF", help="per-platform images, REPO@sha256:... "
-                   "(how Tekton passes an array param); empty values are ignored")
+    p.add_argument(
+        "positional_refs",
+        nargs="*",
+        metavar="REF",
+        help="per-platform images, REPO@sha256:... (how Tekton passes an array param); empty values are ignored",
+    )
     p.set_defaults(func=_run)
 
 

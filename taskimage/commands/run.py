@@ -17,7 +17,6 @@ import json
 import sys
 
 from taskimage import log
-
 from taskimage.build import params
 from taskimage.errors import TaskimageError, UsageError
 from taskimage.tekton.localrun import Options, execute, load_documents, make_plan, pick_task, taskrun_task
@@ -36,13 +35,28 @@ def register(subparsers) -> None:
     p.add_argument("task", nargs="?", metavar="TASK.yaml", help="the Task (a file that may hold several documents)")
     p.add_argument("--bundle", metavar="REF", help="take the Task from this Tekton bundle (with --name)")
     p.add_argument("--name", metavar="NAME", help="the Task's name in the bundle (or in a multi-document file)")
-    p.add_argument("--taskrun", metavar="TASKRUN.yaml",
-                   help="run this TaskRun: its params, workspaces and taskSpec/taskRef (bundles resolver, or "
-                   "taskRef.name with TASK.yaml)")
-    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="a param value, as tkn takes it: arrays comma-separated (a,b), objects \"k1:v1, k2:v2\"")
-    p.add_argument("-w", "--workspace", action="append", default=[], metavar="NAME=DIR",
-                   help="bind a workspace to a directory of this machine")
+    p.add_argument(
+        "--taskrun",
+        metavar="TASKRUN.yaml",
+        help="run this TaskRun: its params, workspaces and taskSpec/taskRef (bundles resolver, or "
+        "taskRef.name with TASK.yaml)",
+    )
+    p.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help='a param value, as tkn takes it: arrays comma-separated (a,b), objects "k1:v1, k2:v2"',
+    )
+    p.add_argument(
+        "-w",
+        "--workspace",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="bind a workspace to a directory of this machine",
+    )
     p.add_argument("--results-dir", metavar="DIR", help="keep the results here (an empty or new directory)")
     p.add_argument("--keep", action="store_true", help="keep the step containers and the run directory")
     p.add_argument("--output", choices=("table", "json"), default="table", help="results format on stdout")
@@ -54,7 +68,9 @@ def _fetch(ref: str, name: str, kind: str, tls_verify: bool, authfile: str | Non
     try:
         from taskimage.tekton.bundle import fetch_object
     except ImportError as exc:
-        raise TaskimageError("--bundle: this taskimage has no bundle reader (taskimage.tekton.bundle.fetch_object)") from exc
+        raise TaskimageError(
+            "--bundle: this taskimage has no bundle reader (taskimage.tekton.bundle.fetch_object)"
+        ) from exc
     return fetch_object(ref, name, kind, tls_verify=tls_verify, authfile=authfile)
 
 
@@ -97,18 +113,29 @@ def run_command(args: argparse.Namespace) -> int:
     loaded = load(args, tls_verify, authfile)
     plan = make_plan(loaded, cli_params=args.param, cli_workspaces=args.workspace)
     log.phase(f"taskrun {plan.taskrun_name} (task {plan.task_name}, {len(plan.steps)} steps)")
-    report = execute(plan, Options(tls_verify=tls_verify, authfile=authfile, keep=args.keep, results_dir=args.results_dir))
+    report = execute(
+        plan, Options(tls_verify=tls_verify, authfile=authfile, keep=args.keep, results_dir=args.results_dir)
+    )
 
-    log.info(log.table(
-        ("STEP", "IMAGE", "EXIT", "SECONDS"),
-        [(s.name, s.image, "not run" if s.exit_code is None else str(s.exit_code), f"{s.seconds:.1f}") for s in report.steps],
-    ))
+    log.info(
+        log.table(
+            ("STEP", "IMAGE", "EXIT", "SECONDS"),
+            [
+                (s.name, s.image, "not run" if s.exit_code is None else str(s.exit_code), f"{s.seconds:.1f}")
+                for s in report.steps
+            ],
+        )
+    )
     for problem in report.results.problems:
         (log.error if problem.fails else log.warn)(problem.message)
     if report.results.undeclared:
-        log.warn(f"files in /tekton/results that are not declared results (ignored): {', '.join(report.results.undeclared)}")
+        log.warn(
+            f"files in /tekton/results that are not declared results (ignored): {', '.join(report.results.undeclared)}"
+        )
     if args.keep:
-        log.info(f"kept: containers {', '.join(s.container for s in report.steps if s.exit_code is not None)}; run dir {report.run_dir}")
+        log.info(
+            f"kept: containers {', '.join(s.container for s in report.steps if s.exit_code is not None)}; run dir {report.run_dir}"
+        )
     if args.output == "json":
         sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n")
     else:

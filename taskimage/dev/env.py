@@ -25,20 +25,69 @@ import tarfile
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from taskimage import log
-
 from taskimage import proc as tools
 from taskimage.errors import ToolError, UsageError
 from taskimage.oci.platforms import Platform, parse_platforms
 
-BUSYBOX_APPLETS = (
-    "sh ash cat cp echo env false grep head id ln ls mkdir mv printf pwd rm rmdir sed sh sleep "
-    "sort tail tar test touch tr true uname wc which whoami date expr find xargs dirname basename "
-    "chmod cut stat md5sum sha256sum gzip gunzip wget tee seq od hexdump kill ps vi"
-).split()
+BUSYBOX_APPLETS = [
+    "sh",
+    "ash",
+    "cat",
+    "cp",
+    "echo",
+    "env",
+    "false",
+    "grep",
+    "head",
+    "id",
+    "ln",
+    "ls",
+    "mkdir",
+    "mv",
+    "printf",
+    "pwd",
+    "rm",
+    "rmdir",
+    "sed",
+    "sh",
+    "sleep",
+    "sort",
+    "tail",
+    "tar",
+    "test",
+    "touch",
+    "tr",
+    "true",
+    "uname",
+    "wc",
+    "which",
+    "whoami",
+    "date",
+    "expr",
+    "find",
+    "xargs",
+    "dirname",
+    "basename",
+    "chmod",
+    "cut",
+    "stat",
+    "md5sum",
+    "sha256sum",
+    "gzip",
+    "gunzip",
+    "wget",
+    "tee",
+    "seq",
+    "od",
+    "hexdump",
+    "kill",
+    "ps",
+    "vi",
+]
 
 
 def cache_dir() -> Path:
@@ -77,7 +126,7 @@ class LocalRegistry:
             cfg["auth"] = {"htpasswd": {"realm": "taskimage-test", "path": self.htpasswd}}
         return cfg
 
-    def start(self, timeout: float = 15) -> "LocalRegistry":
+    def start(self, timeout: float = 15) -> LocalRegistry:
         import yaml
 
         binary = tools.which("docker-registry") or tools.which("registry")
@@ -105,7 +154,7 @@ class LocalRegistry:
             self._proc.stop()
             self._proc = None
 
-    def __enter__(self) -> "LocalRegistry":
+    def __enter__(self) -> LocalRegistry:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -144,7 +193,9 @@ class OCILayout:
             top = dict(manifests[0])
             top.pop("platform", None)
         else:
-            nested = json.dumps({"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": manifests}, sort_keys=True).encode()
+            nested = json.dumps(
+                {"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": manifests}, sort_keys=True
+            ).encode()
             top = {"mediaType": INDEX_TYPE, "digest": self.blob(nested), "size": len(nested)}
         top["annotations"] = {"org.opencontainers.image.ref.name": "latest"}
         index = {"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": [top]}
@@ -171,8 +222,13 @@ def _layer_from_rootfs(rootfs_tar: Path) -> tuple[bytes, str]:
 
 def _debian_arch(p: Platform) -> str:
     return {
-        "amd64": "amd64", "arm64": "arm64", "386": "i386", "ppc64le": "ppc64el",
-        "s390x": "s390x", "riscv64": "riscv64", "mips64le": "mips64el",
+        "amd64": "amd64",
+        "arm64": "arm64",
+        "386": "i386",
+        "ppc64le": "ppc64el",
+        "s390x": "s390x",
+        "riscv64": "riscv64",
+        "mips64le": "mips64el",
     }.get(p.arch) or {"v7": "armhf", "v6": "armel", "v5": "armel"}[p.variant or "v7"]
 
 
@@ -232,7 +288,7 @@ def _rootfs(flavour: str, p: Platform) -> Path:
             "--dpkgopt=path-exclude=/usr/share/man/*",
             "--dpkgopt=path-exclude=/usr/share/doc/*",
             "--dpkgopt=path-include=/usr/share/doc/*/copyright",
-            "--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/*.bin",
+            '--customize-hook=rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin',
         ]
     argv += [suite, str(tmp)]
     mirror = _host_mirror()
@@ -286,17 +342,25 @@ def build_layout(flavour: str, platforms: Iterable[Platform]) -> Path:
         manifest = {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": layout.blob(config_bytes), "size": len(config_bytes)},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": len(layer)}],
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": layout.blob(config_bytes),
+                "size": len(config_bytes),
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": len(layer)}
+            ],
         }
         manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
         platform = {"architecture": p.arch, "os": p.os, **({"variant": p.variant} if p.variant else {})}
-        manifests.append({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": layout.blob(manifest_bytes),
-            "size": len(manifest_bytes),
-            "platform": platform,
-        })
+        manifests.append(
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": layout.blob(manifest_bytes),
+                "size": len(manifest_bytes),
+                "platform": platform,
+            }
+        )
     layout.write_index(manifests)
     layout_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -308,8 +372,15 @@ def build_layout(flavour: str, platforms: Iterable[Platform]) -> Path:
 
 def push_layout(layout_dir: Path, ref: str, *, tls_verify: bool = False) -> None:
     """Push the layout's image (or index, with every image in it) to ``ref``."""
-    argv = ["skopeo", "copy", "--all", "--quiet", f"--dest-tls-verify={'true' if tls_verify else 'false'}",
-            f"oci:{layout_dir}:latest", f"docker://{ref}"]
+    argv = [
+        "skopeo",
+        "copy",
+        "--all",
+        "--quiet",
+        f"--dest-tls-verify={'true' if tls_verify else 'false'}",
+        f"oci:{layout_dir}:latest",
+        f"docker://{ref}",
+    ]
     tools.run(argv, what="skopeo copy")
 
 
@@ -352,16 +423,20 @@ def repo_root() -> Path:
     """The source tree this package was installed from (editable installs): the build context."""
     root = Path(__file__).resolve().parents[2]
     if not (root / "Containerfile").is_file():
-        raise UsageError(f"no Containerfile next to the taskimage package in {root}: "
-                         "build the task image from a source checkout")
+        raise UsageError(
+            f"no Containerfile next to the taskimage package in {root}: build the task image from a source checkout"
+        )
     return root
 
 
 def task_image_inputs(root: Path) -> list[Path]:
     """Every file whose content ends up in the task image (the key of the layer cache)."""
     files = [root / name for name in _TASK_IMAGE_INPUTS if (root / name).is_file()]
-    files += sorted(p for p in (root / "taskimage").rglob("*")
-                    if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    files += sorted(
+        p
+        for p in (root / "taskimage").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    )
     return files
 
 
@@ -378,7 +453,9 @@ def task_image_labels(root: Path) -> dict[str, str]:
     from taskimage import __version__
 
     revision = _git(root, "rev-parse", "HEAD") or "unknown"
-    if revision != "unknown" and _git(root, "status", "--porcelain", "--", *[str(p.relative_to(root)) for p in task_image_inputs(root)]):
+    if revision != "unknown" and _git(
+        root, "status", "--porcelain", "--", *[str(p.relative_to(root)) for p in task_image_inputs(root)]
+    ):
         revision += "-dirty"
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     when = time.gmtime(int(epoch)) if epoch and epoch.isdigit() else time.gmtime()
@@ -390,19 +467,47 @@ def task_image_labels(root: Path) -> dict[str, str]:
     }
 
 
-def task_image_argv(root: Path, ref: str, platforms: Iterable[str], base: str, labels: dict[str, str], *,
-                    storage_root: Path, runroot: Path, results_dir: Path, tls_verify: bool = False,
-                    jobs: int = 0) -> list[str]:
+def task_image_argv(
+    root: Path,
+    ref: str,
+    platforms: Iterable[str],
+    base: str,
+    labels: dict[str, str],
+    *,
+    storage_root: Path,
+    runroot: Path,
+    results_dir: Path,
+    tls_verify: bool = False,
+    jobs: int = 0,
+) -> list[str]:
     """The `taskimage build` command line that builds the task image (pure: tests check it)."""
     short = {k.rsplit(".", 1)[1].upper(): v for k, v in labels.items()}  # SOURCE, REVISION, ...
-    argv = [sys.executable, "-m", "taskimage", "build", "--image", ref, "--context", str(root),
-            f"--tls-verify={'true' if tls_verify else 'false'}",
-            "--root", str(storage_root), "--runroot", str(runroot), "--results-dir", str(results_dir),
-            "--build-arg", f"BASE_IMAGE={base}", *[f"{k}={v}" for k, v in short.items()],
-            # also as --label: buildah 1.28's layer cache reuses a LABEL step whose ARG values
-            # changed, so the Containerfile's LABEL alone could carry an older build's values
-            "--label", *[f"{k}={v}" for k, v in labels.items()],
-            "--annotation", *[f"{k}={v}" for k, v in labels.items()]]
+    argv = [
+        sys.executable,
+        "-m",
+        "taskimage",
+        "build",
+        "--image",
+        ref,
+        "--context",
+        str(root),
+        f"--tls-verify={'true' if tls_verify else 'false'}",
+        "--root",
+        str(storage_root),
+        "--runroot",
+        str(runroot),
+        "--results-dir",
+        str(results_dir),
+        "--build-arg",
+        f"BASE_IMAGE={base}",
+        *[f"{k}={v}" for k, v in short.items()],
+        # also as --label: buildah 1.28's layer cache reuses a LABEL step whose ARG values
+        # changed, so the Containerfile's LABEL alone could carry an older build's values
+        "--label",
+        *[f"{k}={v}" for k, v in labels.items()],
+        "--annotation",
+        *[f"{k}={v}" for k, v in labels.items()],
+    ]
     if jobs:
         argv += ["--jobs", str(jobs)]
     return argv + ["--platform", ",".join(platforms)]
@@ -434,9 +539,16 @@ def _layer_cache() -> Path:
     return path
 
 
-def build_task_image(registry_host: str, ref: str | None = None,
-                     platforms: Iterable[str] = TASK_IMAGE_PLATFORMS, *, base: str | None = None,
-                     tls_verify: bool = False, jobs: int = 0, layer_cache: Path | None = None) -> TaskImage:
+def build_task_image(
+    registry_host: str,
+    ref: str | None = None,
+    platforms: Iterable[str] = TASK_IMAGE_PLATFORMS,
+    *,
+    base: str | None = None,
+    tls_verify: bool = False,
+    jobs: int = 0,
+    layer_cache: Path | None = None,
+) -> TaskImage:
     """Build the task image from this source tree with `taskimage build` itself and push it.
 
     The Debian trixie base is made with mmdebstrap (cached) and pushed to ``registry_host``
@@ -455,8 +567,18 @@ def build_task_image(registry_host: str, ref: str | None = None,
         runroot, results_dir = Path(tmp) / "run", Path(tmp) / "results"
         runroot.mkdir()
         results_dir.mkdir()
-        argv = task_image_argv(root, ref, platforms, base, labels, storage_root=storage_root, runroot=runroot,
-                               results_dir=results_dir, tls_verify=tls_verify, jobs=jobs)
+        argv = task_image_argv(
+            root,
+            ref,
+            platforms,
+            base,
+            labels,
+            storage_root=storage_root,
+            runroot=runroot,
+            results_dir=results_dir,
+            tls_verify=tls_verify,
+            jobs=jobs,
+        )
         log.phase(f"task image {ref} for {', '.join(platforms)}")
         started = time.monotonic()
         tools.run(argv, prefix="[task image] ", what="taskimage build of the task image")
@@ -464,6 +586,15 @@ def build_task_image(registry_host: str, ref: str | None = None,
         results = {p.name: p.read_text() for p in results_dir.iterdir()}
     images = results["IMAGES"].split(",")
     if len(images) != len(platforms):
-        raise ToolError(f"taskimage build reported {len(images)} image(s) for {len(platforms)} platform(s): {results['IMAGES']}")
-    return TaskImage(ref=results["IMAGE_URL"], digest=results["IMAGE_DIGEST"], images=tuple(zip(platforms, images)),
-                     base=base, labels=labels, seconds=seconds, layer_cache=storage_root)
+        raise ToolError(
+            f"taskimage build reported {len(images)} image(s) for {len(platforms)} platform(s): {results['IMAGES']}"
+        )
+    return TaskImage(
+        ref=results["IMAGE_URL"],
+        digest=results["IMAGE_DIGEST"],
+        images=tuple(zip(platforms, images)),
+        base=base,
+        labels=labels,
+        seconds=seconds,
+        layer_cache=storage_root,
+    )

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from taskimage import proc as tools
 from taskimage.errors import EmulationError, TaskimageError, ToolError
@@ -27,6 +27,8 @@ BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 def _dir() -> Path:
     """binfmt_misc's mount point; TASKIMAGE_BINFMT_DIR overrides it (other mount points, tests)."""
     return Path(os.environ.get("TASKIMAGE_BINFMT_DIR") or BINFMT_DIR)
+
+
 CONF_DIRS = (Path("/usr/lib/binfmt.d"), Path("/etc/binfmt.d"), Path("/usr/share/binfmts"))
 FIX_HINT = (
     "on a cluster, install the qemu binfmt DaemonSet (kubectl apply -f tekton/binfmt-daemonset.yaml); "
@@ -45,7 +47,7 @@ class Handler:
     mask: bytes
 
     def matches(self, header: bytes) -> bool:
-        data = header[self.offset:self.offset + len(self.magic)]
+        data = header[self.offset : self.offset + len(self.magic)]
         if len(data) < len(self.magic):
             return False
         mask = self.mask or b"\xff" * len(self.magic)
@@ -125,8 +127,12 @@ def mount(directory: Path = BINFMT_DIR) -> None:
     if is_mounted(directory):
         return
     try:
-        tools.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(directory)], what="mount binfmt_misc",
-                  quiet=True, stream=False)
+        tools.run(
+            ["mount", "-t", "binfmt_misc", "binfmt_misc", str(directory)],
+            what="mount binfmt_misc",
+            quiet=True,
+            stream=False,
+        )
     except ToolError as exc:
         raise EmulationError(
             f"binfmt_misc is not mounted at {directory} and mounting it failed "
@@ -166,8 +172,15 @@ def check(platforms: Iterable[Platform], directory: Path | None = None, host: Pl
         if unreadable:
             failed = probe.run(p)
             if failed:
-                statuses.append(Status(p, False, None, f"{failed}; binfmt_misc cannot be read here to say why "
-                                                        f"(not mounted, and mounting it needs CAP_SYS_ADMIN)"))
+                statuses.append(
+                    Status(
+                        p,
+                        False,
+                        None,
+                        f"{failed}; binfmt_misc cannot be read here to say why "
+                        f"(not mounted, and mounting it needs CAP_SYS_ADMIN)",
+                    )
+                )
             else:
                 statuses.append(Status(p, False, None, None, "a test binary ran (binfmt_misc is not readable here)"))
             continue
@@ -212,6 +225,7 @@ def preflight(platforms: Iterable[Platform], directory: Path | None = None) -> l
 
 # --- registration -------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class Registration:
     """One line of a binfmt.d file: ``:name:type:offset:magic:mask:interpreter:flags``."""
@@ -228,7 +242,9 @@ class Registration:
         def esc(data: bytes) -> str:
             return "".join(f"\\x{b:02x}" for b in data)
 
-        return f":{self.name}:{self.kind}:{self.offset}:{esc(self.magic)}:{esc(self.mask)}:{self.interpreter}:{self.flags}"
+        return (
+            f":{self.name}:{self.kind}:{self.offset}:{esc(self.magic)}:{esc(self.mask)}:{self.interpreter}:{self.flags}"
+        )
 
     def as_handler(self) -> Handler:
         return Handler(self.name, True, self.interpreter, self.flags, int(self.offset or 0), self.magic, self.mask)
@@ -297,7 +313,14 @@ def install(
     for p in wanted:
         reg = find_registration(p, conf_dirs)
         if reg is None:
-            results.append(InstallResult(p, "-", "failed", f"no qemu interpreter for {ARCHES[p.arch].qemu} installed (Debian package qemu-user-static)"))
+            results.append(
+                InstallResult(
+                    p,
+                    "-",
+                    "failed",
+                    f"no qemu interpreter for {ARCHES[p.arch].qemu} installed (Debian package qemu-user-static)",
+                )
+            )
             continue
         if not os.path.exists(reg.interpreter):
             results.append(InstallResult(p, reg.name, "failed", f"interpreter {reg.interpreter} does not exist"))
@@ -310,7 +333,14 @@ def install(
             continue
         if existing and not reset:
             h = existing[0]
-            results.append(InstallResult(p, h.name, "failed", f"handler {h.name!r} is {'disabled' if not h.enabled else 'registered without the F flag'}; run with --reset to replace it"))
+            results.append(
+                InstallResult(
+                    p,
+                    h.name,
+                    "failed",
+                    f"handler {h.name!r} is {'disabled' if not h.enabled else 'registered without the F flag'}; run with --reset to replace it",
+                )
+            )
             continue
         for h in existing:
             _write(directory / h.name, "-1")

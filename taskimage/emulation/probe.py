@@ -22,9 +22,9 @@ BASE = 0x400000
 # (machine code, e_flags). Each sets the exit status to 42 and calls exit.
 _CODE: dict[str, tuple[bytes, int]] = {
     # mov edi,42; mov eax,60 (exit); syscall
-    "amd64": (bytes.fromhex("bf2a000000" "b83c000000" "0f05"), 0),
+    "amd64": (bytes.fromhex("bf2a000000b83c0000000f05"), 0),
     # mov ebx,42; mov eax,1 (exit); int 0x80
-    "386": (bytes.fromhex("bb2a000000" "b801000000" "cd80"), 0),
+    "386": (bytes.fromhex("bb2a000000b801000000cd80"), 0),
     # movz x0,#42; movz x8,#93 (exit); svc #0
     "arm64": (struct.pack("<3I", 0xD2800540, 0xD2800BA8, 0xD4000001), 0),
     # mov r0,#42; mov r7,#1 (exit); svc #0 — EABI version 5
@@ -32,7 +32,7 @@ _CODE: dict[str, tuple[bytes, int]] = {
     # li r3,42; li r0,1 (exit); sc — ELFv2 ABI
     "ppc64le": (struct.pack("<3I", 0x3860002A, 0x38000001, 0x44000002), 2),
     # lghi %r2,42; svc 1 (exit)
-    "s390x": (bytes.fromhex("a729002a" "0a01"), 0),
+    "s390x": (bytes.fromhex("a729002a0a01"), 0),
     # li a0,42; li a7,93 (exit); ecall
     "riscv64": (struct.pack("<3I", 0x02A00513, 0x05D00893, 0x00000073), 0),
     # li a0,42; li v0,5058 (n64 exit); syscall
@@ -50,15 +50,17 @@ def elf(arch: str) -> bytes:
         ehsize, phsize = 64, 56
         offset = ehsize + phsize
         total = offset + len(code)
-        header = ident + struct.pack(e + "HHIQQQIHHHHHH", 2, info.elf_machine, 1, BASE + offset, ehsize, 0, flags,
-                                     ehsize, phsize, 1, 0, 0, 0)
+        header = ident + struct.pack(
+            e + "HHIQQQIHHHHHH", 2, info.elf_machine, 1, BASE + offset, ehsize, 0, flags, ehsize, phsize, 1, 0, 0, 0
+        )
         phdr = struct.pack(e + "IIQQQQQQ", 1, 5, 0, BASE, BASE, total, total, 0x1000)
     else:
         ehsize, phsize = 52, 32
         offset = ehsize + phsize
         total = offset + len(code)
-        header = ident + struct.pack(e + "HHIIIIIHHHHHH", 2, info.elf_machine, 1, BASE + offset, ehsize, 0, flags,
-                                     ehsize, phsize, 1, 0, 0, 0)
+        header = ident + struct.pack(
+            e + "HHIIIIIHHHHHH", 2, info.elf_machine, 1, BASE + offset, ehsize, 0, flags, ehsize, phsize, 1, 0, 0, 0
+        )
         phdr = struct.pack(e + "IIIIIIII", 1, 0, BASE, BASE, total, total, 5, 0x1000)
     return header + phdr + code
 

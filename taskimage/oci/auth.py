@@ -51,10 +51,10 @@ def load_auths(path: Path, source: str = "--authfile") -> dict:
     except OSError as exc:
         raise UsageError(f"{source}: cannot read {path}: {exc.strerror}") from None
     if not isinstance(data, dict):
-        raise UsageError(f"{source}: {path} must hold a JSON object with an \"auths\" map")
+        raise UsageError(f'{source}: {path} must hold a JSON object with an "auths" map')
     auths = data.get("auths", data if "auths" not in data and all(isinstance(v, dict) for v in data.values()) else None)
     if not isinstance(auths, dict):
-        raise UsageError(f"{source}: {path} must hold a JSON object with an \"auths\" map")
+        raise UsageError(f'{source}: {path} must hold a JSON object with an "auths" map')
     for registry, entry in auths.items():
         if not isinstance(entry, dict):
             raise UsageError(f"{source}: {path}: the entry for {registry!r} must be an object")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform as _platform
-from typing import Iterable
+from collections.abc import Iterable
 
 from taskimage.errors import UsageError
 
@@ -112,7 +112,9 @@ def normalize(value: str, *, source: str = "--platform") -> Platform:
     os_, arch_word = parts[0], parts[1]
     variant = parts[2] if len(parts) == 3 else None
     if os_ != "linux":
-        raise UsageError(f"{source}: unsupported platform {raw!r}: only linux images can be built; accepted: {ACCEPTED}")
+        raise UsageError(
+            f"{source}: unsupported platform {raw!r}: only linux images can be built; accepted: {ACCEPTED}"
+        )
     if arch_word not in _ARCH_ALIASES:
         raise UsageError(f"{source}: unknown platform {raw!r}; accepted: {ACCEPTED}")
     arch, implied_variant = _ARCH_ALIASES[arch_word]
@@ -153,9 +155,7 @@ def parse_platforms(values: Iterable[str], *, source: str = "--platform") -> lis
     for item in split_values(values):
         p = normalize(item, source=source)
         if p in seen:
-            raise UsageError(
-                f"{source}: duplicate platform {item!r} (same as {seen[p]!r}, both mean {p})"
-            )
+            raise UsageError(f"{source}: duplicate platform {item!r} (same as {seen[p]!r}, both mean {p})")
         seen[p] = item
         result.append(p)
     return result

@@ -35,7 +35,7 @@ class ImageReference:
     def with_digest(self, digest: str) -> str:
         return f"{self.name}@{digest}"
 
-    def with_tag(self, tag: str) -> "ImageReference":
+    def with_tag(self, tag: str) -> ImageReference:
         return dataclasses.replace(self, tag=tag)
 
     def __str__(self) -> str:
@@ -49,12 +49,10 @@ def parse_image(value: str, *, source: str = "--image", allow_digest: bool = Fal
     if not value:
         raise UsageError(f"{source}: an image reference is required (e.g. registry.example.com/team/app:1.0)")
     if value.startswith("docker://"):
-        value = value[len("docker://"):]
+        value = value[len("docker://") :]
     if "@" in value:
         if not allow_digest:
-            raise UsageError(
-                f"{source}: {raw!r} is a digest reference; give a tag (repo[:tag]) to push to"
-            )
+            raise UsageError(f"{source}: {raw!r} is a digest reference; give a tag (repo[:tag]) to push to")
         value = value.split("@", 1)[0]
     registry = DEFAULT_REGISTRY
     rest = value
@@ -67,13 +65,15 @@ def parse_image(value: str, *, source: str = "--image", allow_digest: bool = Fal
     last_slash = rest.rfind("/")
     colon = rest.rfind(":")
     if colon > last_slash:
-        rest, tag = rest[:colon], rest[colon + 1:]
+        rest, tag = rest[:colon], rest[colon + 1 :]
         if not _TAG_RE.fullmatch(tag):
             raise UsageError(f"{source}: invalid tag {tag!r} in {raw!r} (letters, digits, '_', '.', '-'; at most 128)")
     if rest != rest.lower() and _PATH_RE.fullmatch(rest.lower()):
         raise UsageError(f"{source}: invalid image name {raw!r}: repository names must be lower-case")
     if not _PATH_RE.fullmatch(rest):
-        raise UsageError(f"{source}: invalid image name {raw!r}: expected [registry/]name[:tag] with lower-case name components")
+        raise UsageError(
+            f"{source}: invalid image name {raw!r}: expected [registry/]name[:tag] with lower-case name components"
+        )
     if registry == DEFAULT_REGISTRY and "/" not in rest:
         rest = f"library/{rest}"
     if len(f"{registry}/{rest}") > 255:

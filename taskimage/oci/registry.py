@@ -11,17 +11,14 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from taskimage import log
-
-from taskimage.oci import auth
-
-from taskimage.build import buildah
-
 from taskimage import proc as tools
+from taskimage.build import buildah
 from taskimage.errors import RegistryAuthError, TaskimageError, ToolError, UsageError
+from taskimage.oci import auth
 from taskimage.oci.platforms import Platform
 from taskimage.oci.reference import ImageReference
 
@@ -31,10 +28,18 @@ INDEX_TYPES = {
 }
 # As words, never inside a digest: a bare "401" matched the hex of sha256 digests in buildah's
 # output and turned a 503 into "credentials refused" (seen through tests/faultproxy.py).
-_AUTH_RE = re.compile(r"unauthorized|authentication required|\bdenied\b|\bforbidden\b|(?<![0-9a-f:])40[13](?![0-9a-f])",
-                      re.IGNORECASE)
-PERMANENT_MARKERS = ("manifest invalid", "name invalid", "invalid reference", "blob unknown to registry",
-                     "name unknown", "unsupported", "no such host")
+_AUTH_RE = re.compile(
+    r"unauthorized|authentication required|\bdenied\b|\bforbidden\b|(?<![0-9a-f:])40[13](?![0-9a-f])", re.IGNORECASE
+)
+PERMANENT_MARKERS = (
+    "manifest invalid",
+    "name invalid",
+    "invalid reference",
+    "blob unknown to registry",
+    "name unknown",
+    "unsupported",
+    "no such host",
+)
 NOT_FOUND_MARKERS = ("manifest unknown", "not found", "name unknown")
 
 
@@ -70,18 +75,30 @@ def with_retry(action, *, what: str, image: ImageReference, retry: int, retry_de
             if auth_refused(exc.tail):
                 raise RegistryAuthError(
                     f"the registry {image.registry} refused the credentials for {image.name} "
-                    f"(check --authfile / the dockerconfig workspace); not retried", tail=exc.tail) from exc
+                    f"(check --authfile / the dockerconfig workspace); not retried",
+                    tail=exc.tail,
+                ) from exc
             if any(m in text for m in PERMANENT_MARKERS) or attempt == attempts:
-                raise ToolError(f"{what} failed after {attempt} attempt(s): "
-                                f"{exc.tail[-1] if exc.tail else exc}", tail=exc.tail) from exc
+                raise ToolError(
+                    f"{what} failed after {attempt} attempt(s): {exc.tail[-1] if exc.tail else exc}", tail=exc.tail
+                ) from exc
             delay = retry_delay * (2 ** (attempt - 1))
-            log.warn(f"{what}: attempt {attempt} of {attempts} failed ({exc.tail[-1] if exc.tail else exc}); retrying in {delay:g} s")
+            log.warn(
+                f"{what}: attempt {attempt} of {attempts} failed ({exc.tail[-1] if exc.tail else exc}); retrying in {delay:g} s"
+            )
             time.sleep(delay)
     raise AssertionError("unreachable")
 
 
-def inspect_raw(registry: buildah.Registry, ref: str, retry: int, delay: float, *, config: bool = False,
-                retry_not_found: bool = True) -> str:
+def inspect_raw(
+    registry: buildah.Registry,
+    ref: str,
+    retry: int,
+    delay: float,
+    *,
+    config: bool = False,
+    retry_not_found: bool = True,
+) -> str:
     """``skopeo inspect --raw`` (or the config) of ``ref``, retried; auth errors are not.
 
     "Not found" is retried by default (a registry on eventually consistent storage may not show a
@@ -89,8 +106,12 @@ def inspect_raw(registry: buildah.Registry, ref: str, retry: int, delay: float, 
     """
     for attempt in range(1, retry + 2):
         try:
-            return tools.run(buildah.skopeo_inspect_raw(registry, ref, config=config), quiet=True, stream=False,
-                             what="skopeo inspect").stdout
+            return tools.run(
+                buildah.skopeo_inspect_raw(registry, ref, config=config),
+                quiet=True,
+                stream=False,
+                what="skopeo inspect",
+            ).stdout
         except ToolError as exc:
             text = " ".join(exc.tail).lower()
             not_found = not retry_not_found and any(m in text for m in NOT_FOUND_MARKERS)
@@ -110,8 +131,14 @@ def results_for(image: ImageReference, digest: str, images) -> dict[str, str]:
     }
 
 
-def read_back_index(registry: buildah.Registry, image: ImageReference, platforms: Sequence[Platform], pushed_digest: str,
-                    retry: int, retry_delay: float) -> tuple[str, tuple[tuple[Platform, str], ...]]:
+def read_back_index(
+    registry: buildah.Registry,
+    image: ImageReference,
+    platforms: Sequence[Platform],
+    pushed_digest: str,
+    retry: int,
+    retry_delay: float,
+) -> tuple[str, tuple[tuple[Platform, str], ...]]:
     """Read the index at ``image``'s tag from the registry; check every platform's entry and config.
 
     ``pushed_digest`` is what we believe we pushed (may be empty: then the tag's digest is taken).
@@ -121,8 +148,10 @@ def read_back_index(registry: buildah.Registry, image: ImageReference, platforms
     tag_digest = "sha256:" + hashlib.sha256(raw_by_tag.encode()).hexdigest()
     digest = pushed_digest if pushed_digest.startswith("sha256:") else tag_digest
     if digest != tag_digest:
-        log.warn(f"the tag {image.url} now points at {tag_digest}, not at what we pushed ({digest}): "
-                 "another push raced ours; results name what we pushed")
+        log.warn(
+            f"the tag {image.url} now points at {tag_digest}, not at what we pushed ({digest}): "
+            "another push raced ours; results name what we pushed"
+        )
         raw = inspect_raw(registry, image.with_digest(digest), retry, retry_delay)
     else:
         raw = raw_by_tag
@@ -141,5 +170,7 @@ def read_back_index(registry: buildah.Registry, image: ImageReference, platforms
     for p, entry_digest in listed.items():
         cfg = json.loads(inspect_raw(registry, image.with_digest(entry_digest), retry, retry_delay, config=True))
         if not p.matches_config(cfg.get("os"), cfg.get("architecture"), cfg.get("variant")):
-            raise TaskimageError(f"the pushed image for {p} ({entry_digest}) has a config for {cfg.get('architecture')}")
+            raise TaskimageError(
+                f"the pushed image for {p} ({entry_digest}) has a config for {cfg.get('architecture')}"
+            )
     return digest, tuple((p, listed[p]) for p in platforms)

@@ -37,8 +37,9 @@ import sys
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -59,7 +60,13 @@ MAX_OBJECTS = 20
 TEKTON_GROUP = "tekton.dev"
 TEKTON_VERSIONS = ("v1", "v1beta1", "v1alpha1")
 TEKTON_KINDS = (
-    "Task", "Pipeline", "StepAction", "ClusterTask", "TaskRun", "PipelineRun", "CustomRun",
+    "Task",
+    "Pipeline",
+    "StepAction",
+    "ClusterTask",
+    "TaskRun",
+    "PipelineRun",
+    "CustomRun",
     "VerificationPolicy",
 )
 _EPOCH_HISTORY_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, as json.Marshal writes it
@@ -114,9 +121,7 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
         except TypeError:
             duplicate = False
         if duplicate:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         try:
             seen.add(key)
         except TypeError:
@@ -264,7 +269,9 @@ def _yaml_documents(path: str, text: str) -> list[tuple[Any, bytes | None]]:
 def _object(path: str, number: int, doc: Any, raw: bytes | None) -> TektonObject:
     where = f"{path}: document {number}"
     if not isinstance(doc, dict):
-        raise UsageError(f"{where}: not a Tekton object (a {type(doc).__name__}, expected a mapping with apiVersion, kind and metadata.name)")
+        raise UsageError(
+            f"{where}: not a Tekton object (a {type(doc).__name__}, expected a mapping with apiVersion, kind and metadata.name)"
+        )
     api_version, kind = doc.get("apiVersion"), doc.get("kind")
     if not isinstance(api_version, str) or not api_version:
         raise UsageError(f"{where}: not a Tekton object: apiVersion is missing")
@@ -272,9 +279,13 @@ def _object(path: str, number: int, doc: Any, raw: bytes | None) -> TektonObject
         raise UsageError(f"{where}: not a Tekton object: kind is missing")
     group, _, version = api_version.rpartition("/")
     if group != TEKTON_GROUP:
-        raise UsageError(f"{where}: not a Tekton object: {kind} of apiVersion {api_version!r} (only {TEKTON_GROUP}/* objects go in a bundle)")
+        raise UsageError(
+            f"{where}: not a Tekton object: {kind} of apiVersion {api_version!r} (only {TEKTON_GROUP}/* objects go in a bundle)"
+        )
     if version not in TEKTON_VERSIONS:
-        raise UsageError(f"{where}: unknown Tekton apiVersion {api_version!r} (expected one of {', '.join(TEKTON_GROUP + '/' + v for v in TEKTON_VERSIONS)})")
+        raise UsageError(
+            f"{where}: unknown Tekton apiVersion {api_version!r} (expected one of {', '.join(TEKTON_GROUP + '/' + v for v in TEKTON_VERSIONS)})"
+        )
     if kind not in TEKTON_KINDS:
         raise UsageError(f"{where}: unknown Tekton kind {kind!r} (expected one of {', '.join(TEKTON_KINDS)})")
     metadata = doc.get("metadata")
@@ -383,7 +394,7 @@ def created_time(environ: dict[str, str] | None = None) -> str:
             seconds = int(raw)
         except ValueError:
             raise UsageError(f"SOURCE_DATE_EPOCH: {raw!r} is not a number of seconds") from None
-    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -437,32 +448,34 @@ def _compact(value: Any) -> bytes:
 def build_bundle(objects: Sequence[TektonObject], *, created: str | None = None) -> Bundle:
     """The image for ``objects`` in this order (see :func:`load_objects` for the order)."""
     created = created or created_time()
-    layers = tuple(
-        Layer(obj, tar, gzip_bytes(tar)) for obj in objects for tar in [layer_tar(obj.name, obj.content)]
-    )
+    layers = tuple(Layer(obj, tar, gzip_bytes(tar)) for obj in objects for tar in [layer_tar(obj.name, obj.content)])
     # Field order of go-containerregistry's v1.ConfigFile; empty strings that have no omitempty.
-    config = _compact({
-        "architecture": "",
-        "created": created,
-        "history": [{"created": _EPOCH_HISTORY_TIME} for _ in layers],
-        "os": "",
-        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
-        "config": {},
-    })
-    manifest = _compact({
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA_TYPE,
-        "config": {"mediaType": CONFIG_MEDIA_TYPE, "size": len(config), "digest": sha256_digest(config)},
-        "layers": [
-            {
-                "mediaType": LAYER_MEDIA_TYPE,
-                "size": len(layer.blob),
-                "digest": layer.digest,
-                "annotations": dict(sorted(layer.annotations.items())),
-            }
-            for layer in layers
-        ],
-    })
+    config = _compact(
+        {
+            "architecture": "",
+            "created": created,
+            "history": [{"created": _EPOCH_HISTORY_TIME} for _ in layers],
+            "os": "",
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
+            "config": {},
+        }
+    )
+    manifest = _compact(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": {"mediaType": CONFIG_MEDIA_TYPE, "size": len(config), "digest": sha256_digest(config)},
+            "layers": [
+                {
+                    "mediaType": LAYER_MEDIA_TYPE,
+                    "size": len(layer.blob),
+                    "digest": layer.digest,
+                    "annotations": dict(sorted(layer.annotations.items())),
+                }
+                for layer in layers
+            ],
+        }
+    )
     return Bundle(manifest, config, layers)
 
 
@@ -511,8 +524,15 @@ def _skopeo_flags(options: RegistryOptions, side: str) -> list[str]:
 def skopeo_push_argv(layout: Path, ref: ImageReference, options: RegistryOptions) -> list[str]:
     # --preserve-digests: skopeo fails instead of rewriting the manifest (which would change
     # the digest and could drop the layer annotations).
-    return ["skopeo", "copy", "--quiet", "--preserve-digests", *_skopeo_flags(options, "dest-"),
-            f"dir:{layout}", f"docker://{ref.url}"]
+    return [
+        "skopeo",
+        "copy",
+        "--quiet",
+        "--preserve-digests",
+        *_skopeo_flags(options, "dest-"),
+        f"dir:{layout}",
+        f"docker://{ref.url}",
+    ]
 
 
 def skopeo_inspect_raw_argv(ref: str, options: RegistryOptions) -> list[str]:
@@ -520,8 +540,15 @@ def skopeo_inspect_raw_argv(ref: str, options: RegistryOptions) -> list[str]:
 
 
 def skopeo_pull_argv(ref: str, layout: Path, options: RegistryOptions) -> list[str]:
-    return ["skopeo", "copy", "--quiet", "--preserve-digests", *_skopeo_flags(options, "src-"),
-            f"docker://{ref}", f"dir:{layout}"]
+    return [
+        "skopeo",
+        "copy",
+        "--quiet",
+        "--preserve-digests",
+        *_skopeo_flags(options, "src-"),
+        f"docker://{ref}",
+        f"dir:{layout}",
+    ]
 
 
 _AUTH_MARKERS = ("unauthorized", "authentication required", "denied", "403 forbidden")
@@ -534,7 +561,8 @@ def _auth_error(exc: ToolError, repository: str, options: RegistryOptions) -> To
     given = f"--authfile {options.authfile}" if options.authfile else "no --authfile"
     return RegistryAuthError(
         f"{repository}: the registry refused access ({given}); check the credentials for this registry",
-        tail=exc.tail, returncode=exc.returncode,
+        tail=exc.tail,
+        returncode=exc.returncode,
     )
 
 
@@ -591,13 +619,20 @@ def parse_manifest(ref: str, raw: bytes) -> list[Entry]:
         missing = [k for k in (ANNOTATION_API_VERSION, ANNOTATION_KIND, ANNOTATION_NAME) if k not in annotations]
         if missing:
             raise TaskimageError(f"{ref}: layer {number} lacks the annotation {missing[0]}: not a Tekton bundle")
-        entries.append(Entry(annotations[ANNOTATION_KIND], annotations[ANNOTATION_API_VERSION],
-                             annotations[ANNOTATION_NAME], layer.get("digest", ""), layer.get("mediaType", "")))
+        entries.append(
+            Entry(
+                annotations[ANNOTATION_KIND],
+                annotations[ANNOTATION_API_VERSION],
+                annotations[ANNOTATION_NAME],
+                layer.get("digest", ""),
+                layer.get("mediaType", ""),
+            )
+        )
     return entries
 
 
 def _ref_arg(ref: str) -> str:
-    return ref[len("docker://"):] if ref.startswith("docker://") else ref
+    return ref[len("docker://") :] if ref.startswith("docker://") else ref
 
 
 def list_entries(ref: str, options: RegistryOptions) -> list[Entry]:
@@ -622,8 +657,9 @@ def read_layer_object(ref: str, blob: bytes) -> tuple[str, bytes]:
         raise TaskimageError(f"{ref}: a layer is not a gzip tar: {exc}") from None
 
 
-def fetch_object(ref: str, name: str, kind: str = "task", *, tls_verify: bool = True,
-                 authfile: str | None = None) -> dict:
+def fetch_object(
+    ref: str, name: str, kind: str = "task", *, tls_verify: bool = True, authfile: str | None = None
+) -> dict:
     """The object ``kind``/``name`` of the bundle ``ref``, parsed (what the bundles resolver
     returns to Tekton). ``kind`` is matched lower-case, like the dev.tekton.image.kind annotation."""
     ref = _ref_arg(ref)
@@ -659,7 +695,21 @@ def fetch_object(ref: str, name: str, kind: str = "task", *, tls_verify: bool = 
 
 
 __all__ = [
-    "Bundle", "Entry", "Layer", "MAX_OBJECTS", "RegistryOptions", "TektonObject", "build_bundle",
-    "fetch_object", "go_json", "gzip_bytes", "layer_tar", "list_entries", "load_objects",
-    "parse_text", "push", "resolve_authfile", "write_dir_layout",
+    "Bundle",
+    "Entry",
+    "Layer",
+    "MAX_OBJECTS",
+    "RegistryOptions",
+    "TektonObject",
+    "build_bundle",
+    "fetch_object",
+    "go_json",
+    "gzip_bytes",
+    "layer_tar",
+    "list_entries",
+    "load_objects",
+    "parse_text",
+    "push",
+    "resolve_authfile",
+    "write_dir_layout",
 ]

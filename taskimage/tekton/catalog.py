@@ -30,8 +30,9 @@ import dataclasses
 import difflib
 import re
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import yaml
 
@@ -65,19 +66,34 @@ RESULTS = (
     ("IMAGES", "Comma-separated per-platform images, each REPOSITORY@sha256:..., in platform order."),
 )
 
-WS_SOURCE = {"name": "source", "description": "The source tree (e.g. filled by git-clone); CONTEXT and DOCKERFILE are "
-             "relative to it and may not leave it."}
-WS_DOCKERCONFIG = {"name": "dockerconfig", "optional": True, "readOnly": True,
-                   "description": "Registry credentials: a config.json or .dockerconfigjson at its root, e.g. a "
-                   "kubernetes.io/dockerconfigjson Secret. Unbound: buildah's default lookup applies "
-                   "($HOME/.docker/config.json, where Tekton puts the ServiceAccount's annotated docker secrets)."}
-WS_SSLCERTDIR = {"name": "sslcertdir", "optional": True, "readOnly": True,
-                 "description": "CA certificates (*.crt) for registries with a private CA (buildah --cert-dir)."}
-WS_STORAGE = {"name": "storage", "optional": True, "mountPath": "/var/lib/containers",
-              "description": "Container storage. Bind a volume (emptyDir or PVC) so STORAGE_DRIVER=auto can use "
-              "overlay; unbound, storage sits on the container's own overlay root and vfs is used (slower, "
-              "more disk). A PVC reused between runs keeps base images and layers only with EVICT "
-              "\"false\" (a CACHE_REPO is the better reuse: it works for every new pod)."}
+WS_SOURCE = {
+    "name": "source",
+    "description": "The source tree (e.g. filled by git-clone); CONTEXT and DOCKERFILE are "
+    "relative to it and may not leave it.",
+}
+WS_DOCKERCONFIG = {
+    "name": "dockerconfig",
+    "optional": True,
+    "readOnly": True,
+    "description": "Registry credentials: a config.json or .dockerconfigjson at its root, e.g. a "
+    "kubernetes.io/dockerconfigjson Secret. Unbound: buildah's default lookup applies "
+    "($HOME/.docker/config.json, where Tekton puts the ServiceAccount's annotated docker secrets).",
+}
+WS_SSLCERTDIR = {
+    "name": "sslcertdir",
+    "optional": True,
+    "readOnly": True,
+    "description": "CA certificates (*.crt) for registries with a private CA (buildah --cert-dir).",
+}
+WS_STORAGE = {
+    "name": "storage",
+    "optional": True,
+    "mountPath": "/var/lib/containers",
+    "description": "Container storage. Bind a volume (emptyDir or PVC) so STORAGE_DRIVER=auto can use "
+    "overlay; unbound, storage sits on the container's own overlay root and vfs is used (slower, "
+    "more disk). A PVC reused between runs keeps base images and layers only with EVICT "
+    '"false" (a CACHE_REPO is the better reuse: it works for every new pod).',
+}
 
 # What the build step asks for (see the catalog README's Privileges section for why).
 BUILD_SECURITY_CONTEXT = {
@@ -85,8 +101,12 @@ BUILD_SECURITY_CONTEXT = {
     "capabilities": {"add": ["SYS_ADMIN"]},
     "appArmorProfile": {"type": "Unconfined"},
 }
-INDEX_SECURITY_CONTEXT = {"runAsNonRoot": True, "runAsUser": 65532, "allowPrivilegeEscalation": False,
-                          "capabilities": {"drop": ["ALL"]}}
+INDEX_SECURITY_CONTEXT = {
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
 BUILD_RESOURCES = {"requests": {"cpu": "1", "memory": "1Gi"}}
 INDEX_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}}
 
@@ -121,12 +141,17 @@ class TaskDef:
 
 BUILDER_IMAGE_DESCRIPTION = (
     "The taskimage image that runs the step, pinned by digest. Published bundles carry the digest of the "
-    "image built from the same commit; override it to run your own build of the image.")
+    "image built from the same commit; override it to run your own build of the image."
+)
 
 
 def _builder_param(builder_image: str) -> dict:
-    return {"name": "BUILDER_IMAGE", "type": "string", "description": BUILDER_IMAGE_DESCRIPTION,
-            "default": builder_image}
+    return {
+        "name": "BUILDER_IMAGE",
+        "type": "string",
+        "description": BUILDER_IMAGE_DESCRIPTION,
+        "default": builder_image,
+    }
 
 
 def _platform_params() -> tuple[P.Param, ...]:
@@ -135,16 +160,29 @@ def _platform_params() -> tuple[P.Param, ...]:
     out = []
     for p in P.BUILD_PARAMS:
         if p.name == "PLATFORMS":
-            out.append(dataclasses.replace(
-                p, name="PLATFORM", type="string", default="", task_default=None, required=True,
-                description="The one platform this TaskRun builds, e.g. amd64, arm64, arm (linux/arm/v7), s390x, "
-                "ppc64le, or linux/arm/v6. The bare architecture is also the node label value "
-                "kubernetes.io/arch, so a matrix over it can pick native nodes (see the Pipeline)."))
+            out.append(
+                dataclasses.replace(
+                    p,
+                    name="PLATFORM",
+                    type="string",
+                    default="",
+                    task_default=None,
+                    required=True,
+                    description="The one platform this TaskRun builds, e.g. amd64, arm64, arm (linux/arm/v7), s390x, "
+                    "ppc64le, or linux/arm/v6. The bare architecture is also the node label value "
+                    "kubernetes.io/arch, so a matrix over it can pick native nodes (see the Pipeline).",
+                )
+            )
         elif p.name == "IMAGE":
-            out.append(dataclasses.replace(
-                p, name="REPOSITORY", metavar="REPO",
-                description="Repository to push to, without tag or digest: the image goes to REPOSITORY:<TaskRun "
-                "name>, a tag unique to this run, and its digest is the IMAGES result."))
+            out.append(
+                dataclasses.replace(
+                    p,
+                    name="REPOSITORY",
+                    metavar="REPO",
+                    description="Repository to push to, without tag or digest: the image goes to REPOSITORY:<TaskRun "
+                    "name>, a tag unique to this run, and its digest is the IMAGES result.",
+                )
+            )
         else:
             out.append(p)
     return tuple(out)
@@ -170,7 +208,8 @@ def task_defs() -> tuple[TaskDef, ...]:
     platform_env = [_env_var(p) for p in platform_params if p.in_task and p.type != "array"]
     platform_env += _bindings(("SOURCE_ROOT", "AUTHFILE", "CERT_DIR"))
     index_params = tuple(
-        dataclasses.replace(p, name="IMAGE_REFS", required=True) if p.name == "REFS" else p for p in index.PARAMS)
+        dataclasses.replace(p, name="IMAGE_REFS", required=True) if p.name == "REFS" else p for p in index.PARAMS
+    )
     return (
         TaskDef(
             name="buildah-multiarch",
@@ -181,7 +220,8 @@ def task_defs() -> tuple[TaskDef, ...]:
                 "that every image really has its platform's architecture, push them and one manifest list, "
                 "read the list back and give its digest as results.\n"
                 "Runs `taskimage build`; each param is one of its flags. Foreign platforms need qemu "
-                "registered with binfmt_misc on the node (tekton/binfmt-daemonset.yaml)."),
+                "registered with binfmt_misc on the node (tekton/binfmt-daemonset.yaml)."
+            ),
             params=P.BUILD_PARAMS,
             args=tuple(P.step_args("build")),
             env=tuple(P.step_env()),
@@ -198,7 +238,8 @@ def task_defs() -> tuple[TaskDef, ...]:
                 "the platforms out over TaskRuns (and nodes). The image goes to REPOSITORY:<TaskRun name> "
                 "and by digest; IMAGES is that platform image as REPOSITORY@sha256:..., which "
                 "buildah-multiarch-index joins into the final manifest list.\n"
-                "Runs `taskimage build` with one platform; each param is one of its flags."),
+                "Runs `taskimage build` with one platform; each param is one of its flags."
+            ),
             params=platform_params,
             args=tuple(P.step_args("build", platform_params)),
             env=tuple(platform_env),
@@ -213,7 +254,8 @@ def task_defs() -> tuple[TaskDef, ...]:
             description=(
                 "Join per-platform images (REPOSITORY@sha256:...) into one manifest list, push it to IMAGE, "
                 "read it back and check every entry; results as buildah-multiarch gives them.\n"
-                "Runs `taskimage index`; no build, no privileges."),
+                "Runs `taskimage index`; no build, no privileges."
+            ),
             params=index_params,
             args=("index", "$(params.IMAGE_REFS[*])"),
             env=tuple(P.step_env(index_params)),
@@ -263,6 +305,7 @@ def task_object(t: TaskDef, builder_image: str = RELEASE_IMAGE) -> dict:
 
 # --- YAML ------------------------------------------------------------------------------------
 
+
 class _Dumper(yaml.SafeDumper):
     """Block style with list items indented under their key, as the catalog writes YAML."""
 
@@ -279,8 +322,9 @@ _Dumper.add_representer(str, _str)
 
 
 def dump(obj: Any) -> str:
-    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, width=100, default_flow_style=False,
-                     allow_unicode=True, indent=2)
+    return yaml.dump(
+        obj, Dumper=_Dumper, sort_keys=False, width=100, default_flow_style=False, allow_unicode=True, indent=2
+    )
 
 
 def task_yaml(t: TaskDef, builder_image: str = RELEASE_IMAGE) -> str:
@@ -289,6 +333,7 @@ def task_yaml(t: TaskDef, builder_image: str = RELEASE_IMAGE) -> str:
 
 # --- README tables ------------------------------------------------------------------------
 
+
 def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -296,15 +341,25 @@ def _md(text: str) -> str:
 def params_table(t: TaskDef) -> str:
     rows = P.markdown_table(t.params).splitlines()
     if t.name == "buildah-multiarch-index":
-        rows = [row.replace("| `IMAGE_REFS` | array | (required) | `--ref` |",
-                            "| `IMAGE_REFS` | array | (required) | `--ref` (as positional REFs) |") for row in rows]
+        rows = [
+            row.replace(
+                "| `IMAGE_REFS` | array | (required) | `--ref` |",
+                "| `IMAGE_REFS` | array | (required) | `--ref` (as positional REFs) |",
+            )
+            for row in rows
+        ]
     if t.name == "buildah-multiarch-platform":
         fixed = []
         for row in rows:
-            fixed.append(row.replace("| `PLATFORM` | string | (required) | `--platform` |",
-                                     "| `PLATFORM` | string | (required) | `--platform` (one) |")
-                         .replace("| `REPOSITORY` | string | (required) | `--image` |",
-                                  "| `REPOSITORY` | string | (required) | `--image REPOSITORY:<TaskRun name>` |"))
+            fixed.append(
+                row.replace(
+                    "| `PLATFORM` | string | (required) | `--platform` |",
+                    "| `PLATFORM` | string | (required) | `--platform` (one) |",
+                ).replace(
+                    "| `REPOSITORY` | string | (required) | `--image` |",
+                    "| `REPOSITORY` | string | (required) | `--image REPOSITORY:<TaskRun name>` |",
+                )
+            )
         rows = fixed
     rows.append(f"| `BUILDER_IMAGE` | string | pinned task image | (the step image) | {BUILDER_IMAGE_DESCRIPTION} |")
     return "\n".join(rows)
@@ -320,8 +375,10 @@ def workspaces_table(t: TaskDef) -> str:
     rows = ["| Workspace | Optional | Mounted at | Description |", "|---|---|---|---|"]
     for w in t.workspaces:
         ro = ", read-only" if w.get("readOnly") else ""
-        rows.append(f"| `{w['name']}` | {'yes' if w.get('optional') else 'no'}{ro} | "
-                    f"{w.get('mountPath', '/workspace/' + w['name'])} | {_md(w['description'])} |")
+        rows.append(
+            f"| `{w['name']}` | {'yes' if w.get('optional') else 'no'}{ro} | "
+            f"{w.get('mountPath', '/workspace/' + w['name'])} | {_md(w['description'])} |"
+        )
     return "\n".join(rows)
 
 
@@ -342,6 +399,7 @@ def fill_readme(text: str, generated: dict[str, str], path: Path | str = "README
 
 # --- files -----------------------------------------------------------------------------------
 
+
 def expected(root: Path, builder_image: str = RELEASE_IMAGE) -> dict[Path, str]:
     """Every generated file (relative path → content). READMEs keep their hand-written prose."""
     out: dict[Path, str] = {}
@@ -361,8 +419,10 @@ def drift(root: Path) -> list[str]:
         path = root / rel
         have = path.read_text() if path.exists() else ""
         if have != want:
-            diffs.append("".join(difflib.unified_diff(have.splitlines(True), want.splitlines(True),
-                                                      f"a/{rel}", f"b/{rel}")) or f"{rel}: missing\n")
+            diffs.append(
+                "".join(difflib.unified_diff(have.splitlines(True), want.splitlines(True), f"a/{rel}", f"b/{rel}"))
+                or f"{rel}: missing\n"
+            )
     return diffs
 
 
@@ -389,8 +449,9 @@ def release_tasks(out_dir: Path, builder_image: str) -> list[Path]:
 
 def pipeline_sources(root: Path) -> list[Path]:
     """The catalog Pipelines (``catalog/pipeline/<name>/<version>/<name>.yaml``)."""
-    return [p for p in sorted((root / "catalog/pipeline").glob(f"*/{VERSION}/*.yaml"))
-            if p.stem == p.parent.parent.name]
+    return [
+        p for p in sorted((root / "catalog/pipeline").glob(f"*/{VERSION}/*.yaml")) if p.stem == p.parent.parent.name
+    ]
 
 
 def release_pipelines(root: Path, out_dir: Path, task_bundle: str, builder_image: str) -> list[Path]:
@@ -416,12 +477,20 @@ def release_pipelines(root: Path, out_dir: Path, task_bundle: str, builder_image
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m taskimage.tekton.catalog", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[2],
-                    help="repository root (default: the checkout this module is in)")
+    ap.add_argument(
+        "--root",
+        type=Path,
+        default=Path(__file__).resolve().parents[2],
+        help="repository root (default: the checkout this module is in)",
+    )
     ap.add_argument("--check", action="store_true", help="exit 1 (with a diff) if a generated file drifted")
-    ap.add_argument("--release-dir", type=Path, metavar="DIR",
-                    help="render objects for a bundle into DIR instead: the Tasks (--builder-image), "
-                    "or with --task-bundle the Pipelines")
+    ap.add_argument(
+        "--release-dir",
+        type=Path,
+        metavar="DIR",
+        help="render objects for a bundle into DIR instead: the Tasks (--builder-image), "
+        "or with --task-bundle the Pipelines",
+    )
     ap.add_argument("--builder-image", metavar="REPO@DIGEST", help="the task image the released Tasks run")
     ap.add_argument("--task-bundle", metavar="REPO@DIGEST", help="the released Tasks bundle the Pipelines use")
     args = ap.parse_args(argv)
@@ -429,8 +498,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.builder_image:
             ap.error("--release-dir needs --builder-image (and --task-bundle for the Pipelines)")
         try:
-            paths = (release_pipelines(args.root, args.release_dir, args.task_bundle, args.builder_image)
-                     if args.task_bundle else release_tasks(args.release_dir, args.builder_image))
+            paths = (
+                release_pipelines(args.root, args.release_dir, args.task_bundle, args.builder_image)
+                if args.task_bundle
+                else release_tasks(args.release_dir, args.builder_image)
+            )
         except ValueError as exc:
             print(f"ERROR {exc}", file=sys.stderr)
             return 2
@@ -442,7 +514,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for d in diffs:
             sys.stdout.write(d)
         if diffs:
-            print(f"ERROR {len(diffs)} generated file(s) drifted: run python -m taskimage.tekton.catalog", file=sys.stderr)
+            print(
+                f"ERROR {len(diffs)} generated file(s) drifted: run python -m taskimage.tekton.catalog", file=sys.stderr
+            )
             return 1
         return 0
     for rel in write(args.root):

@@ -22,8 +22,9 @@ import copy
 import dataclasses
 import re
 import secrets
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Union
 
 import yaml
 
@@ -58,9 +59,11 @@ class ParamSpec:
         return self.default is None
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ParamSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> ParamSpec:
         default = data.get("default")
-        kind = data.get("type") or ("array" if isinstance(default, list) else "object" if isinstance(default, dict) else "string")
+        kind = data.get("type") or (
+            "array" if isinstance(default, list) else "object" if isinstance(default, dict) else "string"
+        )
         return cls(
             name=str(data["name"]),
             type=str(kind),
@@ -95,7 +98,7 @@ class WorkspaceDeclaration:
     description: str = ""
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "WorkspaceDeclaration":
+    def from_dict(cls, data: Mapping[str, Any]) -> WorkspaceDeclaration:
         return cls(str(data["name"]), bool(data.get("optional", False)), str(data.get("description", "")))
 
 
@@ -106,7 +109,7 @@ class ResultSpec:
     description: str = ""
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ResultSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> ResultSpec:
         return cls(str(data["name"]), str(data.get("type", "string")), str(data.get("description", "")))
 
 
@@ -182,7 +185,7 @@ class Pipeline(_Definition):
         entries = list(spec.get("tasks") or []) + list(spec.get("finally") or [])
         return {"tasks": tuple(PipelineTask(str(t.get("name")), t.get("taskRef")) for t in entries)}
 
-    def with_task_ref(self, task_name: str, bundle: str | None = None) -> tuple["Pipeline", int]:
+    def with_task_ref(self, task_name: str, bundle: str | None = None) -> tuple[Pipeline, int]:
         """This Pipeline with every reference to Task ``task_name`` pointed at what we install.
 
         A reference is a plain ``taskRef: {name: task_name}`` or a bundles-resolver reference
@@ -211,7 +214,7 @@ class Pipeline(_Definition):
                 changed += 1
         return Pipeline.from_dict(doc), changed
 
-    def with_bundle(self, bundle: str, task_name: str) -> "Pipeline":
+    def with_bundle(self, bundle: str, task_name: str) -> Pipeline:
         pipeline, changed = self.with_task_ref(task_name, bundle)
         if not changed:
             raise UsageError(f"--bundle: Pipeline {self.name} has no task referring to Task {task_name}")
@@ -260,7 +263,7 @@ def from_dict(doc: Mapping[str, Any]) -> Task | Pipeline:
     raise UsageError(f"not a Tekton Task or Pipeline: {doc.get('apiVersion')} {kind}")
 
 
-def dump_yaml(objects: Iterable[Mapping[str, Any] | _Definition | "PipelineRun"]) -> str:
+def dump_yaml(objects: Iterable[Mapping[str, Any] | _Definition | PipelineRun]) -> str:
     docs = [o.to_dict() if hasattr(o, "to_dict") else dict(o) for o in objects]
     return yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False)
 
@@ -269,7 +272,9 @@ def _check_kind(doc: Mapping[str, Any], kind: str) -> None:
     if doc.get("kind") != kind:
         raise UsageError(f"expected a {kind}, got kind {doc.get('kind')!r}")
     if doc.get("apiVersion") != API_VERSION:
-        raise UsageError(f"{kind} {doc.get('metadata', {}).get('name')}: apiVersion must be {API_VERSION}, got {doc.get('apiVersion')!r}")
+        raise UsageError(
+            f"{kind} {doc.get('metadata', {}).get('name')}: apiVersion must be {API_VERSION}, got {doc.get('apiVersion')!r}"
+        )
 
 
 # --------------------------------------------------------------------------- -p / -w
@@ -470,20 +475,26 @@ def build_pipeline_run(
         parsed[p.name] = p
     missing = [s.name for s in pipeline.params if s.required and s.name not in parsed]
     if missing:
-        raise UsageError(f"-p {missing[0]}: Pipeline {pipeline.name} requires it (no default); missing: {', '.join(missing)}")
+        raise UsageError(
+            f"-p {missing[0]}: Pipeline {pipeline.name} requires it (no default); missing: {', '.join(missing)}"
+        )
     bindings: dict[str, WorkspaceBinding] = {}
     declared = {w.name: w for w in pipeline.workspaces}
     for text in workspaces:
         w = parse_workspace(text, base_dir)
         if w.name not in declared:
             known = ", ".join(declared) or "none"
-            raise UsageError(f"-w name={w.name}: Pipeline {pipeline.name} has no workspace {w.name} (workspaces: {known})")
+            raise UsageError(
+                f"-w name={w.name}: Pipeline {pipeline.name} has no workspace {w.name} (workspaces: {known})"
+            )
         if w.name in bindings:
             raise UsageError(f"-w name={w.name}: given twice")
         bindings[w.name] = w
     unbound = [w.name for w in pipeline.workspaces if not w.optional and w.name not in bindings]
     if unbound:
-        raise UsageError(f"-w name={unbound[0]}: Pipeline {pipeline.name} requires this workspace; missing: {', '.join(unbound)}")
+        raise UsageError(
+            f"-w name={unbound[0]}: Pipeline {pipeline.name} requires this workspace; missing: {', '.join(unbound)}"
+        )
     if timeout is not None and not _DURATION_RE.fullmatch(timeout):
         raise UsageError(f"--timeout {timeout!r}: expected a duration like 1h30m or 45m")
     prefix = prefix_name if prefix_name is not None else f"{pipeline.name}-run"
@@ -557,7 +568,9 @@ def failed_step(task_run: Mapping[str, Any]) -> StepFailure | None:
         term = step.get("terminated") or {}
         code = term.get("exitCode")
         if term and code not in (0, None):
-            return StepFailure(str(step.get("name", "?")), int(code), str(term.get("reason", "")), str(term.get("message", "")))
+            return StepFailure(
+                str(step.get("name", "?")), int(code), str(term.get("reason", "")), str(term.get("message", ""))
+            )
     return None
 
 

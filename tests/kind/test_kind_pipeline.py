@@ -51,7 +51,9 @@ def _docker_answers() -> tuple[bool, str]:
     if not docker:
         return False, "the kind tier needs Docker: no docker command on PATH"
     try:
-        subprocess.run([docker, "version", "--format", "{{.Server.Version}}"], check=True, capture_output=True, timeout=5)
+        subprocess.run(
+            [docker, "version", "--format", "{{.Server.Version}}"], check=True, capture_output=True, timeout=5
+        )
     except (subprocess.SubprocessError, OSError) as exc:
         return False, f"the kind tier needs Docker: the Docker daemon does not answer ({type(exc).__name__})"
     return True, ""
@@ -172,14 +174,32 @@ def test_pipeline_builds_and_pushes_a_manifest_list(cluster):
     assert "pipeline.tekton.dev/buildah-multiarch created" in install.stdout
     again = _taskimage("cluster", "install", "--kubeconfig", kubeconfig, "-n", NS, "--from", str(REPO))
     assert again.returncode == 0, again.stderr
-    assert all(line.endswith(" unchanged") for line in again.stdout.splitlines()), again.stdout  # webhook defaults ignored
+    assert all(line.endswith(" unchanged") for line in again.stdout.splitlines()), (
+        again.stdout
+    )  # webhook defaults ignored
 
     image = f"registry.{NS}.svc.cluster.local:5000/e2e/app:1"
     start = _taskimage(
-        "pipeline", "start", "buildah-multiarch", "--kubeconfig", kubeconfig, "-n", NS,
-        "-p", f"url=git://gitserver.{NS}.svc.cluster.local/app", "-p", f"IMAGE={image}",
-        "-p", "PLATFORMS=linux/amd64,linux/arm64", "-p", "TLSVERIFY=false", "-p", f"BUILDER_IMAGE={builder}",
-        "-w", "name=shared,claimSize=2Gi", "--showlog",
+        "pipeline",
+        "start",
+        "buildah-multiarch",
+        "--kubeconfig",
+        kubeconfig,
+        "-n",
+        NS,
+        "-p",
+        f"url=git://gitserver.{NS}.svc.cluster.local/app",
+        "-p",
+        f"IMAGE={image}",
+        "-p",
+        "PLATFORMS=linux/amd64,linux/arm64",
+        "-p",
+        "TLSVERIFY=false",
+        "-p",
+        f"BUILDER_IMAGE={builder}",
+        "-w",
+        "name=shared,claimSize=2Gi",
+        "--showlog",
     )
     assert start.returncode == 0, start.stderr[-5000:]
     run = start.stdout.strip()
@@ -191,7 +211,9 @@ def test_pipeline_builds_and_pushes_a_manifest_list(cluster):
 
     with kc.port_forward("service/registry", 5000, "-n", NS) as port:
         ref = f"docker://127.0.0.1:{port}/e2e/app:1"
-        raw = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", ref], check=True, capture_output=True).stdout
+        raw = subprocess.run(
+            ["skopeo", "inspect", "--tls-verify=false", "--raw", ref], check=True, capture_output=True
+        ).stdout
     manifest = json.loads(raw)
     assert manifest["mediaType"] in (
         "application/vnd.oci.image.index.v1+json",

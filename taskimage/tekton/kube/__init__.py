@@ -7,7 +7,17 @@
 """
 
 from taskimage.tekton.kube.apply import Applied, apply_object
-from taskimage.tekton.kube.client import DAEMONSETS, PIPELINERUNS, PIPELINES, PODS, TASKRUNS, TASKS, Kube, Resource, Timeouts
+from taskimage.tekton.kube.client import (
+    DAEMONSETS,
+    PIPELINERUNS,
+    PIPELINES,
+    PODS,
+    TASKRUNS,
+    TASKS,
+    Kube,
+    Resource,
+    Timeouts,
+)
 from taskimage.tekton.kube.errors import (
     TEKTON_MISSING,
     AlreadyExists,
@@ -23,7 +33,27 @@ from taskimage.tekton.kube.errors import (
 from taskimage.tekton.kube.follow import Follower, Outcome
 
 __all__ = [
-    "AlreadyExists", "Applied", "Conflict", "DAEMONSETS", "Follower", "Forbidden", "Kube", "KubeError",
-    "NotFound", "Outcome", "PIPELINERUNS", "PIPELINES", "PODS", "Resource", "TASKRUNS", "TASKS",
-    "TEKTON_MISSING", "TektonNotInstalled", "Timeout", "Timeouts", "Unauthorized", "Unreachable", "apply_object",
+    "AlreadyExists",
+    "Applied",
+    "Conflict",
+    "DAEMONSETS",
+    "Follower",
+    "Forbidden",
+    "Kube",
+    "KubeError",
+    "NotFound",
+    "Outcome",
+    "PIPELINERUNS",
+    "PIPELINES",
+    "PODS",
+    "Resource",
+    "TASKRUNS",
+    "TASKS",
+    "TEKTON_MISSING",
+    "TektonNotInstalled",
+    "Timeout",
+    "Timeouts",
+    "Unauthorized",
+    "Unreachable",
+    "apply_object",
 ]

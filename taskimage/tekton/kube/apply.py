@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from taskimage.tekton.kube import errors
 from taskimage.tekton.kube.client import Kube, resource_for
@@ -43,7 +44,9 @@ def contains(live: Any, desired: Any) -> bool:
     if isinstance(desired, Mapping):
         return isinstance(live, Mapping) and all(k in live and contains(live[k], v) for k, v in desired.items())
     if isinstance(desired, list):
-        return isinstance(live, list) and len(live) == len(desired) and all(contains(a, b) for a, b in zip(live, desired))
+        return (
+            isinstance(live, list) and len(live) == len(desired) and all(contains(a, b) for a, b in zip(live, desired))
+        )
     return live == desired
 
 
@@ -98,7 +101,11 @@ def apply_object(kube: Kube, doc: Mapping[str, Any], namespace: str | None = Non
         return Applied(res.kind, res.group, name, ns, UNCHANGED)
     patch: dict[str, Any] = {}
     live_meta = live.get("metadata") or {}
-    meta_patch = {k: desired["metadata"][k] for k in _MANAGED_META if k in desired["metadata"] and not contains(live_meta.get(k), desired["metadata"][k])}
+    meta_patch = {
+        k: desired["metadata"][k]
+        for k in _MANAGED_META
+        if k in desired["metadata"] and not contains(live_meta.get(k), desired["metadata"][k])
+    }
     if meta_patch:
         patch["metadata"] = meta_patch  # merged: labels/annotations others set stay
     for key, value in desired.items():

@@ -16,8 +16,9 @@ import contextlib
 import dataclasses
 import json
 import os
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import urllib3
 from kubernetes import client as k8s
@@ -62,7 +63,9 @@ def resource_for(doc: Mapping[str, Any]) -> Resource:
     key = (doc.get("apiVersion"), doc.get("kind"))
     if key not in _BY_KIND:
         known = ", ".join(f"{a} {k}" for a, k in _BY_KIND)
-        raise UsageError(f"cannot apply {key[0]} {key[1]} {doc.get('metadata', {}).get('name')!r}: supported kinds are {known}")
+        raise UsageError(
+            f"cannot apply {key[0]} {key[1]} {doc.get('metadata', {}).get('name')!r}: supported kinds are {known}"
+        )
     return _BY_KIND[key]
 
 
@@ -98,14 +101,16 @@ class Kube:
         context: str | None = None,
         namespace: str | None = None,
         timeouts: Timeouts = Timeouts(),
-    ) -> "Kube":
+    ) -> Kube:
         """Kubeconfig (``--kubeconfig``, ``$KUBECONFIG``, ``~/.kube/config``), else in-cluster config.
 
         The namespace is ``namespace``, else the context's namespace, else the pod's own
         namespace in a cluster, else ``default`` (what kubectl and tkn do).
         """
         configuration = k8s.Configuration()
-        config_file = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser(k8s_config.KUBE_CONFIG_DEFAULT_LOCATION)
+        config_file = (
+            kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser(k8s_config.KUBE_CONFIG_DEFAULT_LOCATION)
+        )
         use_kubeconfig = bool(kubeconfig) or any(Path(p).is_file() for p in config_file.split(os.pathsep))
         default_ns = "default"
         if use_kubeconfig:
@@ -117,13 +122,19 @@ class Kube:
                 )
                 contexts, current = k8s_config.list_kube_config_contexts(config_file)
             except ConfigException as exc:
-                flag = f"--context {context}" if context and "context" in str(exc).lower() else f"--kubeconfig {config_file}"
+                flag = (
+                    f"--context {context}"
+                    if context and "context" in str(exc).lower()
+                    else f"--kubeconfig {config_file}"
+                )
                 raise UsageError(f"{flag}: {str(exc).splitlines()[0]}") from exc
             chosen = next((c for c in contexts if c.get("name") == context), None) if context else current
             default_ns = ((chosen or {}).get("context") or {}).get("namespace") or "default"
         elif os.environ.get("KUBERNETES_SERVICE_HOST"):
             if context:
-                raise UsageError(f"--context {context}: no kubeconfig found (running with the in-cluster service account)")
+                raise UsageError(
+                    f"--context {context}: no kubeconfig found (running with the in-cluster service account)"
+                )
             try:
                 k8s_config.load_incluster_config(client_configuration=configuration)
             except ConfigException as exc:
@@ -167,12 +178,15 @@ class Kube:
         try:
             with self._translate(call):
                 data = self._json(
-                    self.custom.get_api_resources("tekton.dev", "v1", _preload_content=False, _request_timeout=self._request_timeout())
+                    self.custom.get_api_resources(
+                        "tekton.dev", "v1", _preload_content=False, _request_timeout=self._request_timeout()
+                    )
                 )
         except KubeError as exc:
             if exc.status == 404:
                 raise errors.TektonNotInstalled(
-                    f"{errors.TEKTON_MISSING} (no tekton.dev/v1 API at {self.server}; Tekton Pipelines >= v0.44 is needed)", 404
+                    f"{errors.TEKTON_MISSING} (no tekton.dev/v1 API at {self.server}; Tekton Pipelines >= v0.44 is needed)",
+                    404,
                 ) from exc
             raise
         names = {r.get("name") for r in data.get("resources") or []}
@@ -189,7 +203,9 @@ class Kube:
         if res is NAMESPACES:
             try:
                 with self._translate(Call("get", "", "namespaces", name)):
-                    return self._json(self.core.read_namespace(name, _preload_content=False, _request_timeout=self._request_timeout()))
+                    return self._json(
+                        self.core.read_namespace(name, _preload_content=False, _request_timeout=self._request_timeout())
+                    )
             except errors.NotFound:
                 return None
         ns = self._ns(namespace)
@@ -197,7 +213,13 @@ class Kube:
             with self._translate(Call("get", res.group, res.plural, name, ns)):
                 return self._json(
                     self.custom.get_namespaced_custom_object(
-                        res.group, res.version, ns, res.plural, name, _preload_content=False, _request_timeout=self._request_timeout()
+                        res.group,
+                        res.version,
+                        ns,
+                        res.plural,
+                        name,
+                        _preload_content=False,
+                        _request_timeout=self._request_timeout(),
                     )
                 )
         except errors.NotFound:
@@ -207,12 +229,22 @@ class Kube:
         name = (body.get("metadata") or {}).get("name")
         if res is NAMESPACES:
             with self._translate(Call("create", "", "namespaces", name)):
-                return self._json(self.core.create_namespace(dict(body), _preload_content=False, _request_timeout=self._request_timeout()))
+                return self._json(
+                    self.core.create_namespace(
+                        dict(body), _preload_content=False, _request_timeout=self._request_timeout()
+                    )
+                )
         ns = self._ns(namespace)
         with self._translate(Call("create", res.group, res.plural, name, ns)):
             return self._json(
                 self.custom.create_namespaced_custom_object(
-                    res.group, res.version, ns, res.plural, dict(body), _preload_content=False, _request_timeout=self._request_timeout()
+                    res.group,
+                    res.version,
+                    ns,
+                    res.plural,
+                    dict(body),
+                    _preload_content=False,
+                    _request_timeout=self._request_timeout(),
                 )
             )
 
@@ -222,26 +254,44 @@ class Kube:
             with self._translate(Call("patch", "", "namespaces", name)):
                 return self._json(
                     self.core.patch_namespace(
-                        name, dict(patch), _content_type="application/merge-patch+json",
-                        _preload_content=False, _request_timeout=self._request_timeout(),
+                        name,
+                        dict(patch),
+                        _content_type="application/merge-patch+json",
+                        _preload_content=False,
+                        _request_timeout=self._request_timeout(),
                     )
                 )
         ns = self._ns(namespace)
         with self._translate(Call("patch", res.group, res.plural, name, ns)):
             return self._json(
                 self.custom.patch_namespaced_custom_object(
-                    res.group, res.version, ns, res.plural, name, dict(patch),
-                    _content_type="application/merge-patch+json", _preload_content=False, _request_timeout=self._request_timeout(),
+                    res.group,
+                    res.version,
+                    ns,
+                    res.plural,
+                    name,
+                    dict(patch),
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                    _request_timeout=self._request_timeout(),
                 )
             )
 
-    def list(self, res: Resource, namespace: str | None = None, label_selector: str | None = None) -> list[dict[str, Any]]:
+    def list(
+        self, res: Resource, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
         ns = self._ns(namespace)
         kwargs = {"label_selector": label_selector} if label_selector else {}
         with self._translate(Call("list", res.group, res.plural, None, ns)):
             data = self._json(
                 self.custom.list_namespaced_custom_object(
-                    res.group, res.version, ns, res.plural, _preload_content=False, _request_timeout=self._request_timeout(), **kwargs
+                    res.group,
+                    res.version,
+                    ns,
+                    res.plural,
+                    _preload_content=False,
+                    _request_timeout=self._request_timeout(),
+                    **kwargs,
                 )
             )
         return list(data.get("items") or [])
@@ -274,7 +324,8 @@ class Kube:
             try:
                 with self._translate(call):
                     for event in watcher.stream(
-                        list_fn, *args,
+                        list_fn,
+                        *args,
                         field_selector=f"metadata.name={name}",
                         timeout_seconds=self.timeouts.watch,
                         _request_timeout=(self.timeouts.connect, self.timeouts.watch + 10),
@@ -301,7 +352,11 @@ class Kube:
         ns = self._ns(namespace)
         try:
             with self._translate(Call("get", "", "pods", name, ns)):
-                return self._json(self.core.read_namespaced_pod(name, ns, _preload_content=False, _request_timeout=self._request_timeout()))
+                return self._json(
+                    self.core.read_namespaced_pod(
+                        name, ns, _preload_content=False, _request_timeout=self._request_timeout()
+                    )
+                )
         except errors.NotFound:
             return None
 

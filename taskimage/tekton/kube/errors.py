@@ -124,7 +124,9 @@ def from_api_exception(exc: Any, call: Call, server: str = "") -> KubeError:
             where = f" in namespace {call.namespace}" if call.namespace else ""
             return NotFound(f"{kind} {call.name!r} not found{where}", code)
         if call.group == "tekton.dev":
-            return TektonNotInstalled(f"{TEKTON_MISSING} (the API server has no {call.resource}; could not {what})", code)
+            return TektonNotInstalled(
+                f"{TEKTON_MISSING} (the API server has no {call.resource}; could not {what})", code
+            )
         return NotFound(f"the API server has no {call.resource} (could not {what}){suffix}", code)
     if code == 409:
         if call.verb == "create":
@@ -150,6 +152,8 @@ def from_transport_error(exc: BaseException, call: Call, server: str) -> KubeErr
     if "Timeout" in name or "timed out" in text.lower():
         return Timeout(f"timed out talking to the Kubernetes API at {server} when trying to {call.describe()}")
     if "refused" in text.lower():
-        return Unreachable(f"cannot reach the Kubernetes API at {server} (connection refused) when trying to {call.describe()}")
+        return Unreachable(
+            f"cannot reach the Kubernetes API at {server} (connection refused) when trying to {call.describe()}"
+        )
     short = text.splitlines()[0] if text else name
     return Unreachable(f"cannot reach the Kubernetes API at {server} when trying to {call.describe()}: {short}")

@@ -12,10 +12,11 @@ a failure the failing TaskRun and step with its exit code and reason.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from taskimage.tekton import model as tekton
 from taskimage.errors import TaskimageError
+from taskimage.tekton import model as tekton
 from taskimage.tekton.kube import errors
 from taskimage.tekton.kube.client import PIPELINERUNS, PODS, TASKRUNS, Kube
 
@@ -40,7 +41,11 @@ class Outcome:
 
 
 def _step_containers(pod: Mapping[str, Any]) -> list[str]:
-    return [c["name"] for c in (pod.get("spec") or {}).get("containers") or [] if str(c.get("name", "")).startswith(STEP_PREFIX)]
+    return [
+        c["name"]
+        for c in (pod.get("spec") or {}).get("containers") or []
+        if str(c.get("name", "")).startswith(STEP_PREFIX)
+    ]
 
 
 def _container_state(pod: Mapping[str, Any], container: str) -> Mapping[str, Any]:
@@ -111,7 +116,10 @@ class Follower:
         task = task or _task_label(run)
         if self.follow:
             run = self.kube.wait_for(
-                TASKRUNS, name, lambda o: bool((o.get("status") or {}).get("podName")) or tekton.condition(o).done, self.namespace
+                TASKRUNS,
+                name,
+                lambda o: bool((o.get("status") or {}).get("podName")) or tekton.condition(o).done,
+                self.namespace,
             )
         pod_name = (run.get("status") or {}).get("podName")
         if not pod_name:
@@ -122,10 +130,12 @@ class Follower:
             return run
         for container in _step_containers(pod):
             if self.follow and not _started(pod, container):
-                pod = self.kube.wait_for(PODS, pod_name, lambda p: _started(p, container) or _pod_finished(p), self.namespace)
+                pod = self.kube.wait_for(
+                    PODS, pod_name, lambda p: _started(p, container) or _pod_finished(p), self.namespace
+                )
             if not _started(pod, container):
                 continue  # never ran (an earlier step failed, or not started yet without -f)
-            prefix = f"[{task}:{container[len(STEP_PREFIX):]}] "
+            prefix = f"[{task}:{container[len(STEP_PREFIX) :]}] "
             for line in self.kube.log_lines(pod_name, container, self.namespace, follow=self.follow):
                 self.write(prefix + line)
         return self.kube.get(TASKRUNS, name, self.namespace) or run
@@ -160,7 +170,9 @@ class Follower:
         for child in tekton.child_runs(run):
             task_run = self.kube.get(TASKRUNS, child.name, self.namespace)
             if task_run is not None and tekton.condition(task_run).status == "False":
-                return f"TaskRun {child.name} (task {child.pipeline_task}) " + (self._task_failure(task_run, child.pipeline_task) or "failed")
+                return f"TaskRun {child.name} (task {child.pipeline_task}) " + (
+                    self._task_failure(task_run, child.pipeline_task) or "failed"
+                )
         return None
 
     @staticmethod

@@ -53,7 +53,9 @@ class Report:
         return sum(p.severity == WARNING for p in self.problems)
 
     def summary(self) -> str:
-        return f"lint: {len(self.files)} files, {self.documents} documents: {self.errors} errors, {self.warnings} warnings"
+        return (
+            f"lint: {len(self.files)} files, {self.documents} documents: {self.errors} errors, {self.warnings} warnings"
+        )
 
 
 def crds_dir(flag: str | None) -> str | None:
@@ -74,7 +76,9 @@ def lint_paths(
     docs = [i for i in items if isinstance(i, Document)]
     crd_set = crds if isinstance(crds, CrdSet) or crds is None else CrdSet(crds)
     if crd_set is None and any(_group(d) == TEKTON_GROUP for d in docs):
-        raise UsageError(f"lint: tekton.dev documents need the CRDs of your Tekton release: pass --crds PATH or set {CRDS_ENV}")
+        raise UsageError(
+            f"lint: tekton.dev documents need the CRDs of your Tekton release: pass --crds PATH or set {CRDS_ENV}"
+        )
     problems: list[Problem] = []
     for item in items:
         if isinstance(item, SyntaxProblem):
@@ -103,12 +107,24 @@ def lint_document(doc: Document, crds: CrdSet | None, kubernetes_version: str) -
         out.append(problem(path, f'duplicate field "{dotted(path)}" (YAML keeps only the last one)'))
     meta = doc.data.get("metadata")
     if not isinstance(meta, dict) or not (meta.get("name") or meta.get("generateName")):
-        out.append(problem(("metadata",), "missing metadata.name" + (" (or metadata.generateName)" if doc.kind in GENERATE_NAME_KINDS else "")))
+        out.append(
+            problem(
+                ("metadata",),
+                "missing metadata.name" + (" (or metadata.generateName)" if doc.kind in GENERATE_NAME_KINDS else ""),
+            )
+        )
     elif not meta.get("name") and doc.kind not in GENERATE_NAME_KINDS:
-        out.append(problem(("metadata", "generateName"), f"metadata.generateName without metadata.name: {doc.kind} needs a fixed name to be applied and referenced"))
+        out.append(
+            problem(
+                ("metadata", "generateName"),
+                f"metadata.generateName without metadata.name: {doc.kind} needs a fixed name to be applied and referenced",
+            )
+        )
     data, nulls = _drop_nulls(doc.data, ())
     for path in nulls:
-        out.append(problem(path, f"{dotted(path)} is null; the API server drops it (remove it or give a value)", WARNING))
+        out.append(
+            problem(path, f"{dotted(path)} is null; the API server drops it (remove it or give a value)", WARNING)
+        )
     clean = dataclasses.replace(doc, data=data)
     group = _group(doc)
     crd = crds.find(group, doc.kind) if crds else None
@@ -116,14 +132,23 @@ def lint_document(doc: Document, crds: CrdSet | None, kubernetes_version: str) -
         version = doc.api_version.rsplit("/", 1)[1]
         validator = crds.validator(group, doc.kind, version)
         if validator is None:
-            out.append(problem(("apiVersion",), f"{doc.api_version} {doc.kind} is not served by the CRDs in {crds.directory} (versions: {', '.join(crd.versions)})"))
+            out.append(
+                problem(
+                    ("apiVersion",),
+                    f"{doc.api_version} {doc.kind} is not served by the CRDs in {crds.directory} (versions: {', '.join(crd.versions)})",
+                )
+            )
         else:
             for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
                 out.extend(describe(error, clean))
         if group == TEKTON_GROUP:
             out.extend(check_references(clean))
     elif group == TEKTON_GROUP:
-        out.append(problem(("kind",), f"kind {doc.kind} is not defined by the Tekton CRDs in {crds.directory if crds else '?'}"))
+        out.append(
+            problem(
+                ("kind",), f"kind {doc.kind} is not defined by the Tekton CRDs in {crds.directory if crds else '?'}"
+            )
+        )
     else:
         out.extend(check_kubernetes(clean, kubernetes_version))
     return out

@@ -14,7 +14,15 @@ import jsonschema
 from taskimage.tekton.lint.loader import Document
 from taskimage.tekton.lint.problems import Problem, dotted
 
-_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number", type(None): "null"}
+_JSON_TYPES = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    type(None): "null",
+}
 
 
 def _type_name(value: Any) -> str:
@@ -24,7 +32,10 @@ def _type_name(value: Any) -> str:
 def _extras(error: jsonschema.ValidationError) -> list[str]:
     instance = error.instance if isinstance(error.instance, dict) else {}
     props = set((error.schema or {}).get("properties", {}) if isinstance(error.schema, dict) else ())
-    patterns = [re.compile(p) for p in ((error.schema or {}).get("patternProperties", {}) if isinstance(error.schema, dict) else {})]
+    patterns = [
+        re.compile(p)
+        for p in ((error.schema or {}).get("patternProperties", {}) if isinstance(error.schema, dict) else {})
+    ]
     return [k for k in instance if k not in props and not any(p.search(str(k)) for p in patterns)]
 
 
@@ -35,7 +46,11 @@ def describe(error: jsonschema.ValidationError, doc: Document, base: tuple = ())
     out: list[Problem] = []
     if error.validator == "additionalProperties" and error.validator_value is False:
         for key in _extras(error) or ["?"]:
-            out.append(Problem(doc.file, doc.line(path + (key,), key=True), kind, name, f'unknown field "{dotted(path + (key,))}"'))
+            out.append(
+                Problem(
+                    doc.file, doc.line(path + (key,), key=True), kind, name, f'unknown field "{dotted(path + (key,))}"'
+                )
+            )
         return out
     where = dotted(path)
     if error.validator == "required":
@@ -57,7 +72,10 @@ def describe(error: jsonschema.ValidationError, doc: Document, base: tuple = ())
 
 
 def _int_or_string(options: Any) -> bool:
-    return isinstance(options, list) and sorted(o.get("type", "") for o in options if isinstance(o, dict)) == ["integer", "string"]
+    return isinstance(options, list) and sorted(o.get("type", "") for o in options if isinstance(o, dict)) == [
+        "integer",
+        "string",
+    ]
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -36,7 +36,9 @@ def check_version(version: str) -> str:
 
     known = [major_minor(v) for v in all_versions()]
     if major_minor(version.lstrip("v")) not in known:
-        raise UsageError(f"lint: --kubernetes-version {version!r} is not known to kubernetes-validate {kubernetes_validate.__version__} (known: {known[0]} .. {known[-1]})")
+        raise UsageError(
+            f"lint: --kubernetes-version {version!r} is not known to kubernetes-validate {kubernetes_validate.__version__} (known: {known[0]} .. {known[-1]})"
+        )
     return version.lstrip("v")
 
 
@@ -46,7 +48,16 @@ def is_builtin(group: str) -> bool:
 
 def check_kubernetes(doc: Document, version: str) -> list[Problem]:
     if not available():
-        return [Problem(doc.file, doc.start_line, doc.kind, doc.name, "not checked: the kubernetes-validate package is not installed", WARNING)]
+        return [
+            Problem(
+                doc.file,
+                doc.start_line,
+                doc.kind,
+                doc.name,
+                "not checked: the kubernetes-validate package is not installed",
+                WARNING,
+            )
+        ]
     import kubernetes_validate
 
     group = doc.api_version.rsplit("/", 1)[0] if "/" in doc.api_version else ""
@@ -58,5 +69,14 @@ def check_kubernetes(doc: Document, version: str) -> list[Problem]:
         where = f"{doc.api_version} {doc.kind}"
         if is_builtin(group):
             return [Problem(doc.file, doc.start_line, doc.kind, doc.name, f"Kubernetes {version} has no kind {where}")]
-        return [Problem(doc.file, doc.start_line, doc.kind, doc.name, f"custom kind {where} not checked (no CRD for it)", WARNING)]
+        return [
+            Problem(
+                doc.file,
+                doc.start_line,
+                doc.kind,
+                doc.name,
+                f"custom kind {where} not checked (no CRD for it)",
+                WARNING,
+            )
+        ]
     return []

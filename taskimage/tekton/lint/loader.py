@@ -8,8 +8,9 @@ and keep a map from the path of every value (``("spec", "steps", 0, "image")``) 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -108,7 +109,14 @@ def find_files(paths: list[str]) -> list[Path]:
     return unique
 
 
-def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], key_lines: dict[PathKey, int], blocks: set[PathKey], dups: list[PathKey]) -> None:
+def _walk(
+    node: yaml.Node,
+    path: PathKey,
+    lines: dict[PathKey, int],
+    key_lines: dict[PathKey, int],
+    blocks: set[PathKey],
+    dups: list[PathKey],
+) -> None:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.ScalarNode) and node.style in ("|", ">"):
         blocks.add(path)
@@ -143,7 +151,11 @@ def read_documents(file: str, text: str) -> tuple[list[Document], SyntaxProblem 
             dups: list[PathKey] = []
             _walk(node, (), lines, key_lines, blocks, dups)
             if data is not None:
-                docs.append(Document(file, index, data, lines, key_lines, node.start_mark.line + 1, frozenset(blocks), tuple(dups)))
+                docs.append(
+                    Document(
+                        file, index, data, lines, key_lines, node.start_mark.line + 1, frozenset(blocks), tuple(dups)
+                    )
+                )
             index += 1
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

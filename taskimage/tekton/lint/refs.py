@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from taskimage.tekton.lint.loader import Document, PathKey
 from taskimage.tekton.lint.problems import ERROR, WARNING, Problem, dotted
@@ -144,7 +145,10 @@ class Checker:
             if not m:
                 self.add(path, f"$({expr}): malformed step reference (expected $(step.results.NAME.path))")
             elif scope.step_results is not None and (m.group("dot") or m.group("br")) not in scope.step_results:
-                self.add(path, f"$({expr}): step result {(m.group('dot') or m.group('br'))!r} is not declared in this step's results")
+                self.add(
+                    path,
+                    f"$({expr}): step result {(m.group('dot') or m.group('br'))!r} is not declared in this step's results",
+                )
         elif root == "steps":
             # $(steps.step-NAME.exitCode.path) or $(steps.NAME.results.R)
             parts = expr.split(".")
@@ -169,9 +173,14 @@ class Checker:
         ptype = scope.params[name]
         if rest == "":
             if ptype == "array":
-                self.add(path, f"$({expr}): array param {name!r} used as a string in {where}; use $(params.{name}[*]) as a whole element of args/command")
+                self.add(
+                    path,
+                    f"$({expr}): array param {name!r} used as a string in {where}; use $(params.{name}[*]) as a whole element of args/command",
+                )
             elif ptype == "object":
-                self.add(path, f"$({expr}): object param {name!r} used as a string in {where}; use $(params.{name}.KEY)")
+                self.add(
+                    path, f"$({expr}): object param {name!r} used as a string in {where}; use $(params.{name}.KEY)"
+                )
         elif rest == "[*]":
             if ptype == "string":
                 self.add(path, f"$({expr}): param {name!r} is a string; [*] applies to array and object params")
@@ -189,11 +198,16 @@ class Checker:
     def _workspace(self, expr: str, path: PathKey, scope: Scope) -> None:
         m = WORKSPACE.match(expr)
         if not m or m.group("attr") not in WORKSPACE_ATTRS:
-            self.add(path, f"$({expr}): malformed workspace reference (expected $(workspaces.NAME.path|bound|claim|volume))")
+            self.add(
+                path, f"$({expr}): malformed workspace reference (expected $(workspaces.NAME.path|bound|claim|volume))"
+            )
             return
         if scope.workspaces is not None and m.group("name") not in scope.workspaces:
             declared = ", ".join(sorted(scope.workspaces)) or "none"
-            self.add(path, f"$({expr}): workspace {m.group('name')!r} is not declared in the {scope.where} (declared: {declared})")
+            self.add(
+                path,
+                f"$({expr}): workspace {m.group('name')!r} is not declared in the {scope.where} (declared: {declared})",
+            )
 
     def _result(self, expr: str, path: PathKey, scope: Scope) -> None:
         m = RESULT.match(expr)
@@ -255,7 +269,9 @@ class Checker:
         if tag == "latest":
             self.add(path, f"image {value!r}{origin} is tagged :latest; pin a version tag or a digest")
         elif tag is None and "@" not in value:
-            self.add(path, f"image {value!r}{origin} has no tag (means :latest); pin a version tag or a digest", WARNING)
+            self.add(
+                path, f"image {value!r}{origin} has no tag (means :latest); pin a version tag or a digest", WARNING
+            )
 
     # --- specs -------------------------------------------------------------------------------
 
@@ -274,7 +290,11 @@ class Checker:
         params, keys = declared_params(spec.get("params"))
         merged = dict(extra_params or {})
         merged.update(params)
-        defaults = {d["name"]: d.get("default") for d in _list(spec.get("params")) if isinstance(d, dict) and isinstance(d.get("name"), str)}
+        defaults = {
+            d["name"]: d.get("default")
+            for d in _list(spec.get("params"))
+            if isinstance(d, dict) and isinstance(d.get("name"), str)
+        }
         steps = _list(spec.get("steps"))
         scope = Scope(
             params=merged,
@@ -304,9 +324,20 @@ class Checker:
         if not isinstance(spec, dict):
             return
         params, keys = declared_params(spec.get("params"))
-        scope = Scope(params=params, param_keys=keys, workspaces=None, results=frozenset(), step_results=_names(spec.get("results")), where="StepAction")
+        scope = Scope(
+            params=params,
+            param_keys=keys,
+            workspaces=None,
+            results=frozenset(),
+            step_results=_names(spec.get("results")),
+            where="StepAction",
+        )
         self.scan(spec, path, scope)
-        defaults = {d["name"]: d.get("default") for d in _list(spec.get("params")) if isinstance(d, dict) and isinstance(d.get("name"), str)}
+        defaults = {
+            d["name"]: d.get("default")
+            for d in _list(spec.get("params"))
+            if isinstance(d, dict) and isinstance(d.get("name"), str)
+        }
         self.image(spec.get("image"), path + ("image",), defaults)
 
     def pipeline_spec(
@@ -333,7 +364,9 @@ class Checker:
                 if name in tables["tasks"] or name in tables["finally"]:
                     self.add(path + (section, i, "name"), f"pipeline task name {name!r} is used twice")
                 inline = task.get("taskSpec")
-                tables[section][name] = _names(inline.get("results")) if isinstance(inline, dict) and not inline.get("spec") else None
+                tables[section][name] = (
+                    _names(inline.get("results")) if isinstance(inline, dict) and not inline.get("spec") else None
+                )
         scope = Scope(
             params=merged,
             param_keys=keys,
@@ -342,7 +375,11 @@ class Checker:
             finally_tasks=tables["finally"],
             where="Pipeline",
         )
-        inline_path = lambda p: len(p) >= len(path) + 3 and p[len(path)] in ("tasks", "finally") and p[len(path) + 2] in ("taskSpec", "pipelineSpec")  # noqa: E731
+        inline_path = lambda p: (
+            len(p) >= len(path) + 3
+            and p[len(path)] in ("tasks", "finally")
+            and p[len(path) + 2] in ("taskSpec", "pipelineSpec")
+        )  # noqa: E731
         # $(finally.T.results.R) is for the Pipeline's results only; tasks cannot see finally tasks.
         no_finally = dataclasses.replace(scope, finally_tasks={})
         for key, value in spec.items():
@@ -362,12 +399,18 @@ class Checker:
             bound.add(str(ws.get("name")))
             if scope.workspaces is not None and target not in scope.workspaces:
                 declared = ", ".join(sorted(scope.workspaces)) or "none"
-                self.add(path + ("workspaces", j), f"pipeline task {name!r} binds workspace {target!r}, which the Pipeline does not declare (declared: {declared})")
+                self.add(
+                    path + ("workspaces", j),
+                    f"pipeline task {name!r} binds workspace {target!r}, which the Pipeline does not declare (declared: {declared})",
+                )
         for j, after in enumerate(_list(task.get("runAfter"))):
             if section == "finally":
                 self.add(path + ("runAfter", j), f"finally task {name!r} cannot use runAfter")
             elif scope.tasks is not None and after not in scope.tasks:
-                self.add(path + ("runAfter", j), f"pipeline task {name!r} runs after {after!r}, which is not a task of this Pipeline")
+                self.add(
+                    path + ("runAfter", j),
+                    f"pipeline task {name!r} runs after {after!r}, which is not a task of this Pipeline",
+                )
         inline = task.get("taskSpec")
         if not isinstance(inline, dict) or inline.get("spec"):
             return
@@ -378,11 +421,22 @@ class Checker:
             if isinstance(inc, dict):
                 passed |= {p.get("name") for p in _list(inc.get("params")) if isinstance(p, dict)}
         for j, decl in enumerate(_list(inline.get("params"))):
-            if isinstance(decl, dict) and isinstance(decl.get("name"), str) and "default" not in decl and decl["name"] not in passed | set(scope.params):
-                self.add(path + ("taskSpec", "params", j), f"pipeline task {name!r} does not pass param {decl.get('name')!r}, which its taskSpec requires (no default)")
+            if (
+                isinstance(decl, dict)
+                and isinstance(decl.get("name"), str)
+                and "default" not in decl
+                and decl["name"] not in passed | set(scope.params)
+            ):
+                self.add(
+                    path + ("taskSpec", "params", j),
+                    f"pipeline task {name!r} does not pass param {decl.get('name')!r}, which its taskSpec requires (no default)",
+                )
         for j, decl in enumerate(_list(inline.get("workspaces"))):
             if isinstance(decl, dict) and not decl.get("optional") and decl.get("name") not in bound:
-                self.add(path + ("taskSpec", "workspaces", j), f"pipeline task {name!r} does not bind workspace {decl.get('name')!r}, which its taskSpec requires")
+                self.add(
+                    path + ("taskSpec", "workspaces", j),
+                    f"pipeline task {name!r} does not bind workspace {decl.get('name')!r}, which its taskSpec requires",
+                )
         self.task_spec(
             inline,
             path + ("taskSpec",),
@@ -425,9 +479,28 @@ def check_references(doc: Document) -> list[Problem]:
     elif kind == "Pipeline":
         checker.pipeline_spec(spec, ("spec",))
     elif kind == "TaskRun" and isinstance(spec.get("taskSpec"), dict):
-        params = {p["name"]: value_type(p.get("value")) for p in _list(spec.get("params")) if isinstance(p, dict) and "name" in p}
-        checker.task_spec(spec["taskSpec"], ("spec", "taskSpec"), extra_params=params, extra_workspaces=_names(spec.get("workspaces")), where="taskSpec")
+        params = {
+            p["name"]: value_type(p.get("value"))
+            for p in _list(spec.get("params"))
+            if isinstance(p, dict) and "name" in p
+        }
+        checker.task_spec(
+            spec["taskSpec"],
+            ("spec", "taskSpec"),
+            extra_params=params,
+            extra_workspaces=_names(spec.get("workspaces")),
+            where="taskSpec",
+        )
     elif kind == "PipelineRun" and isinstance(spec.get("pipelineSpec"), dict):
-        params = {p["name"]: value_type(p.get("value")) for p in _list(spec.get("params")) if isinstance(p, dict) and "name" in p}
-        checker.pipeline_spec(spec["pipelineSpec"], ("spec", "pipelineSpec"), extra_params=params, extra_workspaces=_names(spec.get("workspaces")))
+        params = {
+            p["name"]: value_type(p.get("value"))
+            for p in _list(spec.get("params"))
+            if isinstance(p, dict) and "name" in p
+        }
+        checker.pipeline_spec(
+            spec["pipelineSpec"],
+            ("spec", "pipelineSpec"),
+            extra_params=params,
+            extra_workspaces=_names(spec.get("workspaces")),
+        )
     return checker.problems

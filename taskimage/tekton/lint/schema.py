@@ -61,7 +61,11 @@ EMBEDDED_TASK_EXTRA = {
     "apiVersion": _STR,
     "kind": _STR,
     "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-    "metadata": {"type": "object", "properties": {"labels": _STR_MAP, "annotations": _STR_MAP}, "additionalProperties": False},
+    "metadata": {
+        "type": "object",
+        "properties": {"labels": _STR_MAP, "annotations": _STR_MAP},
+        "additionalProperties": False,
+    },
 }
 
 
@@ -80,7 +84,9 @@ class CrdSet:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
         if self.directory.is_dir():
-            candidates = sorted(p for p in self.directory.iterdir() if p.suffix in (".yaml", ".yml", ".json") and p.is_file())
+            candidates = sorted(
+                p for p in self.directory.iterdir() if p.suffix in (".yaml", ".yml", ".json") and p.is_file()
+            )
         elif self.directory.is_file():  # a release's YAML, or the output of kubectl get crd -o yaml
             candidates = [self.directory]
         else:
@@ -109,7 +115,7 @@ class CrdSet:
     def find(self, group: str, kind: str) -> Crd | None:
         return self.crds.get((group, kind))
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def validator(self, group: str, kind: str, version: str) -> jsonschema.protocols.Validator | None:
         crd = self.find(group, kind)
         if crd is None or version not in crd.versions:

@@ -19,8 +19,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from taskimage import proc as tools
 from taskimage.errors import UsageError
@@ -59,7 +59,16 @@ def as_problems(found: list[dict]) -> list[Problem]:
     for p in found:
         line = (p.get("loc") or {}).get("startLine") or 1
         severity = ERROR if p.get("level") == "error" else WARNING
-        out.append(Problem(str(p.get("path", "?")), int(line), "tekton-lint", str(p.get("rule", "?")), str(p.get("message", "")), severity))
+        out.append(
+            Problem(
+                str(p.get("path", "?")),
+                int(line),
+                "tekton-lint",
+                str(p.get("rule", "?")),
+                str(p.get("message", "")),
+                severity,
+            )
+        )
     return out
 
 
@@ -67,10 +76,18 @@ def run_tekton_lint(files: Sequence[str | Path], executable: str | None = None) 
     """Run tekton-lint on ``files``; return its exit code and its problems (JSON formatter)."""
     exe = executable or find_tekton_lint()
     if not exe:
-        raise UsageError(f"lint: tekton-lint not found: npm install --prefix DIR @ibm/tekton-lint and set {TEKTON_LINT_ENV}")
+        raise UsageError(
+            f"lint: tekton-lint not found: npm install --prefix DIR @ibm/tekton-lint and set {TEKTON_LINT_ENV}"
+        )
     with tempfile.TemporaryDirectory(prefix="tekton-lint-") as config_dir:
         Path(config_dir, ".tektonlintrc.yaml").write_text(tekton_lint_config())
-        result = tools.run(tekton_lint_argv(exe, [str(f) for f in files], config_dir), check=False, stream=False, quiet=True, what="tekton-lint")
+        result = tools.run(
+            tekton_lint_argv(exe, [str(f) for f in files], config_dir),
+            check=False,
+            stream=False,
+            quiet=True,
+            what="tekton-lint",
+        )
     # stdout holds the JSON array, possibly followed by its logger's lines.
     text = result.stdout
     start = text.find("[")

@@ -17,7 +17,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from taskimage.errors import UsageError
 from taskimage.tekton.localrun.substitute import ParamValue, find_refs
@@ -69,7 +70,9 @@ def parse_specs(raw: Sequence[Mapping] | None, task: str) -> tuple[ParamSpec, ..
             raise UsageError(f"task {task}: param {name} is declared twice")
         seen.add(name)
         default = normalize_value(p["default"]) if "default" in p and p["default"] is not None else None
-        kind = p.get("type") or (value_type(p["default"]) if default is not None else ("object" if p.get("properties") else "string"))
+        kind = p.get("type") or (
+            value_type(p["default"]) if default is not None else ("object" if p.get("properties") else "string")
+        )
         if kind not in TYPES:
             raise UsageError(f"task {task}: param {name} has type {kind!r}; accepted: {', '.join(TYPES)}")
         if default is not None and value_type(default) != kind:
@@ -106,7 +109,7 @@ def parse_cli(items: Sequence[str], specs: Sequence[ParamSpec], task: str) -> di
             for pair in raw.split(",") if raw.strip() else []:
                 key, colon, val = pair.partition(":")
                 if not colon or not key.strip():
-                    raise UsageError(f"-p {name}={raw}: object params take \"key1:value1, key2:value2\"")
+                    raise UsageError(f'-p {name}={raw}: object params take "key1:value1, key2:value2"')
                 obj[key.strip()] = val.strip()
             out[name] = obj
         else:

@@ -13,7 +13,8 @@ import re
 import secrets
 import string
 import uuid
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from taskimage.errors import UsageError
 from taskimage.tekton.localrun import params as params_mod
@@ -129,7 +130,9 @@ def _cli_workspaces(items: Sequence[str], declared: Mapping[str, Mapping]) -> di
         if not sep or not name or not path:
             raise UsageError(f"-w {item}: expected NAME=DIR")
         if name not in declared:
-            raise UsageError(f"-w {name}: the task declares no workspace {name} (declared: {', '.join(sorted(declared)) or 'none'})")
+            raise UsageError(
+                f"-w {name}: the task declares no workspace {name} (declared: {', '.join(sorted(declared)) or 'none'})"
+            )
         full = os.path.abspath(os.path.expanduser(path))
         if not os.path.isdir(full):
             raise UsageError(f"-w {name}={path}: not a directory")
@@ -171,8 +174,15 @@ def _workspaces(spec: Mapping, loaded: Loaded, cli: Sequence[str], steps: Sequen
             os.makedirs(host, exist_ok=True)
         mount = str(decl.get("mountPath") or f"/workspace/{name}")
         out.append(
-            Workspace(name, mount, host, bool(decl.get("readOnly")), True, claim,
-                      tuple(isolated[name]) if name in isolated else None)
+            Workspace(
+                name,
+                mount,
+                host,
+                bool(decl.get("readOnly")),
+                True,
+                claim,
+                tuple(isolated[name]) if name in isolated else None,
+            )
         )
     if missing:
         raise UsageError(f"missing workspaces: {', '.join(missing)} (give them with -w NAME=DIR)")
@@ -206,7 +216,9 @@ def _unsupported(spec: Mapping, steps: Sequence[Mapping]) -> None:
             raise UsageError(f"{where}: envFrom needs a cluster (ConfigMap/Secret); not supported by taskimage run")
         for e in s.get("env") or []:
             if "valueFrom" in e:
-                raise UsageError(f"{where}: env {e.get('name')} uses valueFrom, which needs a cluster; not supported by taskimage run")
+                raise UsageError(
+                    f"{where}: env {e.get('name')} uses valueFrom, which needs a cluster; not supported by taskimage run"
+                )
         if not s.get("image"):
             raise UsageError(f"{where}: no image")
         if s.get("script") and s.get("command"):
@@ -260,7 +272,9 @@ def make_plan(
     )
     # a workspace's mountPath may itself use params
     sub.validate([(f"workspaces[{w.name}].mountPath", w.mount_path, False) for w in workspaces], base_vars)
-    workspaces = tuple(dataclasses.replace(w, mount_path=sub.substitute_string(w.mount_path, base_vars)) for w in workspaces)
+    workspaces = tuple(
+        dataclasses.replace(w, mount_path=sub.substitute_string(w.mount_path, base_vars)) for w in workspaces
+    )
     variables = dataclasses.replace(
         base_vars,
         workspaces={
@@ -301,9 +315,16 @@ def make_plan(
             if vname not in volumes:
                 raise UsageError(f"step {names[i]}: volumeMount {vname} names no volume of the task")
             if (volumes[vname] or "").startswith("!"):
-                raise UsageError(f"step {names[i]}: volume {vname} is a {volumes[vname][1:]}; only emptyDir and hostPath volumes are supported")
-            mounts.append(Mount(f"vol:{vname}", str(vm["mountPath"]), bool(vm.get("readOnly")), str(vm.get("subPath") or "")))
-        sc = {**{k: v for k, v in pod_sc.items() if k in ("runAsUser", "runAsGroup", "runAsNonRoot", "seccompProfile")}, **(s.get("securityContext") or {})}
+                raise UsageError(
+                    f"step {names[i]}: volume {vname} is a {volumes[vname][1:]}; only emptyDir and hostPath volumes are supported"
+                )
+            mounts.append(
+                Mount(f"vol:{vname}", str(vm["mountPath"]), bool(vm.get("readOnly")), str(vm.get("subPath") or ""))
+            )
+        sc = {
+            **{k: v for k, v in pod_sc.items() if k in ("runAsUser", "runAsGroup", "runAsNonRoot", "seccompProfile")},
+            **(s.get("securityContext") or {}),
+        }
         if sc.get("runAsNonRoot") and sc.get("runAsUser") == 0:
             raise UsageError(f"step {names[i]}: securityContext has runAsNonRoot and runAsUser 0")
         timeout = parse_duration(str(s["timeout"]), f"step {names[i]} timeout") if s.get("timeout") else None

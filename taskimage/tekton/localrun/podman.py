@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import json
 import resource
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from taskimage.errors import UsageError
 
 WANTED_ULIMIT = 10000
 
 
-def ulimit_flags(hard_nofile: int | None = None, hard_nproc: int | None = None, wanted: int = WANTED_ULIMIT) -> list[str]:
+def ulimit_flags(
+    hard_nofile: int | None = None, hard_nproc: int | None = None, wanted: int = WANTED_ULIMIT
+) -> list[str]:
     """``--ulimit nofile=N:N --ulimit nproc=M:M`` with N, M no higher than the host's hard limits."""
     if hard_nofile is None:
         hard_nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]

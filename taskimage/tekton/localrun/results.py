@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 TERMINATION_MESSAGE_LIMIT = 4096
 _STARTED_AT = {"key": "StartedAt", "value": "2006-01-02T15:04:05.000Z", "type": 3}
@@ -79,7 +80,9 @@ def read(results_dir: Path, specs: Sequence[ResultSpec]) -> Results:
         else:
             values[spec.name] = parsed
     declared = {s.name for s in specs}
-    undeclared = tuple(sorted(p.name for p in results_dir.iterdir() if p.name not in declared)) if results_dir.is_dir() else ()
+    undeclared = (
+        tuple(sorted(p.name for p in results_dir.iterdir() if p.name not in declared)) if results_dir.is_dir() else ()
+    )
     size = termination_message_size(raw)
     if size > TERMINATION_MESSAGE_LIMIT:
         problems.append(

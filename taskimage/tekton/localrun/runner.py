@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 
 from taskimage import log
-
 from taskimage import proc as tools
 from taskimage.errors import UsageError
 from taskimage.tekton.localrun import podman
@@ -73,7 +72,13 @@ class RunReport:
             "succeeded": self.succeeded,
             "exitCode": self.exit_code,
             "steps": [
-                {"name": s.name, "image": s.image, "exitCode": s.exit_code, "seconds": round(s.seconds, 2), "container": s.container}
+                {
+                    "name": s.name,
+                    "image": s.image,
+                    "exitCode": s.exit_code,
+                    "seconds": round(s.seconds, 2),
+                    "container": s.container,
+                }
                 for s in self.steps
             ],
             "results": dict(self.results.values),
@@ -115,7 +120,9 @@ def step_mounts(plan: Plan, step: StepPlan, run_dir: Path, results_dir: Path) ->
     return sorted(mounts, key=lambda m: m[1].rstrip("/").count("/"))
 
 
-def step_argv(plan: Plan, step: StepPlan, run_dir: Path, results_dir: Path, options: Options) -> tuple[list[str], list[str]]:
+def step_argv(
+    plan: Plan, step: StepPlan, run_dir: Path, results_dir: Path, options: Options
+) -> tuple[list[str], list[str]]:
     security, warnings = podman.security_flags(step.security_context)
     command = [step.script_path] if step.script is not None else step.command
     argv = podman.run_argv(

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from taskimage.errors import UsageError
 
@@ -147,7 +147,7 @@ def resolve_param(ref: Ref, v: Variables, *, whole_array_ok: bool) -> ParamValue
             if not whole_array_ok:
                 raise _Unresolved(
                     f"array param {name!r} can only be used as a whole element of command or args "
-                    f"(\"$(params.{name}[*])\"), or one element with [i]"
+                    f'("$(params.{name}[*])"), or one element with [i]'
                 )
             return value
         if len(rest) == 1 and isinstance(rest[0], int) and not ref.star:
@@ -332,7 +332,12 @@ def substitute_step(step: Mapping, v: Variables, leftovers: list[str] | None = N
         ]
     if out.get("volumeMounts"):
         out["volumeMounts"] = [
-            {k: substitute_string(x, v, leftovers) if isinstance(x, str) and k in ("name", "mountPath", "subPath") else x for k, x in vm.items()}
+            {
+                k: substitute_string(x, v, leftovers)
+                if isinstance(x, str) and k in ("name", "mountPath", "subPath")
+                else x
+                for k, x in vm.items()
+            }
             for vm in out["volumeMounts"]
         ]
     return out

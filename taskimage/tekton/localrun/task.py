@@ -10,8 +10,9 @@ are replaced whole. ``script`` is never taken from the template.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -55,7 +56,9 @@ def _kind(obj: Mapping) -> str:
 def _check_api(obj: Mapping, source: str) -> None:
     api = str(obj.get("apiVersion", ""))
     if not api.startswith("tekton.dev/"):
-        raise UsageError(f"{source}: {obj.get('kind') or 'object'} has apiVersion {api!r}, not tekton.dev/v1 or v1beta1")
+        raise UsageError(
+            f"{source}: {obj.get('kind') or 'object'} has apiVersion {api!r}, not tekton.dev/v1 or v1beta1"
+        )
 
 
 def task_from_object(obj: Mapping, source: str) -> Loaded:
@@ -97,7 +100,9 @@ def bundle_ref(taskrun: Mapping) -> tuple[str, str, str] | None:
     return None
 
 
-def taskrun_task(taskrun: Mapping, source: str, task_docs: Sequence[Mapping] = (), *, fetched: Mapping | None = None) -> Loaded:
+def taskrun_task(
+    taskrun: Mapping, source: str, task_docs: Sequence[Mapping] = (), *, fetched: Mapping | None = None
+) -> Loaded:
     """The Task a TaskRun runs: its inline ``taskSpec``, a Task from ``task_docs`` named by
     ``taskRef.name``, or ``fetched`` (the object a bundle resolver returned)."""
     _check_api(taskrun, source)
@@ -114,11 +119,15 @@ def taskrun_task(taskrun: Mapping, source: str, task_docs: Sequence[Mapping] = (
         return dataclasses.replace(task_from_object(fetched, source), taskrun=taskrun)
     ref = spec.get("taskRef") or {}
     if ref.get("resolver") and ref.get("resolver") != "bundles":
-        raise UsageError(f"{source}: taskRef resolver {ref['resolver']!r} is not supported (bundles is; or give the Task file)")
+        raise UsageError(
+            f"{source}: taskRef resolver {ref['resolver']!r} is not supported (bundles is; or give the Task file)"
+        )
     if not ref.get("name"):
         raise UsageError(f"{source}: the TaskRun has neither taskSpec nor taskRef.name")
     if not task_docs:
-        raise UsageError(f"{source}: the TaskRun refers to task {ref['name']}: give its file too (taskimage run TASK.yaml --taskrun ...)")
+        raise UsageError(
+            f"{source}: the TaskRun refers to task {ref['name']}: give its file too (taskimage run TASK.yaml --taskrun ...)"
+        )
     return dataclasses.replace(pick_task(task_docs, source, ref["name"]), taskrun=taskrun)
 
 
