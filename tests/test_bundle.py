@@ -94,7 +94,7 @@ def test_manifest_and_config_are_what_tkn_writes():
     assert config["history"] == [{"created": "0001-01-01T00:00:00Z"}] * 2
     assert config["rootfs"]["type"] == "layers"
     assert config["rootfs"]["diff_ids"] == [layer.diff_id for layer in built.layers]
-    for layer, desc in zip(built.layers, manifest["layers"]):
+    for layer, desc in zip(built.layers, manifest["layers"], strict=True):
         assert desc["mediaType"] == "application/vnd.docker.image.rootfs.diff.tar.gzip"
         assert desc["digest"] == sha256(layer.blob) and desc["size"] == len(layer.blob)
         assert sha256(gzip.decompress(layer.blob)) == layer.diff_id
@@ -197,7 +197,7 @@ def bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
             f"{d}/duplicate.yaml: document 2: duplicate tekton.dev/v1 Task 'twice' (also in {d}/duplicate.yaml: document 1)",
         ),
         ([TASK, str(copy)], "duplicate tekton.dev/v1 Task 'hello'"),
-        ([str(d / "broken.yaml")], f"{d}/broken.yaml: document 1: invalid YAML:"),
+        ([str(d / "broken.yaml")], f"{d}/broken.yaml:9: YAML syntax error:"),
         ([str(d / "unknown-kind.yaml")], f"{d}/unknown-kind.yaml: document 1: unknown Tekton kind 'Tusk'"),
         ([str(many)], f"{many}: document 21: 21 objects, a bundle holds at most 20"),
         ([str(twenty_a), str(twenty_b)], "21 objects, a bundle holds at most 20"),

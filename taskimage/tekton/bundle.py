@@ -41,11 +41,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from taskimage import proc as tools
 from taskimage.errors import RegistryAuthError, TaskimageError, ToolError, UsageError
 from taskimage.oci.reference import ImageReference, parse_image
+from taskimage.tekton import yamlio
 
 MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
@@ -98,38 +97,6 @@ class TektonObject:
     @property
     def where(self) -> str:
         return f"{self.source}: document {self.document}"
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 like go-yaml (what kubectl and tkn use): timestamps stay strings and duplicate
-    keys are an error instead of silently keeping the last value."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    loader.flatten_mapping(node)
-    seen: set = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            duplicate = key in seen
-        except TypeError:
-            duplicate = False
-        if duplicate:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        try:
-            seen.add(key)
-        except TypeError:
-            pass
-    return loader.construct_mapping(node, deep=deep)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def _go_float(value: float) -> str:
@@ -254,16 +221,7 @@ def _json_documents(path: str, text: str) -> list[tuple[Any, bytes]]:
 
 
 def _yaml_documents(path: str, text: str) -> list[tuple[Any, bytes | None]]:
-    out: list[tuple[Any, bytes | None]] = []
-    try:
-        for doc in yaml.load_all(text, Loader=_Loader):
-            out.append((doc, None))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UsageError(f"{path}: document {len(out) + 1}: invalid YAML: {problem}{where}") from None
-    return out
+    return [(doc, None) for doc in yamlio.load_all(text, path)]
 
 
 def _object(path: str, number: int, doc: Any, raw: bytes | None) -> TektonObject:
@@ -686,8 +644,8 @@ def fetch_object(
         try:
             obj = json.loads(text)
         except ValueError:
-            obj = yaml.load(text, Loader=_Loader)
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+            obj = yamlio.load_one(text, f"{ref}: {wanted}/{name}")
+    except (UnicodeDecodeError, yamlio.YamlError) as exc:
         raise TaskimageError(f"{ref}: {wanted}/{name} is not JSON or YAML: {exc}") from None
     if not isinstance(obj, dict):
         raise TaskimageError(f"{ref}: {wanted}/{name} is not an object")

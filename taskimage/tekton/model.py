@@ -24,17 +24,18 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
 
 from taskimage.errors import UsageError
+from taskimage.tekton import yamlio
 
 GROUP = "tekton.dev"
 VERSION = "v1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-ParamValue = Union[str, tuple[str, ...], Mapping[str, str]]
+ParamValue = str | tuple[str, ...] | Mapping[str, str]
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
@@ -234,11 +235,8 @@ def _refers_to(ref: Mapping[str, Any], task_name: str) -> bool:
 
 
 def load_documents(text: str, source: str = "<yaml>") -> list[dict[str, Any]]:
-    """All non-empty YAML documents in ``text`` (``---`` separated)."""
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d]
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{source}: not valid YAML: {str(exc).splitlines()[0]}") from exc
+    """All non-empty YAML documents in ``text`` (``---`` separated), read by yamlio."""
+    docs = [d for d in yamlio.load_all(text, source) if d]
     for d in docs:
         if not isinstance(d, dict) or "kind" not in d or "apiVersion" not in d:
             raise UsageError(f"{source}: every document needs apiVersion and kind")
@@ -246,12 +244,7 @@ def load_documents(text: str, source: str = "<yaml>") -> list[dict[str, Any]]:
 
 
 def load_file(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror}") from exc
-    return load_documents(text, str(path))
+    return load_documents(yamlio.read_text(path), str(path))
 
 
 def from_dict(doc: Mapping[str, Any]) -> Task | Pipeline:
@@ -400,12 +393,7 @@ def parse_workspace(text: str, base_dir: Path | None = None) -> WorkspaceBinding
 
 def load_documents_plain(path: Path, flag: str) -> dict[str, Any]:
     """One YAML mapping from a file named in a flag (volumeClaimTemplateFile=, csiFile=)."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise UsageError(f"{flag}: cannot read {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{flag}: {path} is not valid YAML") from exc
+    data = yamlio.load_one(yamlio.read_text(path, flag), f"{flag}: {path}")
     if not isinstance(data, dict):
         raise UsageError(f"{flag}: {path} must hold a YAML mapping")
     return data

@@ -103,8 +103,8 @@ def lint_document(doc: Document, crds: CrdSet | None, kubernetes_version: str) -
     if missing:
         return [problem((), f"missing {' and '.join(missing)}")]
     out: list[Problem] = []
-    for path in doc.duplicates:  # strict field validation: "json: duplicate field"
-        out.append(problem(path, f'duplicate field "{dotted(path)}" (YAML keeps only the last one)'))
+    for dup in doc.duplicates:  # the text every other command stops with (yamlio)
+        out.append(Problem(doc.file, dup.line, doc.kind, doc.name, dup.message))
     meta = doc.data.get("metadata")
     if not isinstance(meta, dict) or not (meta.get("name") or meta.get("generateName")):
         out.append(

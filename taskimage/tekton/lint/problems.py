@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
-from typing import Any
+
+from taskimage.tekton.yamlio import dotted
 
 ERROR = "error"
 WARNING = "warning"
@@ -27,12 +27,4 @@ class Problem:
         return f"{self.file}:{self.line}: {where}: {tag}{self.message}"
 
 
-def dotted(path: Iterable[Any]) -> str:
-    """``("spec", "steps", 0, "image")`` -> ``spec.steps[0].image`` (kubectl's spelling)."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(document)"
+__all__ = ["ERROR", "WARNING", "Problem", "dotted"]

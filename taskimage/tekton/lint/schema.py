@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
 from taskimage.errors import UsageError
+from taskimage.tekton import yamlio
 
 TEKTON_GROUP = "tekton.dev"
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the CRDs are 1.4 MB
 
 # Fields the CRDs mark required but the API server fills in (defaulting): (list name, field).
 DEFAULTED_REQUIRED = {("steps", "name"), ("workspaces", "mountPath")}
@@ -93,10 +92,7 @@ class CrdSet:
             raise UsageError(f"lint: --crds {str(directory)!r} is neither a directory nor a file")
         self.crds: dict[tuple[str, str], Crd] = {}
         for path in candidates:
-            try:
-                docs = list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=_LOADER))
-            except yaml.YAMLError as exc:
-                raise UsageError(f"lint: --crds file {str(path)!r} is not valid YAML: {exc}") from exc
+            docs = yamlio.load_file(path, "lint: --crds")
             for doc in docs:
                 for crd in _crds_in(doc):
                     self.crds[(crd["spec"]["group"], crd["spec"]["names"]["kind"])] = Crd(

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from taskimage.errors import UsageError
+from taskimage.tekton import yamlio
 
 _MERGE_KEYS = {"env": "name", "volumeMounts": "mountPath", "volumeDevices": "devicePath", "ports": "containerPort"}
 
@@ -32,17 +30,8 @@ class Loaded:
 
 
 def load_documents(path: str) -> list[dict]:
-    """The objects in a YAML or JSON file (several YAML documents allowed)."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror}") from exc
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise UsageError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    """The objects in a YAML or JSON file (several YAML documents allowed), read by yamlio."""
+    docs = [d for d in yamlio.load_file(path) if d is not None]
     for d in docs:
         if not isinstance(d, dict):
             raise UsageError(f"{path}: every document must be a mapping (a Tekton object)")
