@@ -520,7 +520,7 @@ async def test_start_rejects_bad_params_before_creating_anything(tekton_api, kub
     base = ["pipeline", "start", "mini", "--kubeconfig", str(kubeconfig)]
     code, _, err = await run_cli(base + ["-p", "IMAGE=x", "-p", "IMAGES=y", "-w", "name=source,emptyDir="], capsys)
     assert code == 2
-    assert "ERROR: -p IMAGES: Pipeline mini has no param IMAGES (params: IMAGE, PLATFORMS, CONTEXT)" in err
+    assert "ERROR: -p IMAGES: Pipeline mini declares no param IMAGES (declared: CONTEXT, IMAGE, PLATFORMS)" in err
     code, _, err = await run_cli(base + ["-p", "IMAGE=x"], capsys)
     assert code == 2
     assert "ERROR: -w name=source: Pipeline mini requires this workspace; missing: source" in err
@@ -614,7 +614,7 @@ class Controller:
             for step, lines, _ in steps:  # (a skipped step's log, if read, would be empty on a real cluster)
                 (
                     kmock[f"get /api/v1/namespaces/{NS}/pods/{pod}/log", kmock.params(container=f"step-{step}")]
-                    << "".join(l + "\n" for l in lines).encode()
+                    << "".join(line + "\n" for line in lines).encode()
                 )
             await asyncio.sleep(pause)
             await self.patch(f"{TEKTON}/taskruns/{tr}", {"status": {"podName": pod}})

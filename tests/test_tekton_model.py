@@ -8,6 +8,8 @@ import yaml
 from taskimage.errors import UsageError
 from taskimage.tekton import model as tekton
 from taskimage.tekton.kube.apply import contains, merge_patch
+from taskimage.tekton.localrun.plan import make_plan
+from taskimage.tekton.localrun.task import Loaded
 
 PIPELINE_YAML = """
 apiVersion: tekton.dev/v1
@@ -50,7 +52,7 @@ def pipeline() -> tekton.Pipeline:
 def test_load_keeps_types_defaults_and_the_whole_document(pipeline):
     assert [(p.name, p.type, p.default, p.required) for p in pipeline.params] == [
         ("IMAGE", "string", None, True),
-        ("PLATFORMS", "array", ("linux/amd64", "linux/arm64"), False),
+        ("PLATFORMS", "array", ["linux/amd64", "linux/arm64"], False),
         ("META", "object", {"team": "build"}, False),
         ("CONTEXT", "string", ".", False),  # type inferred as string when omitted
     ]
@@ -74,27 +76,46 @@ def test_only_v1_objects_of_the_right_kind_load():
     [
         ("IMAGE=registry.example/app:1", "registry.example/app:1"),
         ("IMAGE=a=b,c", "a=b,c"),  # a string keeps commas and '='
-        ("PLATFORMS=linux/amd64,linux/arm64/v8", ("linux/amd64", "linux/arm64/v8")),
-        ("PLATFORMS=linux/s390x", ("linux/s390x",)),
-        ("PLATFORMS=", ()),
+        ("IMAGE= spaced ", " spaced "),
+        ("PLATFORMS=linux/amd64,linux/arm64/v8", ["linux/amd64", "linux/arm64/v8"]),
+        ("PLATFORMS=linux/s390x", ["linux/s390x"]),
+        ("PLATFORMS=", []),
+        ("PLATFORMS=a, b", ["a", " b"]),  # tkn: array items are not trimmed
         ("META=team:ci,tier:gold", {"team": "ci", "tier": "gold"}),
+        ("META=team: ci, tier : gold:x", {"team": "ci", "tier": "gold:x"}),  # tkn: keys and values trimmed
     ],
 )
-def test_params_take_the_type_the_pipeline_declares(pipeline, arg, value):
-    assert tekton.parse_param(arg, pipeline).value == value
+def test_pipeline_start_and_run_read_p_alike(pipeline, arg, value):
+    """`pipeline start` (build_pipeline_run) and `run` (make_plan) give one -p the same value."""
+    name = arg.split("=", 1)[0]
+    given = [arg] if name == "IMAGE" else [arg, "IMAGE=x"]
+    run = tekton.build_pipeline_run(pipeline, given, ["name=source,emptyDir="])
+    assert {p.name: p.value for p in run.params}[name] == value
+    task_spec = {
+        "params": pipeline.to_dict()["spec"]["params"],
+        "steps": [{"name": "s", "image": "r/busybox:1", "script": "true"}],
+    }
+    plan = make_plan(Loaded("t", task_spec), cli_params=given, cli_workspaces=[])
+    assert plan.params[name] == value
 
 
 @pytest.mark.parametrize(
-    ("arg", "message"),
+    ("args", "message"),
     [
-        ("IMAGE", "-p 'IMAGE': expected NAME=VALUE"),
-        ("NOPE=1", "-p NOPE: Pipeline buildah-multiarch has no param NOPE"),
-        ("META=team", "-p META=team: object params take key:value pairs"),
+        (["IMAGE"], "-p IMAGE: expected NAME=VALUE"),
+        (
+            ["NOPE=1"],
+            "-p NOPE: Pipeline buildah-multiarch declares no param NOPE (declared: CONTEXT, IMAGE, META, PLATFORMS)",
+        ),
+        (["META=team"], '-p META=team: object params take "key1:value1, key2:value2"'),
+        (["META="], '-p META=: object params take "key1:value1, key2:value2"'),
+        (["IMAGE=a", "IMAGE=b"], "-p IMAGE: given twice"),
     ],
 )
-def test_bad_params_name_the_flag(pipeline, arg, message):
-    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        tekton.parse_param(arg, pipeline)
+def test_bad_params_name_the_flag(pipeline, args, message):
+    with pytest.raises(UsageError) as info:
+        tekton.build_pipeline_run(pipeline, args, ["name=source,emptyDir="])
+    assert str(info.value) == message
 
 
 @pytest.mark.parametrize(

@@ -391,9 +391,10 @@ def fill_readme(text: str, generated: dict[str, str], path: Path | str = "README
     for name, body in generated.items():
         begin, end = BEGIN.format(name=name), END.format(name=name)
         pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-        if not pattern.search(text):
+        found = pattern.search(text)
+        if not found:
             raise ValueError(f"{path}: missing the marker pair {begin!r} … {end!r}")
-        text = pattern.sub(lambda _m: f"{begin}\n{body}\n{end}", text, count=1)
+        text = text[: found.start()] + f"{begin}\n{body}\n{end}" + text[found.end() :]
     return text
 
 

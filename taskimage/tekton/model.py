@@ -30,12 +30,11 @@ import yaml
 
 from taskimage.errors import UsageError
 from taskimage.tekton import yamlio
+from taskimage.tekton.params import ParamSpec, ParamValue, parse_cli, parse_specs
 
 GROUP = "tekton.dev"
 VERSION = "v1"
 API_VERSION = f"{GROUP}/{VERSION}"
-
-ParamValue = str | tuple[str, ...] | Mapping[str, str]
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
@@ -44,41 +43,6 @@ _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
 # --------------------------------------------------------------------------- declarations
-
-
-@dataclasses.dataclass(frozen=True)
-class ParamSpec:
-    """A declared param of a Task or Pipeline."""
-
-    name: str
-    type: str = "string"  # string | array | object
-    default: ParamValue | None = None
-    description: str = ""
-
-    @property
-    def required(self) -> bool:
-        return self.default is None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ParamSpec:
-        default = data.get("default")
-        kind = data.get("type") or (
-            "array" if isinstance(default, list) else "object" if isinstance(default, dict) else "string"
-        )
-        return cls(
-            name=str(data["name"]),
-            type=str(kind),
-            default=_freeze_value(default) if default is not None else None,
-            description=str(data.get("description", "")),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "type": self.type}
-        if self.description:
-            out["description"] = self.description
-        if self.default is not None:
-            out["default"] = _thaw_value(self.default)
-        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +116,7 @@ class _Definition:
         return cls(
             name=str(meta["name"]),
             namespace=meta.get("namespace"),
-            params=tuple(ParamSpec.from_dict(p) for p in spec.get("params") or []),
+            params=parse_specs(spec.get("params"), f"{cls.kind} {meta['name']}"),
             workspaces=tuple(WorkspaceDeclaration.from_dict(w) for w in spec.get("workspaces") or []),
             results=tuple(ResultSpec.from_dict(r) for r in spec.get("results") or []),
             raw=copy.deepcopy(dict(doc)),
@@ -271,28 +235,6 @@ def _check_kind(doc: Mapping[str, Any], kind: str) -> None:
 
 
 # --------------------------------------------------------------------------- -p / -w
-
-
-def parse_param(text: str, pipeline: _Definition) -> Param:
-    """``-p NAME=VALUE`` typed by the Pipeline's declaration of NAME."""
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise UsageError(f"-p {text!r}: expected NAME=VALUE")
-    spec = pipeline.param(name)
-    if spec is None:
-        known = ", ".join(p.name for p in pipeline.params) or "none"
-        raise UsageError(f"-p {name}: {pipeline.kind} {pipeline.name} has no param {name} (params: {known})")
-    if spec.type == "array":
-        return Param(name, tuple(v for v in value.split(",")) if value else ())
-    if spec.type == "object":
-        items: dict[str, str] = {}
-        for pair in filter(None, value.split(",")):
-            key, colon, val = pair.partition(":")
-            if not colon or not key:
-                raise UsageError(f"-p {name}={value}: object params take key:value pairs separated by commas")
-            items[key] = val
-        return Param(name, items)
-    return Param(name, value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -455,12 +397,10 @@ def build_pipeline_run(
     Params the user does not give keep the Pipeline's default (Tekton applies it); a param
     without a default and a non-optional workspace must be given.
     """
-    parsed: dict[str, Param] = {}
-    for text in params:
-        p = parse_param(text, pipeline)
-        if p.name in parsed:
-            raise UsageError(f"-p {p.name}: given twice")
-        parsed[p.name] = p
+    parsed = {
+        name: Param(name, value)
+        for name, value in parse_cli(params, pipeline.params, f"{pipeline.kind} {pipeline.name}").items()
+    }
     missing = [s.name for s in pipeline.params if s.required and s.name not in parsed]
     if missing:
         raise UsageError(
@@ -586,17 +526,10 @@ def run_results(obj: Mapping[str, Any]) -> list[RunResult]:
 # --------------------------------------------------------------------------- helpers
 
 
-def _freeze_value(value: Any) -> ParamValue:
-    if isinstance(value, list):
-        return tuple(str(v) for v in value)
-    if isinstance(value, dict):
-        return {str(k): str(v) for k, v in value.items()}
-    return str(value)
-
-
 def _thaw_value(value: ParamValue) -> Any:
-    if isinstance(value, tuple):
+    """A copy in the shapes YAML and JSON write (the value's own lists and maps are not shared)."""
+    if isinstance(value, list):
         return list(value)
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         return dict(value)
     return value

@@ -130,9 +130,11 @@ class Follower:
             return run
         for container in _step_containers(pod):
             if self.follow and not _started(pod, container):
-                pod = self.kube.wait_for(
-                    PODS, pod_name, lambda p: _started(p, container) or _pod_finished(p), self.namespace
-                )
+
+                def ready(p: dict, c: str = container) -> bool:
+                    return _started(p, c) or _pod_finished(p)
+
+                pod = self.kube.wait_for(PODS, pod_name, ready, self.namespace)
             if not _started(pod, container):
                 continue  # never ran (an earlier step failed, or not started yet without -f)
             prefix = f"[{task}:{container[len(STEP_PREFIX) :]}] "

@@ -15,22 +15,14 @@ inline taskSpec) may use the params and workspaces of their parent without decla
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from taskimage.tekton.lint.loader import Document, PathKey
 from taskimage.tekton.lint.problems import ERROR, WARNING, Problem, dotted
+from taskimage.tekton.params import infer_type, value_type
+from taskimage.tekton.variables import Ref, iter_refs, whole
 
-PREFIXES = ("params", "workspaces", "results", "tasks", "finally", "context", "steps", "step", "credentials")
-# $(...) whose first word is a Tekton variable root; shell's $(date) and friends are left alone.
-VARIABLE = re.compile(r"\$\(((?:%s)\b[^()]*)\)" % "|".join(PREFIXES))
-PARAM = re.compile(r"""^params(?:\.(?P<dot>[^.\[\]]+)|\[(?P<q>["'])(?P<br>[^"']+)(?P=q)\])(?P<rest>.*)$""")
-WORKSPACE = re.compile(r"^workspaces\.(?P<name>[^.\[\]]+)\.(?P<attr>[^.]+)$")
-RESULT = re.compile(r"""^results(?:\.(?P<dot>[^.\[\]]+)|\[(?P<q>["'])(?P<br>[^"']+)(?P=q)\])\.path$""")
-STEP_RESULT = re.compile(r"""^step\.results(?:\.(?P<dot>[^.\[\]]+)|\[(?P<q>["'])(?P<br>[^"']+)(?P=q)\])\.path$""")
-TASK_REF = re.compile(r"^(?P<root>tasks|finally)\.(?P<task>[^.\[\]]+)\.(?P<what>results|status|reason)(?P<rest>.*)$")
-TASK_RESULT_REST = re.compile(r"""^(?:\.(?P<dot>[^.\[\]]+)|\[(?P<q>["'])(?P<br>[^"']+)(?P=q)\])(?P<rest>.*)$""")
 WORKSPACE_ATTRS = {"path", "bound", "claim", "volume"}
 STAR_HINT = "[*] is allowed only as a whole element of args/command, param values, matrix values or when values"
 
@@ -50,28 +42,12 @@ class Scope:
     where: str = "Task"
 
 
-def param_type(decl: dict) -> str:
-    """The declared type, or Tekton's inference from the default / properties."""
-    if isinstance(decl.get("type"), str):
-        return decl["type"]
-    default = decl.get("default")
-    if isinstance(default, list):
-        return "array"
-    if isinstance(default, dict) or isinstance(decl.get("properties"), dict):
-        return "object"
-    return "string"
-
-
-def value_type(value: Any) -> str:
-    return "array" if isinstance(value, list) else "object" if isinstance(value, dict) else "string"
-
-
 def declared_params(decls: Any) -> tuple[dict[str, str], dict[str, frozenset[str]]]:
     params: dict[str, str] = {}
     keys: dict[str, frozenset[str]] = {}
     for decl in _list(decls):
         if isinstance(decl, dict) and isinstance(decl.get("name"), str):
-            params[decl["name"]] = param_type(decl)
+            params[decl["name"]] = infer_type(decl)
             if isinstance(decl.get("properties"), dict):
                 keys[decl["name"]] = frozenset(decl["properties"])
     return params, keys
@@ -95,9 +71,7 @@ def _star_allowed(path: PathKey) -> bool:
     if len(p) >= 4 and isinstance(p[-1], int) and p[-2] == "value" and p[-4] == "params":
         return True
     # Pipeline results: value: $(tasks.T.results.R[*]) or a list of such.
-    if len(p) >= 3 and p[-1] == "value" and p[-3] == "results":
-        return True
-    return False
+    return len(p) >= 3 and p[-1] == "value" and p[-3] == "results"
 
 
 class Checker:
@@ -116,54 +90,46 @@ class Checker:
 
     def scan(self, node: Any, path: PathKey, scope: Scope, skip: Callable[[PathKey], bool] = lambda p: False) -> None:
         for spath, text in _strings(node, path, skip):
-            for match in VARIABLE.finditer(text):
-                whole = match.group(0) == text
-                self._line = self.doc.text_line(spath, text.count("\n", 0, match.start()))
-                self.variable(match.group(1), spath, scope, whole=whole, script=spath[-1] == "script")
+            for ref in iter_refs(text):
+                whole = ref.start == 0 and ref.end == len(text)
+                self._line = self.doc.text_line(spath, text.count("\n", 0, ref.start))
+                self.variable(ref, spath, scope, whole=whole, script=spath[-1] == "script")
             self._line = None
 
-    def variable(self, expr: str, path: PathKey, scope: Scope, *, whole: bool, script: bool) -> None:
+    def variable(self, ref: Ref, path: PathKey, scope: Scope, *, whole: bool, script: bool) -> None:
         where = dotted(path)
-        star = expr.endswith("[*]")
-        if star and script:
+        expr = ref.expr
+        if ref.star and script:
             self.add(path, f"$({expr}) in script: {STAR_HINT}")
-            star = False  # reported
-        elif star and not (whole and _star_allowed(path)):
+        elif ref.star and not (whole and _star_allowed(path)):
             self.add(path, f"$({expr}) in {where}: {STAR_HINT}")
-            star = False
-        root = expr.split(".", 1)[0].split("[", 1)[0]
-        if root == "params":
-            self._param(expr, path, scope, script=script, where=where)
-        elif root == "workspaces":
-            self._workspace(expr, path, scope)
-        elif root == "results":
-            self._result(expr, path, scope)
-        elif root in ("tasks", "finally"):
-            self._task(expr, path, scope)
-        elif root == "step":
-            m = STEP_RESULT.match(expr)
-            if not m:
+        if ref.root == "params":
+            self._param(ref, path, scope, script=script, where=where)
+        elif ref.root == "workspaces":
+            self._workspace(ref, path, scope)
+        elif ref.root == "results":
+            self._result(ref, path, scope)
+        elif ref.root in ("tasks", "finally"):
+            self._task(ref, path, scope)
+        elif ref.root == "step":
+            segs = ref.segments
+            if ref.malformed or ref.star or len(segs) != 3 or segs[0] != "results" or segs[2] != "path":
                 self.add(path, f"$({expr}): malformed step reference (expected $(step.results.NAME.path))")
-            elif scope.step_results is not None and (m.group("dot") or m.group("br")) not in scope.step_results:
-                self.add(
-                    path,
-                    f"$({expr}): step result {(m.group('dot') or m.group('br'))!r} is not declared in this step's results",
-                )
-        elif root == "steps":
+            elif scope.step_results is not None and segs[1] not in scope.step_results:
+                self.add(path, f"$({expr}): step result {segs[1]!r} is not declared in this step's results")
+        elif ref.root == "steps":
             # $(steps.step-NAME.exitCode.path) or $(steps.NAME.results.R)
-            parts = expr.split(".")
-            step = parts[1] if len(parts) > 2 else ""
+            step = str(ref.segments[0]) if len(ref.segments) > 1 else ""
             if scope.steps and step not in scope.steps and step.removeprefix("step-") not in scope.steps:
                 self.add(path, f"$({expr}): no step named {step!r} in this Task")
         # context.*, credentials.*: provided by Tekton.
 
-    def _param(self, expr: str, path: PathKey, scope: Scope, *, script: bool, where: str) -> None:
-        m = PARAM.match(expr)
-        if not m:
+    def _param(self, ref: Ref, path: PathKey, scope: Scope, *, script: bool, where: str) -> None:
+        expr = ref.expr
+        if ref.malformed or not isinstance(ref.segments[0], str):
             self.add(path, f"$({expr}): malformed param reference")
             return
-        name = m.group("dot") or m.group("br")
-        rest = m.group("rest")
+        name, rest = ref.param_name(scope.params)
         if script:
             self.add(path, f"$({expr}) in script: pass the value through env or args, never paste it into a script")
         if name not in scope.params:
@@ -171,7 +137,7 @@ class Checker:
             self.add(path, f"$({expr}): param {name!r} is not declared in the {scope.where} (declared: {declared})")
             return
         ptype = scope.params[name]
-        if rest == "":
+        if not rest and not ref.star:
             if ptype == "array":
                 self.add(
                     path,
@@ -181,67 +147,69 @@ class Checker:
                 self.add(
                     path, f"$({expr}): object param {name!r} used as a string in {where}; use $(params.{name}.KEY)"
                 )
-        elif rest == "[*]":
+        elif not rest:
             if ptype == "string":
                 self.add(path, f"$({expr}): param {name!r} is a string; [*] applies to array and object params")
-        elif re.fullmatch(r"\[\d+\]", rest):
+        elif len(rest) == 1 and isinstance(rest[0], int) and not ref.star:
             if ptype != "array":
                 self.add(path, f"$({expr}): param {name!r} is a {ptype}; only array params can be indexed")
-        elif rest.startswith(".") and ptype == "object":
-            key = rest[1:]
+        elif len(rest) == 1 and ptype == "object" and not ref.star:
             keys = scope.param_keys.get(name)
-            if keys is not None and key not in keys:
-                self.add(path, f"$({expr}): object param {name!r} has no key {key!r} (keys: {', '.join(sorted(keys))})")
+            if keys is not None and rest[0] not in keys:
+                self.add(
+                    path, f"$({expr}): object param {name!r} has no key {rest[0]!r} (keys: {', '.join(sorted(keys))})"
+                )
         else:
             self.add(path, f"$({expr}): malformed reference to {ptype} param {name!r}")
 
-    def _workspace(self, expr: str, path: PathKey, scope: Scope) -> None:
-        m = WORKSPACE.match(expr)
-        if not m or m.group("attr") not in WORKSPACE_ATTRS:
+    def _workspace(self, ref: Ref, path: PathKey, scope: Scope) -> None:
+        segs = ref.segments
+        if ref.malformed or ref.star or len(segs) != 2 or segs[1] not in WORKSPACE_ATTRS:
             self.add(
-                path, f"$({expr}): malformed workspace reference (expected $(workspaces.NAME.path|bound|claim|volume))"
+                path,
+                f"$({ref.expr}): malformed workspace reference (expected $(workspaces.NAME.path|bound|claim|volume))",
             )
             return
-        if scope.workspaces is not None and m.group("name") not in scope.workspaces:
+        if scope.workspaces is not None and segs[0] not in scope.workspaces:
             declared = ", ".join(sorted(scope.workspaces)) or "none"
             self.add(
                 path,
-                f"$({expr}): workspace {m.group('name')!r} is not declared in the {scope.where} (declared: {declared})",
+                f"$({ref.expr}): workspace {segs[0]!r} is not declared in the {scope.where} (declared: {declared})",
             )
 
-    def _result(self, expr: str, path: PathKey, scope: Scope) -> None:
-        m = RESULT.match(expr)
-        if not m:
-            self.add(path, f"$({expr}): malformed result reference (expected $(results.NAME.path))")
+    def _result(self, ref: Ref, path: PathKey, scope: Scope) -> None:
+        segs = ref.segments
+        if ref.malformed or ref.star or len(segs) != 2 or segs[1] != "path" or not isinstance(segs[0], str):
+            self.add(path, f"$({ref.expr}): malformed result reference (expected $(results.NAME.path))")
             return
-        name = m.group("dot") or m.group("br")
-        if scope.results is not None and name not in scope.results:
+        if scope.results is not None and segs[0] not in scope.results:
             declared = ", ".join(sorted(scope.results)) or "none"
-            self.add(path, f"$({expr}): result {name!r} is not declared in the {scope.where} (declared: {declared})")
+            self.add(
+                path, f"$({ref.expr}): result {segs[0]!r} is not declared in the {scope.where} (declared: {declared})"
+            )
 
-    def _task(self, expr: str, path: PathKey, scope: Scope) -> None:
-        if expr == "tasks.status":
+    def _task(self, ref: Ref, path: PathKey, scope: Scope) -> None:
+        expr, segs = ref.expr, ref.segments
+        if ref.root == "tasks" and segs == ("status",) and not ref.star:
             return
-        m = TASK_REF.match(expr)
-        if not m:
+        if ref.malformed or len(segs) < 2 or segs[1] not in ("results", "status", "reason"):
             self.add(path, f"$({expr}): malformed task reference (expected $(tasks.TASK.results.RESULT))")
             return
         if scope.tasks is None:
             self.add(path, f"$({expr}): task results can only be used in a Pipeline")
             return
-        table = scope.tasks if m.group("root") == "tasks" else (scope.finally_tasks or {})
-        task = m.group("task")
+        table = scope.tasks if ref.root == "tasks" else (scope.finally_tasks or {})
+        task = str(segs[0])
         if task not in table:
-            self.add(path, f"$({expr}): no pipeline task named {task!r} in {m.group('root')}")
+            self.add(path, f"$({expr}): no pipeline task named {task!r} in {ref.root}")
             return
-        if m.group("what") != "results":
+        if segs[1] != "results":
             return
-        r = TASK_RESULT_REST.match(m.group("rest"))
-        if not r:
+        if len(segs) < 3 or not isinstance(segs[2], str):
             self.add(path, f"$({expr}): malformed task result reference")
             return
         results = table[task]
-        name = r.group("dot") or r.group("br")
+        name = segs[2]
         if results is not None and name not in results:
             declared = ", ".join(sorted(results)) or "none"
             self.add(path, f"$({expr}): task {task!r} declares no result {name!r} (declared: {declared})")
@@ -252,10 +220,9 @@ class Checker:
         """``:latest`` is an error, no tag a warning; ``$(params.X)`` is judged by X's default."""
         if not isinstance(value, str):
             return
-        m = re.fullmatch(r"\$\((params\.[^()]+)\)", value)
-        if m and defaults is not None:
-            p = PARAM.match(m.group(1))
-            name = p and (p.group("dot") or p.group("br"))
+        ref = whole(value)
+        if ref is not None and ref.root == "params" and defaults is not None:
+            name = None if ref.malformed else ref.param_name(defaults)[0]
             if name in defaults and isinstance(defaults[name], str) and "$(" not in defaults[name]:
                 self._judge_image(defaults[name], path, f" (default of param {name!r})")
             return
@@ -306,7 +273,10 @@ class Checker:
             steps=frozenset(s["name"] for s in steps if isinstance(s, dict) and isinstance(s.get("name"), str)),
             where=where,
         )
-        skip_steps = lambda p: len(p) > len(path) + 1 and p[len(path)] == "steps"  # noqa: E731
+
+        def skip_steps(p: PathKey) -> bool:
+            return len(p) > len(path) + 1 and p[len(path)] == "steps"
+
         self.scan(spec, path, scope, skip=skip_steps)
         for i, step in enumerate(steps):
             if not isinstance(step, dict):
@@ -375,11 +345,14 @@ class Checker:
             finally_tasks=tables["finally"],
             where="Pipeline",
         )
-        inline_path = lambda p: (
-            len(p) >= len(path) + 3
-            and p[len(path)] in ("tasks", "finally")
-            and p[len(path) + 2] in ("taskSpec", "pipelineSpec")
-        )  # noqa: E731
+
+        def inline_path(p: PathKey) -> bool:
+            return (
+                len(p) >= len(path) + 3
+                and p[len(path)] in ("tasks", "finally")
+                and p[len(path) + 2] in ("taskSpec", "pipelineSpec")
+            )
+
         # $(finally.T.results.R) is for the Pipeline's results only; tasks cannot see finally tasks.
         no_finally = dataclasses.replace(scope, finally_tasks={})
         for key, value in spec.items():
@@ -415,7 +388,7 @@ class Checker:
         if not isinstance(inline, dict) or inline.get("spec"):
             return
         passed = {p.get("name") for p in _list(task.get("params")) if isinstance(p, dict)}
-        matrix = task.get("matrix") if isinstance(task.get("matrix"), dict) else {}
+        matrix = task["matrix"] if isinstance(task.get("matrix"), dict) else {}
         passed |= {p.get("name") for p in _list(matrix.get("params")) if isinstance(p, dict)}
         for inc in _list(matrix.get("include")):
             if isinstance(inc, dict):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +90,7 @@ class CrdSet:
         else:
             raise UsageError(f"lint: --crds {str(directory)!r} is neither a directory nor a file")
         self.crds: dict[tuple[str, str], Crd] = {}
+        self._validators: dict[tuple[str, str, str], jsonschema.protocols.Validator | None] = {}
         for path in candidates:
             docs = yamlio.load_file(path, "lint: --crds")
             for doc in docs:
@@ -111,13 +111,16 @@ class CrdSet:
     def find(self, group: str, kind: str) -> Crd | None:
         return self.crds.get((group, kind))
 
-    @functools.cache
     def validator(self, group: str, kind: str, version: str) -> jsonschema.protocols.Validator | None:
-        crd = self.find(group, kind)
-        if crd is None or version not in crd.versions:
-            return None
-        schema = self._root_schema(crd, version)
-        return jsonschema.Draft202012Validator(schema)
+        """The compiled validator of one served version, built once per CrdSet."""
+        key = (group, kind, version)
+        if key not in self._validators:
+            crd = self.find(group, kind)
+            if crd is None or version not in crd.versions:
+                self._validators[key] = None
+            else:
+                self._validators[key] = jsonschema.Draft202012Validator(self._root_schema(crd, version))
+        return self._validators[key]
 
     def _spec(self, kind: str, version: str) -> dict | None:
         crd = self.find(TEKTON_GROUP, kind)

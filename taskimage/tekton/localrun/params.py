@@ -9,112 +9,18 @@
 - ``enum``: the value must be one of the listed strings.
 - Defaults are taken literally: Tekton does not substitute ``$(params.Y)`` inside a param value
   (the params pass is single-pass), so such a default reaches the step as written (we warn).
-- On the command line, values are parsed the way ``tkn task start -p`` parses them: the declared
-  type decides; arrays split on ``,`` (an empty value is an empty array), objects are
-  ``k1:v1, k2:v2``; a name the Task does not declare is an error.
+- On the command line, values are parsed the way ``tkn task start -p`` parses them, by the one
+  ``-p`` parser and param model in :mod:`taskimage.tekton.params`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from taskimage.errors import UsageError
-from taskimage.tekton.localrun.substitute import ParamValue, find_refs
-
-TYPES = ("string", "array", "object")
-
-
-@dataclasses.dataclass(frozen=True)
-class ParamSpec:
-    name: str
-    type: str
-    default: ParamValue | None = None
-    properties: tuple[str, ...] = ()
-    enum: tuple[str, ...] = ()
-    description: str = ""
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def value_type(value: Any) -> str:
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return "string"
-
-
-def normalize_value(value: Any) -> ParamValue:
-    """YAML scalars become strings (``true`` → ``"true"``), lists of scalars string lists."""
-    if isinstance(value, list):
-        return [_scalar(x) for x in value]
-    if isinstance(value, dict):
-        return {str(k): _scalar(x) for k, x in value.items()}
-    return _scalar(value)
-
-
-def parse_specs(raw: Sequence[Mapping] | None, task: str) -> tuple[ParamSpec, ...]:
-    specs: list[ParamSpec] = []
-    seen: set[str] = set()
-    for p in raw or []:
-        name = p.get("name")
-        if not name or not isinstance(name, str):
-            raise UsageError(f"task {task}: a param without a name")
-        if name in seen:
-            raise UsageError(f"task {task}: param {name} is declared twice")
-        seen.add(name)
-        default = normalize_value(p["default"]) if "default" in p and p["default"] is not None else None
-        kind = p.get("type") or (
-            value_type(p["default"]) if default is not None else ("object" if p.get("properties") else "string")
-        )
-        if kind not in TYPES:
-            raise UsageError(f"task {task}: param {name} has type {kind!r}; accepted: {', '.join(TYPES)}")
-        if default is not None and value_type(default) != kind:
-            raise UsageError(f"task {task}: param {name} is declared {kind} but its default is {value_type(default)}")
-        specs.append(
-            ParamSpec(
-                name=name,
-                type=kind,
-                default=default,
-                properties=tuple((p.get("properties") or {}).keys()),
-                enum=tuple(_scalar(e) for e in p.get("enum") or []),
-                description=str(p.get("description") or ""),
-            )
-        )
-    return tuple(specs)
-
-
-def parse_cli(items: Sequence[str], specs: Sequence[ParamSpec], task: str) -> dict[str, ParamValue]:
-    """``-p NAME=VALUE`` values, typed by the declaration as ``tkn`` does."""
-    by_name = {s.name: s for s in specs}
-    out: dict[str, ParamValue] = {}
-    for item in items:
-        name, sep, raw = item.partition("=")
-        if not sep or not name:
-            raise UsageError(f"-p {item}: expected NAME=VALUE")
-        spec = by_name.get(name)
-        if spec is None:
-            declared = ", ".join(sorted(by_name)) or "none"
-            raise UsageError(f"-p {name}: task {task} declares no param {name} (declared: {declared})")
-        if spec.type == "array":
-            out[name] = raw.split(",") if raw else []
-        elif spec.type == "object":
-            obj: dict[str, str] = {}
-            for pair in raw.split(",") if raw.strip() else []:
-                key, colon, val = pair.partition(":")
-                if not colon or not key.strip():
-                    raise UsageError(f'-p {name}={raw}: object params take "key1:value1, key2:value2"')
-                obj[key.strip()] = val.strip()
-            out[name] = obj
-        else:
-            out[name] = raw
-    return out
+from taskimage.tekton.params import ParamSpec, ParamValue, normalize_value, value_type
+from taskimage.tekton.variables import find_refs
 
 
 def resolve(
@@ -152,10 +58,9 @@ def resolve(
         else:
             value = s.default  # type: ignore[assignment]
             for ref in find_refs(_flatten(value)):
-                text = ref if isinstance(ref, str) else ref.text
-                if text.startswith("$(params"):
+                if ref.root == "params":
                     warnings.append(
-                        f"param {s.name}: its default holds {text}; Tekton does not substitute params "
+                        f"param {s.name}: its default holds {ref.text}; Tekton does not substitute params "
                         "inside param values, so the steps get it literally"
                     )
         if s.type == "object":
@@ -182,3 +87,6 @@ def _flatten(value: ParamValue | None) -> str:
     if isinstance(value, dict):
         return " ".join(value.values())
     return value
+
+
+__all__ = ["ParamSpec", "ParamValue", "normalize_value", "resolve", "value_type"]

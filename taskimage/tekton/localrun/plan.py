@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from taskimage.errors import UsageError
+from taskimage.tekton import params as tekton_params
 from taskimage.tekton.localrun import params as params_mod
 from taskimage.tekton.localrun import results as results_mod
 from taskimage.tekton.localrun import substitute as sub
@@ -246,11 +247,11 @@ def make_plan(
     if dup:
         raise UsageError(f"task {task}: step names must be unique: {', '.join(dup)}")
 
-    specs = params_mod.parse_specs(spec.get("params"), task)
+    specs = tekton_params.parse_specs(spec.get("params"), f"task {task}")
     given: dict[str, Any] = {}
     for p in ((loaded.taskrun or {}).get("spec") or {}).get("params") or []:
         given[str(p.get("name"))] = p.get("value")
-    given.update(params_mod.parse_cli(cli_params, specs, task))
+    given.update(tekton_params.parse_cli(cli_params, specs, f"task {task}"))
     values = params_mod.resolve(specs, given, task, warnings=warnings)
 
     run_name, namespace, uid = _taskrun_identity(loaded)
@@ -314,9 +315,10 @@ def make_plan(
             vname = str(vm.get("name"))
             if vname not in volumes:
                 raise UsageError(f"step {names[i]}: volumeMount {vname} names no volume of the task")
-            if (volumes[vname] or "").startswith("!"):
+            source = volumes[vname] or ""
+            if source.startswith("!"):
                 raise UsageError(
-                    f"step {names[i]}: volume {vname} is a {volumes[vname][1:]}; only emptyDir and hostPath volumes are supported"
+                    f"step {names[i]}: volume {vname} is a {source[1:]}; only emptyDir and hostPath volumes are supported"
                 )
             mounts.append(
                 Mount(f"vol:{vname}", str(vm["mountPath"]), bool(vm.get("readOnly")), str(vm.get("subPath") or ""))

@@ -15,80 +15,26 @@ Why these rules (tektoncd/pipeline docs/variables.md, docs/tasks.md and its reco
   before anything runs (stricter than Tekton for ``$(results.R.path)`` outside ``script`` and for
   ``[*]`` on a string param, which Tekton would leave literal).
 
-Shell's own ``$(command)`` is untouched: only the roots Tekton knows are references.
+Shell's own ``$(command)`` is untouched: only the roots Tekton knows are references. The
+references are found by the one tokenizer, :mod:`taskimage.tekton.variables`, which ``lint``
+uses too.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from taskimage.errors import UsageError
-
-ParamValue = str | list[str] | dict[str, str]
+from taskimage.tekton.params import ParamValue
+from taskimage.tekton.variables import TASK_PASSES, Ref, find_refs, whole
 
 #: Roots Tekton substitutes in a Task, in the order of the controller's passes.
-PASSES = ("params", "context", "workspaces", "results", "steps", "credentials")
-#: Roots that only exist elsewhere (Pipelines, removed PipelineResources).
-FOREIGN = ("tasks", "resources", "inputs", "outputs", "finally", "step")
-
-_REF = re.compile(r"\$\((?P<root>" + "|".join(PASSES + FOREIGN) + r")(?P<rest>[.\[][^()]*)\)")
-_BRACKET = re.compile(r"""\[(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|(?P<idx>\d+)|(?P<star>\*))\]""")
-_IDENT = re.compile(r"\.(?P<name>[^.\[\]]+)")
+PASSES = TASK_PASSES
 
 
 class SubstitutionError(UsageError):
     """A reference in the Task that cannot be resolved or is not allowed where it stands."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Ref:
-    """One parsed reference: ``$(root<segments>)``."""
-
-    text: str  # the whole "$(...)"
-    root: str
-    segments: tuple[str | int, ...]  # names (str), indexes (int), "*" for [*]
-    star: bool = False
-
-    @property
-    def whole(self) -> bool:
-        return self.star
-
-
-def parse_ref(text: str, root: str, rest: str) -> Ref | None:
-    """Split ``rest`` (what follows the root) into segments; None when it is not well formed."""
-    segments: list[str | int] = []
-    pos = 0
-    star = False
-    while pos < len(rest):
-        if star:
-            return None  # nothing may follow [*]
-        m = _IDENT.match(rest, pos)
-        if m:
-            segments.append(m.group("name"))
-            pos = m.end()
-            continue
-        m = _BRACKET.match(rest, pos)
-        if not m:
-            return None
-        if m.group("star"):
-            star = True
-        elif m.group("idx") is not None:
-            segments.append(int(m.group("idx")))
-        else:
-            segments.append(m.group("dq") if m.group("dq") is not None else m.group("sq"))
-        pos = m.end()
-    return Ref(text, root, tuple(segments), star)
-
-
-def find_refs(value: str) -> list[Ref | str]:
-    """Every Tekton-looking reference in ``value``: a :class:`Ref`, or the raw text when malformed."""
-    found: list[Ref | str] = []
-    for m in _REF.finditer(value):
-        ref = parse_ref(m.group(0), m.group("root"), m.group("rest"))
-        found.append(ref if ref is not None else m.group(0))
-    return found
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,23 +62,10 @@ def _names(items: Iterable[str]) -> str:
     return ", ".join(items) if items else "none"
 
 
-def _param_name(ref: Ref, v: Variables) -> tuple[str, list[str | int]]:
-    """The param a reference names and the segments after it. In the dotted form a declared
-    name containing dots wins (Tekton's replacement map has ``params.a.b`` for param "a.b"),
-    else ``$(params.a.b)`` is key "b" of object param "a"; the bracket form names it whole."""
-    segs = list(ref.segments)
-    if not segs or not isinstance(segs[0], str):
-        raise _Unresolved("expected a param name")
-    if ref.text.startswith("$(params."):
-        for cut in range(len(segs), 1, -1):
-            head = segs[:cut]
-            if all(isinstance(s, str) for s in head) and ".".join(head) in v.param_types:  # type: ignore[arg-type]
-                return ".".join(head), segs[cut:]  # type: ignore[arg-type]
-    return segs[0], segs[1:]
-
-
 def resolve_param(ref: Ref, v: Variables, *, whole_array_ok: bool) -> ParamValue:
-    name, rest = _param_name(ref, v)
+    if not ref.segments or not isinstance(ref.segments[0], str):
+        raise _Unresolved("expected a param name")
+    name, rest = ref.param_name(v.param_types)
     if name not in v.param_types:
         raise _Unresolved(f"no param {name!r} is declared (declared: {_names(v.param_types)})")
     kind = v.param_types[name]
@@ -177,14 +110,14 @@ def resolve_other(ref: Ref, v: Variables) -> str:
             raise _Unresolved(f"unknown context variable (known: {_names(v.context)})")
         return v.context[key]
     if ref.root == "workspaces":
-        if len(segs) != 2 or not all(isinstance(s, str) for s in segs):
+        if len(segs) != 2 or not isinstance(segs[0], str) or not isinstance(segs[1], str):
             raise _Unresolved("expected $(workspaces.NAME.path|bound|claim|volume)")
-        name, attr = segs
+        name, attr = segs[0], segs[1]
         if name not in v.workspaces:
             raise _Unresolved(f"no workspace {name!r} is declared (declared: {_names(v.workspaces)})")
         if attr not in v.workspaces[name]:
             raise _Unresolved(f"workspaces take .path, .bound, .claim or .volume, not .{attr}")
-        return v.workspaces[name][attr]  # type: ignore[index]
+        return v.workspaces[name][attr]
     if ref.root == "results":
         if len(segs) != 2 or segs[1] != "path" or not isinstance(segs[0], str):
             raise _Unresolved("expected $(results.NAME.path)")
@@ -213,8 +146,8 @@ def resolve_other(ref: Ref, v: Variables) -> str:
 
 def _check_string(value: str, where: str, v: Variables, errors: list[str], *, isolated_array_ok: bool) -> None:
     for ref in find_refs(value):
-        if isinstance(ref, str):
-            errors.append(f"{where}: malformed reference {ref}")
+        if ref.malformed:
+            errors.append(f"{where}: malformed reference {ref.text}")
             continue
         whole = isolated_array_ok and value == ref.text
         try:
@@ -257,21 +190,24 @@ def validate(fields: Iterable[tuple[str, str, bool]], v: Variables) -> None:
 
 
 def _replace_pass(value: str, root: str, v: Variables, leftovers: list[str]) -> str:
-    def one(m: re.Match) -> str:
-        if m.group("root") != root:
-            return m.group(0)
-        ref = parse_ref(m.group(0), m.group("root"), m.group("rest"))
+    """One controller pass: every reference of ``root`` replaced in a single sweep (a value
+    put in is never scanned again by the same pass)."""
+    out: list[str] = []
+    pos = 0
+    for ref in find_refs(value):
+        if ref.root != root:
+            continue
         try:
-            if ref is None:
+            if ref.malformed:
                 raise _Unresolved("malformed")
-            out = resolve_param(ref, v, whole_array_ok=False) if root == "params" else resolve_other(ref, v)
+            new = resolve_param(ref, v, whole_array_ok=False) if root == "params" else resolve_other(ref, v)
         except _Unresolved:
-            leftovers.append(m.group(0))
-            return m.group(0)
-        assert isinstance(out, str)
-        return out
-
-    return _REF.sub(one, value)
+            leftovers.append(ref.text)
+            continue
+        assert isinstance(new, str)
+        out += [value[pos : ref.start], new]
+        pos = ref.end
+    return "".join(out) + value[pos:]
 
 
 def substitute_string(value: str, v: Variables, leftovers: list[str] | None = None) -> str:
@@ -283,11 +219,8 @@ def substitute_string(value: str, v: Variables, leftovers: list[str] | None = No
 
 
 def _whole_array(item: str, v: Variables) -> list[str] | None:
-    m = _REF.fullmatch(item)
-    if not m or m.group("root") != "params":
-        return None
-    ref = parse_ref(item, "params", m.group("rest"))
-    if ref is None:
+    ref = whole(item)
+    if ref is None or ref.root != "params" or ref.malformed:
         return None
     try:
         out = resolve_param(ref, v, whole_array_ok=True)
