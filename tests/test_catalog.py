@@ -22,6 +22,8 @@ from taskimage import cli
 from taskimage.build import index, params
 from taskimage.tekton import catalog
 from taskimage.tekton.lint import lint_paths
+from taskimage.tekton.localrun.plan import make_plan
+from taskimage.tekton.localrun.task import Loaded
 
 ROOT = Path(__file__).resolve().parent.parent
 CRDS = os.environ.get("TASKIMAGE_CRDS") or str(ROOT.parent / "shared" / "tekton-crds")
@@ -207,33 +209,26 @@ SAMPLE = {
     "PLATFORM": "arm64",
     "IMAGE_REFS": [f"reg.example/team/app@{DIGEST}", f"reg.example/team/app@sha256:{'cd' * 32}"],
 }
-WORKSPACES = {"source": "/workspace/source", "dockerconfig": "/workspace/dockerconfig", "sslcertdir": ""}
-
-
-def _substitute(value: str, task_run_name: str) -> str:
-    def one(m: re.Match) -> str:
-        kind, name = m.group(1), m.group(2)
-        if kind == "params":
-            return SAMPLE[name]
-        if kind == "workspaces":
-            return WORKSPACES[name.split(".")[0]]
-        if kind == "context":
-            return task_run_name
-        raise AssertionError(m.group(0))
-
-    return re.sub(r"\$\((params|workspaces|context)\.([A-Za-z_.-]+?)(?:\.path|\.name)?\)", one, value)
+BOUND_WORKSPACES = ("source", "dockerconfig")  # sslcertdir (optional) stays unbound
 
 
 def _tekton_invocation(task: dict, run_name: str = "app-build-1") -> tuple[list[str], dict[str, str]]:
-    """The step's argv and env after Tekton's substitution of SAMPLE values."""
-    step = task["spec"]["steps"][0]
-    argv: list[str] = []
-    for arg in step["args"]:
-        m = re.fullmatch(r"\$\(params\.([A-Z_]+)\[\*\]\)", arg)
-        argv += list(SAMPLE[m.group(1)]) if m else [_substitute(arg, run_name)]
-    env = {e["name"]: _substitute(e["value"], run_name) for e in step["env"]}
-    assert step["command"] == ["taskimage"]
-    return argv, env
+    """The step's argv and env after substitution of SAMPLE values by `taskimage run`'s planner
+    (the product's Tekton substitution), in a TaskRun binding source and dockerconfig only."""
+    declared = {p["name"] for p in task["spec"]["params"]}
+    taskrun = {
+        "apiVersion": "tekton.dev/v1",
+        "kind": "TaskRun",
+        "metadata": {"name": run_name},
+        "spec": {
+            "params": [{"name": k, "value": v} for k, v in SAMPLE.items() if k in declared],
+            "workspaces": [{"name": w, "emptyDir": {}} for w in BOUND_WORKSPACES],
+        },
+    }
+    plan = make_plan(Loaded(task["metadata"]["name"], task["spec"], taskrun))
+    (step,) = plan.steps
+    assert step.command == ("taskimage",)
+    return list(step.args), dict(step.env)
 
 
 def _parse(argv: list[str]):
