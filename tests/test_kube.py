@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import attrs
+import kmock
 import pytest
 import yaml
 
@@ -27,7 +30,52 @@ from taskimage import cli, log
 from taskimage.tekton.kube import client as kube_client
 from taskimage.tekton.kube import errors as kube_errors
 
-pytestmark = pytest.mark.asyncio
+
+@attrs.define(kw_only=True)
+class ApplyingApiServer(kmock.KubernetesEmulator):
+    """kmock's emulator plus server-side apply (PATCH application/apply-patch+yaml) as the API
+    server does it for CRDs without list markers (lists are atomic): the object is created when
+    missing; fields the same field manager applied last time and no longer sends are removed;
+    the fields it sends are set; fields nobody applied (a webhook's defaults, someone's label)
+    stay. kmock alone merges every PATCH and answers 404 for a missing object."""
+
+    applied: dict[tuple[Any, ...], Any] = attrs.field(factory=dict, init=False)
+
+    async def _handle(self, request):
+        ctype = str(request.headers.get("Content-Type", ""))
+        if request.method == "PATCH" and ctype.startswith("application/apply-patch") and request.resource is not None:
+            config = json.loads(request.text)
+            manager = request.params.get("fieldManager", "")
+            key = (request.resource, request.namespace, request.name)
+            try:
+                live = self.objects[key].raw
+            except KeyError:
+                live = {}
+            result = _set(_drop(live, self.applied.get((*key, manager), {}), config), config)
+            self.objects[key] = result
+            self.applied[(*key, manager)] = config
+        return await super()._handle(request)
+
+
+def _drop(live: Any, before: Any, now: Any) -> Any:
+    if not isinstance(live, dict) or not isinstance(before, dict):
+        return live
+    now = now if isinstance(now, dict) else {}
+    out = {}
+    for k, v in live.items():
+        if k in before and k not in now:
+            continue
+        out[k] = _drop(v, before[k], now[k]) if k in before and k in now else v
+    return out
+
+
+def _set(live: Any, config: Any) -> Any:
+    if not isinstance(live, dict) or not isinstance(config, dict):
+        return copy.deepcopy(config)
+    return {**live, **{k: _set(live.get(k), v) for k, v in config.items()}}
+
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.kmock(cls=ApplyingApiServer)]
 
 NS = "ci"
 TOKEN = "kmock-token-0123456789"
@@ -212,6 +260,15 @@ def requests_of(kmock, method: str, fragment: str) -> list:
     return [r for r in list(kmock) if r.method == method and fragment in str(r.url)]
 
 
+def assert_server_side_applies(kmock, count: int) -> None:
+    """``count`` PATCHes so far, each a server-side apply by field manager taskimage, forced."""
+    patches = requests_of(kmock, "PATCH", "/")
+    assert len(patches) == count
+    for r in patches:
+        assert r.headers["Content-Type"] == "application/apply-patch+yaml"
+        assert dict(r.params) == {"fieldManager": "taskimage", "force": "true"}
+
+
 # --------------------------------------------------------------------------- cluster install
 
 
@@ -239,11 +296,15 @@ async def test_install_creates_the_exact_objects_then_reports_unchanged(tekton_a
     )
     assert TOKEN not in out + err
 
-    # What Tekton's defaulting webhook does: it adds fields. Still ours, still unchanged.
+    # Every object went in by server-side apply as field manager taskimage, none by POST.
+    assert_server_side_applies(kmock, 3)
+    assert not requests_of(kmock, "POST", "/")
+
+    # What Tekton's defaulting webhook does: it adds fields. They are not ours: they stay,
+    # and applying the same files again changes nothing.
     kmock.objects["tekton.dev/v1/tasks", NS, "mini-build"].patch(
         {"spec": {"stepTemplate": {}}, "metadata": {"uid": "1234", "resourceVersion": "7"}}
     )
-    patches_before = len(requests_of(kmock, "PATCH", "/"))
     code, out, err = await run_cli(argv, capsys)
     assert code == 0, err
     assert out.splitlines() == [
@@ -251,7 +312,8 @@ async def test_install_creates_the_exact_objects_then_reports_unchanged(tekton_a
         "pipeline.tekton.dev/mini unchanged",
         "daemonset.apps/binfmt unchanged",
     ]
-    assert len(requests_of(kmock, "PATCH", "/")) == patches_before
+    assert_server_side_applies(kmock, 6)
+    assert stored(kmock, "tasks", "mini-build")["spec"]["stepTemplate"] == {}
 
 
 async def test_install_updates_only_what_changed(tekton_api, kubeconfig, catalog, capsys):
@@ -261,6 +323,10 @@ async def test_install_updates_only_what_changed(tekton_api, kubeconfig, catalog
     changed = yaml.safe_load((catalog / "catalog/task/buildah-multiarch/0.1/buildah-multiarch.yaml").read_text())
     changed["spec"]["steps"][0]["image"] = "example.org/taskimage@sha256:" + "c" * 64
     del changed["spec"]["results"]  # removed fields must go away on the server too
+    # Fields another manager owns must not: a label a controller set, a webhook default.
+    kmock.objects["tekton.dev/v1/tasks", NS, "mini-build"].patch(
+        {"metadata": {"labels": {"team": "ci"}}, "spec": {"stepTemplate": {"env": []}}}
+    )
     (catalog / "catalog/task/buildah-multiarch/0.1/buildah-multiarch.yaml").write_text(yaml.safe_dump(changed))
     code, out, err = await run_cli(argv, capsys)
     assert code == 0, err
@@ -268,9 +334,12 @@ async def test_install_updates_only_what_changed(tekton_api, kubeconfig, catalog
     task = stored(kmock, "tasks", "mini-build")
     assert task["spec"]["steps"][0]["image"].endswith("c" * 64)
     assert "results" not in task["spec"]
-    assert ("daemonsets" not in str(r.url) for r in list(kmock))
-    patch = requests_of(kmock, "PATCH", "/tasks/mini-build")
-    assert len(patch) == 1 and patch[0].headers["Content-Type"] == "application/merge-patch+json"
+    assert task["metadata"]["labels"] == {"app.kubernetes.io/version": "0.1", "team": "ci"}
+    assert task["spec"]["stepTemplate"] == {"env": []}
+    assert not [r for r in list(kmock) if "daemonsets" in str(r.url)]
+    assert_server_side_applies(kmock, 4)
+    (last,) = requests_of(kmock, "PATCH", "/tasks/mini-build")[-1:]
+    assert json.loads(last.text) == {**changed, "metadata": {**changed["metadata"], "namespace": NS}}
 
 
 async def test_install_with_bundle_references_the_bundle_instead_of_applying_the_task(
@@ -306,7 +375,7 @@ async def test_install_with_bundle_references_the_bundle_instead_of_applying_the
         ],
     }
     assert pipeline["spec"]["tasks"][0]["taskRef"] == PIPELINE["spec"]["tasks"][0]["taskRef"]  # others untouched
-    assert not requests_of(kmock, "POST", "/tasks")
+    assert not requests_of(kmock, "PATCH", "/tasks") and not requests_of(kmock, "POST", "/tasks")
 
 
 async def test_install_warns_about_a_task_the_pipeline_needs_but_nobody_installed(
@@ -337,18 +406,18 @@ async def test_no_tekton_api_means_tekton_is_not_installed(kmock, kubeconfig, ca
     assert code == 1
     assert "ERROR: Tekton Pipelines is not installed in this cluster" in err
     assert len(err.strip().splitlines()) == 2  # the phase header and one error line
-    assert not requests_of(kmock, "POST", "/")
+    assert not requests_of(kmock, "POST", "/") and not requests_of(kmock, "PATCH", "/")
 
 
-async def test_plain_404_on_create_means_tekton_is_not_installed(tekton_api, kubeconfig, catalog, capsys):
+async def test_plain_404_on_apply_means_tekton_is_not_installed(tekton_api, kubeconfig, catalog, capsys):
     # A real API server answers an unknown resource type with a plain-text 404, not a Status.
-    tekton_api["post", tekton_api.resource("tekton.dev/v1/tasks")] ** 10 << 404 << b"404 page not found\n"
+    tekton_api["patch", tekton_api.resource("tekton.dev/v1/tasks")] ** 10 << 404 << b"404 page not found\n"
     code, out, err = await run_cli(
         ["cluster", "install", "--kubeconfig", str(kubeconfig), "--from", str(catalog)], capsys
     )
     assert code == 1
     assert (
-        "ERROR: Tekton Pipelines is not installed in this cluster (the API server has no tasks.tekton.dev; could not create tasks.tekton.dev 'mini-build' in namespace ci)"
+        "ERROR: Tekton Pipelines is not installed in this cluster (the API server has no tasks.tekton.dev; could not apply tasks.tekton.dev 'mini-build' in namespace ci)"
         in err
     )
 
@@ -365,9 +434,9 @@ def _status(code: int, reason: str, message: str) -> dict:
 
 
 async def test_403_names_the_verb_and_resource(tekton_api, kubeconfig, catalog, capsys):
-    message = 'pipelines.tekton.dev is forbidden: User "system:serviceaccount:ci:builder" cannot create resource "pipelines" in API group "tekton.dev" in the namespace "ci"'
+    message = 'pipelines.tekton.dev is forbidden: User "system:serviceaccount:ci:builder" cannot patch resource "pipelines" in API group "tekton.dev" in the namespace "ci"'
     (
-        tekton_api["post", tekton_api.resource("tekton.dev/v1/pipelines")] ** 10
+        tekton_api["patch", tekton_api.resource("tekton.dev/v1/pipelines")] ** 10
         << 403
         << _status(403, "Forbidden", message)
     )
@@ -378,7 +447,7 @@ async def test_403_names_the_verb_and_resource(tekton_api, kubeconfig, catalog, 
     assert out.splitlines() == ["task.tekton.dev/mini-build created"]  # what got done is still reported
     error = [line for line in err.splitlines() if line.startswith("ERROR:")]
     assert error == [
-        f"ERROR: not allowed to create pipelines.tekton.dev 'mini' in namespace ci (403 Forbidden): {message}"
+        f"ERROR: not allowed to apply pipelines.tekton.dev 'mini' in namespace ci (403 Forbidden): {message}"
     ]
 
 
@@ -414,7 +483,7 @@ async def test_409_on_update_is_a_conflict_message(tekton_api, kubeconfig, catal
     )
     assert code == 1
     assert (
-        "ERROR: conflict: tasks.tekton.dev 'mini-build' was changed by someone else while we tried to patch it (409 Conflict); run the command again: the object has been modified"
+        "ERROR: conflict: tasks.tekton.dev 'mini-build' was changed by someone else while we tried to apply it (409 Conflict); run the command again: the object has been modified"
         in err
     )
 

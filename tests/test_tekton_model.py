@@ -7,7 +7,6 @@ import yaml
 
 from taskimage.errors import UsageError
 from taskimage.tekton import model as tekton
-from taskimage.tekton.kube.apply import contains, merge_patch
 from taskimage.tekton.localrun.plan import make_plan
 from taskimage.tekton.localrun.task import Loaded
 
@@ -276,21 +275,3 @@ def test_status_interpretation():
     }
     assert tekton.failed_step(task_run) == tekton.StepFailure("build", 3, "Error")
     assert tekton.failed_step({"status": {"steps": [{"name": "a", "running": {}}]}}) is None
-
-
-def test_contains_ignores_fields_the_server_added_but_not_changed_or_removed_ones():
-    desired = {"spec": {"params": [{"name": "IMAGE"}], "steps": [{"name": "b", "image": "i"}]}}
-    defaulted = {
-        "spec": {
-            "params": [{"name": "IMAGE", "type": "string"}],
-            "steps": [{"name": "b", "image": "i", "computeResources": {}}],
-        }
-    }
-    assert contains(defaulted, desired)
-    assert not contains(defaulted, {"spec": {"params": [{"name": "IMAGE"}], "steps": [{"name": "b", "image": "j"}]}})
-    assert not contains(defaulted, {"spec": {"params": [], "steps": desired["spec"]["steps"]}})  # a removed param
-    assert merge_patch({"a": 1, "b": {"c": 1, "d": 2}, "l": [1, 2]}, {"b": {"c": 2}, "l": [1]}) == {
-        "a": None,
-        "b": {"c": 2, "d": None},
-        "l": [1],
-    }

@@ -1,10 +1,16 @@
-"""Idempotent apply: create, else compare with what the cluster holds and patch the difference.
+"""Idempotent install through server-side apply (field manager ``taskimage``).
 
-Why "contained in" instead of "equal": admission webhooks (Tekton's defaulting webhook, the
-apps/v1 defaults of a DaemonSet) add fields to what we send (``type: string`` on params,
-``revisionHistoryLimit``, ...). Our object is unchanged when every field we set has the value
-we set; extra fields the server added do not count. Lists compare element by element and must
-have the same length, so removing a step or a param is an update.
+Why server-side apply and not a merge patch: a merge patch computed from what we read nulls or
+overwrites fields other controllers own, and cannot tell a field we set last time and dropped
+since from one somebody else added. With server-side apply the API server keeps per-field
+ownership: we send the whole object each time, the server removes what we no longer set and
+keeps what admission webhooks (Tekton's defaulting, apps/v1 DaemonSet defaults) or other
+controllers added. ``force`` takes over fields another manager set by hand, as ``kubectl apply
+--server-side --force-conflicts`` does: the files we install are the truth for our fields.
+
+What we report: ``created`` when the object did not exist, ``unchanged`` when the server's
+answer equals what it held before (a no-op apply changes nothing, not even resourceVersion),
+else ``updated``.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from taskimage.tekton.kube import errors
 from taskimage.tekton.kube.client import Kube, resource_for
 
 CREATED = "created"
@@ -39,46 +44,10 @@ class Applied:
         return f"{self.kind.lower()}.{self.group}/{self.name}" if self.group else f"{self.kind.lower()}/{self.name}"
 
 
-def contains(live: Any, desired: Any) -> bool:
-    """Whether every field of ``desired`` is in ``live`` with the same value."""
-    if isinstance(desired, Mapping):
-        return isinstance(live, Mapping) and all(k in live and contains(live[k], v) for k, v in desired.items())
-    if isinstance(desired, list):
-        return (
-            isinstance(live, list) and len(live) == len(desired) and all(contains(a, b) for a, b in zip(live, desired))
-        )
-    return live == desired
-
-
-def merge_patch(live: Any, desired: Any) -> Any:
-    """The JSON merge patch turning ``live`` into ``desired`` (keys only in ``live`` become None)."""
-    if not isinstance(desired, Mapping) or not isinstance(live, Mapping):
-        return copy.deepcopy(desired)
-    patch: dict[str, Any] = {}
-    for key, value in desired.items():
-        if key not in live:
-            patch[key] = copy.deepcopy(value)
-        elif live[key] != value:
-            patch[key] = merge_patch(live[key], value) if isinstance(value, Mapping) else copy.deepcopy(value)
-    for key in live:
-        if key not in desired:
-            patch[key] = None
-    return patch
-
-
-def _managed(doc: Mapping[str, Any]) -> dict[str, Any]:
-    meta = doc.get("metadata") or {}
-    out: dict[str, Any] = {"metadata": {k: dict(meta[k]) for k in _MANAGED_META if meta.get(k)}}
-    for key, value in doc.items():
-        if key not in ("apiVersion", "kind", "metadata", "status"):
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def apply_object(kube: Kube, doc: Mapping[str, Any], namespace: str | None = None) -> Applied:
-    """Create ``doc``; if it exists, patch it when our fields differ. Returns what happened."""
+    """Server-side apply ``doc`` (the whole object, status dropped). Returns what happened."""
     res = resource_for(doc)
-    body = copy.deepcopy(dict(doc))
+    body = {k: copy.deepcopy(v) for k, v in doc.items() if k != "status"}
     meta = body.setdefault("metadata", {})
     name = meta["name"]
     if res.namespaced:
@@ -87,29 +56,10 @@ def apply_object(kube: Kube, doc: Mapping[str, Any], namespace: str | None = Non
     else:
         ns = ""
         meta.pop("namespace", None)
-    try:
-        kube.create(res, body, ns)
-        return Applied(res.kind, res.group, name, ns, CREATED)
-    except errors.AlreadyExists:
-        pass
-    live = kube.get(res, name, ns)
-    if live is None:  # deleted between our create and get: create again
-        kube.create(res, body, ns)
-        return Applied(res.kind, res.group, name, ns, CREATED)
-    desired = _managed(body)
-    if contains(live, desired):
-        return Applied(res.kind, res.group, name, ns, UNCHANGED)
-    patch: dict[str, Any] = {}
-    live_meta = live.get("metadata") or {}
-    meta_patch = {
-        k: desired["metadata"][k]
-        for k in _MANAGED_META
-        if k in desired["metadata"] and not contains(live_meta.get(k), desired["metadata"][k])
-    }
-    if meta_patch:
-        patch["metadata"] = meta_patch  # merged: labels/annotations others set stay
-    for key, value in desired.items():
-        if key != "metadata" and not contains(live.get(key), value):
-            patch[key] = merge_patch(live.get(key), value)
-    kube.patch(res, name, patch, ns)
-    return Applied(res.kind, res.group, name, ns, UPDATED)
+    before = kube.get(res, name, ns)
+    after = kube.apply(res, body, ns)
+    if before is None:
+        action = CREATED
+    else:
+        action = UNCHANGED if after == before else UPDATED
+    return Applied(res.kind, res.group, name, ns, action)

@@ -32,6 +32,8 @@ from taskimage.tekton.kube import errors
 from taskimage.tekton.kube.errors import Call, KubeError
 
 IN_CLUSTER_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+FIELD_MANAGER = "taskimage"
+APPLY_PATCH = "application/apply-patch+yaml"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,32 +250,31 @@ class Kube:
                 )
             )
 
-    def patch(self, res: Resource, name: str, patch: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
-        """A JSON merge patch (RFC 7386): dicts merge, lists replace, None deletes."""
+    def apply(self, res: Resource, body: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
+        """Server-side apply of the whole object as field manager ``taskimage``, forcing
+        ownership of the fields we set (``kubectl apply --server-side --force-conflicts``).
+
+        The server creates the object when it is missing, sets the fields we send, removes the
+        ones we set last time and no longer send, and leaves fields other managers own (a
+        controller's, a webhook's defaults) alone. The client sends the dict as JSON, which
+        is YAML (kubernetes-client/python#1850, in every version we accept)."""
+        name = str((body.get("metadata") or {}).get("name") or "")
+        data = dict(body)
+        options: dict[str, Any] = {
+            "field_manager": FIELD_MANAGER,
+            "force": True,
+            "_content_type": APPLY_PATCH,
+            "_preload_content": False,
+            "_request_timeout": self._request_timeout(),
+        }
         if res is NAMESPACES:
-            with self._translate(Call("patch", "", "namespaces", name)):
-                return self._json(
-                    self.core.patch_namespace(
-                        name,
-                        dict(patch),
-                        _content_type="application/merge-patch+json",
-                        _preload_content=False,
-                        _request_timeout=self._request_timeout(),
-                    )
-                )
+            with self._translate(Call("apply", "", "namespaces", name)):
+                return self._json(self.core.patch_namespace(name, data, **options))
         ns = self._ns(namespace)
-        with self._translate(Call("patch", res.group, res.plural, name, ns)):
+        with self._translate(Call("apply", res.group, res.plural, name, ns)):
             return self._json(
                 self.custom.patch_namespaced_custom_object(
-                    res.group,
-                    res.version,
-                    ns,
-                    res.plural,
-                    name,
-                    dict(patch),
-                    _content_type="application/merge-patch+json",
-                    _preload_content=False,
-                    _request_timeout=self._request_timeout(),
+                    res.group, res.version, ns, res.plural, name, data, **options
                 )
             )
 
