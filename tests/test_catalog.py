@@ -67,6 +67,10 @@ def _copy_generated(tmp_path: Path) -> Path:
         dest.mkdir(parents=True)
         shutil.copy(ROOT / t.yaml_path, dest)
         shutil.copy(ROOT / t.readme_path, dest)
+    for rel in catalog.INSTALLED:
+        for path in (rel, catalog.INSTALL_DATA / rel):
+            (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / path, tmp_path / path)
     return tmp_path
 
 
@@ -80,6 +84,8 @@ def _copy_generated(tmp_path: Path) -> Path:
             "TASKIMAGE_JOBS",
             "TASKIMAGE_JOB",
         ),
+        # the copies cluster install applies from the package follow their sources
+        ("taskimage/data/cluster/tekton/binfmt-daemonset.yaml", "privileged: true", "privileged: false"),
     ],
 )
 def test_check_fails_on_any_hand_edit(tmp_path, capsys, edit):

@@ -10,6 +10,7 @@ applied objects (kubectl's ``kind.group/name action`` spelling), the PipelineRun
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--from",
         dest="root",
         metavar="DIR",
-        help="repository checkout holding catalog/ and tekton/ (default: the one taskimage runs from)",
+        help="repository checkout holding catalog/ and tekton/ (default: the copies shipped in the package)",
     )
     install.add_argument(
         "--task", default=DEFAULT_TASK, metavar="PATH", help=f"Task YAML, relative to --from (default: {DEFAULT_TASK})"
@@ -67,6 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--skip-binfmt",
         action="store_true",
         help="do not apply the privileged binfmt DaemonSet (nodes already have qemu handlers)",
+    )
+    install.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the objects it would apply (YAML) and contact no cluster",
     )
     install.set_defaults(func=cmd_install)
     cluster.set_defaults(func=lambda args: _missing_subcommand(cluster))
@@ -155,8 +161,10 @@ def _stdout(line: str) -> None:
 
 
 def default_root() -> Path:
-    """The checkout taskimage runs from (an editable install), recognised by its catalog/ folder."""
-    return Path(taskimage.__file__).resolve().parent.parent
+    """The Task, Pipeline and DaemonSet shipped in the package (``taskimage/data/cluster``, the
+    repository's catalog/ and tekton/ files as the catalog generator copies them): a wheel has
+    them as much as a checkout."""
+    return Path(str(importlib.resources.files(taskimage) / "data" / "cluster"))
 
 
 def _resolve(root: Path, path: str, flag: str) -> Path:
@@ -198,10 +206,13 @@ def install_documents(args: argparse.Namespace) -> list[dict]:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
+    docs = install_documents(args)
+    if args.dry_run:
+        sys.stdout.write(tekton.dump_yaml(docs))
+        return 0
     from taskimage.tekton.kube.apply import apply_object
     from taskimage.tekton.kube.client import TASKS
 
-    docs = install_documents(args)
     kube = _connect(args)
     log.phase(f"install into namespace {kube.namespace} at {kube.server}")
     kube.require_tekton()

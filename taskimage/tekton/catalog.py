@@ -401,6 +401,16 @@ def fill_readme(text: str, generated: dict[str, str], path: Path | str = "README
 # --- files -----------------------------------------------------------------------------------
 
 
+#: What ``taskimage cluster install`` applies, copied into the package (same relative layout
+#: under :data:`INSTALL_DATA`) so that it works from a wheel, not only from a checkout.
+INSTALLED = (
+    Path("catalog/task/buildah-multiarch") / VERSION / "buildah-multiarch.yaml",
+    Path("catalog/pipeline/buildah-multiarch") / VERSION / "buildah-multiarch.yaml",
+    Path("tekton/binfmt-daemonset.yaml"),
+)
+INSTALL_DATA = Path("taskimage/data/cluster")
+
+
 def expected(root: Path, builder_image: str = RELEASE_IMAGE) -> dict[Path, str]:
     """Every generated file (relative path → content). READMEs keep their hand-written prose."""
     out: dict[Path, str] = {}
@@ -410,6 +420,13 @@ def expected(root: Path, builder_image: str = RELEASE_IMAGE) -> dict[Path, str]:
         if not readme.exists():
             raise FileNotFoundError(f"{readme}: the hand-written README (with generated tables) is missing")
         out[t.readme_path] = fill_readme(readme.read_text(), tables(t), t.readme_path)
+    for rel in INSTALLED:
+        source = out.get(rel)
+        if source is None:
+            if not (root / rel).is_file():
+                raise FileNotFoundError(f"{root / rel}: cluster install applies it, and it is missing")
+            source = (root / rel).read_text()
+        out[INSTALL_DATA / rel] = source
     return out
 
 
