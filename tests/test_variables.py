@@ -92,3 +92,12 @@ def test_lint_and_run_agree_on_the_same_task(tmp_path):
     assert messages == ["$(params.flags[*].x): malformed param reference"]
     with pytest.raises(UsageError, match=r"malformed reference \$\(params\.flags\[\*\]\.x\)"):
         make_plan(Loaded("t", yaml.safe_load(broken)["spec"]), cli_params=[], cli_workspaces=[])
+
+
+def test_runs_find_refs_is_the_tokenizer_with_malformed_ones_as_text():
+    from taskimage.tekton.localrun import substitute
+
+    found = substitute.find_refs("$(params) $(params.a[0]) $(date)")
+    assert found[0] == "$(params)"
+    assert len(found) == 2 and not isinstance(found[1], str)
+    assert (found[1].root, found[1].segments, found[1].start) == ("params", ("a", 0), 10)

@@ -19,8 +19,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from taskimage.errors import UsageError
+from taskimage.tekton import params as tekton_params
 from taskimage.tekton.params import ParamSpec, ParamValue, normalize_value, value_type
 from taskimage.tekton.variables import find_refs
+
+
+def parse_specs(raw: Sequence[Mapping] | None, task: str) -> tuple[ParamSpec, ...]:
+    """The declared params of ``task`` (taskimage.tekton.params, named for the Task)."""
+    return tekton_params.parse_specs(raw, f"task {task}")
+
+
+def parse_cli(items: Sequence[str], specs: Sequence[ParamSpec], task: str) -> dict[str, ParamValue]:
+    """``-p`` values for ``task``: the one ``-p`` parser (taskimage.tekton.params), named for the Task."""
+    return tekton_params.parse_cli(items, specs, f"task {task}")
 
 
 def resolve(
@@ -89,4 +100,4 @@ def _flatten(value: ParamValue | None) -> str:
     return value
 
 
-__all__ = ["ParamSpec", "ParamValue", "normalize_value", "resolve", "value_type"]
+__all__ = ["ParamSpec", "ParamValue", "normalize_value", "parse_cli", "parse_specs", "resolve", "value_type"]

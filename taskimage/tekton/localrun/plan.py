@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from taskimage.errors import UsageError
-from taskimage.tekton import params as tekton_params
 from taskimage.tekton.localrun import params as params_mod
 from taskimage.tekton.localrun import results as results_mod
 from taskimage.tekton.localrun import substitute as sub
@@ -247,11 +246,11 @@ def make_plan(
     if dup:
         raise UsageError(f"task {task}: step names must be unique: {', '.join(dup)}")
 
-    specs = tekton_params.parse_specs(spec.get("params"), f"task {task}")
+    specs = params_mod.parse_specs(spec.get("params"), task)
     given: dict[str, Any] = {}
     for p in ((loaded.taskrun or {}).get("spec") or {}).get("params") or []:
         given[str(p.get("name"))] = p.get("value")
-    given.update(tekton_params.parse_cli(cli_params, specs, f"task {task}"))
+    given.update(params_mod.parse_cli(cli_params, specs, task))
     values = params_mod.resolve(specs, given, task, warnings=warnings)
 
     run_name, namespace, uid = _taskrun_identity(loaded)

@@ -26,11 +26,18 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from taskimage.errors import UsageError
+from taskimage.tekton import variables
 from taskimage.tekton.params import ParamValue
-from taskimage.tekton.variables import TASK_PASSES, Ref, find_refs, whole
+from taskimage.tekton.variables import TASK_PASSES, Ref, whole
 
 #: Roots Tekton substitutes in a Task, in the order of the controller's passes.
 PASSES = TASK_PASSES
+
+
+def find_refs(value: str) -> list[Ref | str]:
+    """The references in ``value`` from the one tokenizer (taskimage.tekton.variables), a
+    malformed one as its text: the shape the Pipeline runner reads."""
+    return [r.text if r.malformed else r for r in variables.find_refs(value)]
 
 
 class SubstitutionError(UsageError):
@@ -145,7 +152,7 @@ def resolve_other(ref: Ref, v: Variables) -> str:
 
 
 def _check_string(value: str, where: str, v: Variables, errors: list[str], *, isolated_array_ok: bool) -> None:
-    for ref in find_refs(value):
+    for ref in variables.find_refs(value):
         if ref.malformed:
             errors.append(f"{where}: malformed reference {ref.text}")
             continue
@@ -194,7 +201,7 @@ def _replace_pass(value: str, root: str, v: Variables, leftovers: list[str]) -> 
     put in is never scanned again by the same pass)."""
     out: list[str] = []
     pos = 0
-    for ref in find_refs(value):
+    for ref in variables.find_refs(value):
         if ref.root != root:
             continue
         try:
