@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 
 from taskimage.errors import UsageError
-from taskimage.tekton import params as TP
 from taskimage.tekton.localrun import params as P
 from taskimage.tekton.localrun.plan import make_plan
 from taskimage.tekton.localrun.task import Loaded
 
-SPECS = TP.parse_specs(
+SPECS = P.parse_specs(
     [
         {"name": "IMAGE"},
         {"name": "PLATFORMS", "type": "array", "default": ["linux/amd64"]},
@@ -34,7 +33,7 @@ def test_types_follow_declaration_default_or_properties():
 
 
 def test_cli_values_parsed_as_tkn_does():
-    values = TP.parse_cli(
+    values = P.parse_cli(
         ["IMAGE=r/x:1,2", "PLATFORMS=linux/amd64,linux/arm64", "OBJ=k1:v1, k2: v:2", "MODE=slow"], SPECS, "t"
     )
     assert values == {
@@ -43,7 +42,7 @@ def test_cli_values_parsed_as_tkn_does():
         "OBJ": {"k1": "v1", "k2": "v:2"},
         "MODE": "slow",
     }
-    assert TP.parse_cli(["PLATFORMS="], SPECS, "task t") == {"PLATFORMS": []}
+    assert P.parse_cli(["PLATFORMS="], SPECS, "t") == {"PLATFORMS": []}
 
 
 def test_resolve_defaults_and_given():
@@ -61,11 +60,11 @@ def test_resolve_defaults_and_given():
     "call,message",
     [
         (
-            lambda: TP.parse_cli(["NOPE=1"], SPECS, "task t"),
+            lambda: P.parse_cli(["NOPE=1"], SPECS, "t"),
             "-p NOPE: task t declares no param NOPE (declared: FLAG, IMAGE, MODE, OBJ, PLATFORMS)",
         ),
-        (lambda: TP.parse_cli(["IMAGE"], SPECS, "task t"), "-p IMAGE: expected NAME=VALUE"),
-        (lambda: TP.parse_cli(["OBJ=k1"], SPECS, "task t"), '-p OBJ=k1: object params take "key1:value1, key2:value2"'),
+        (lambda: P.parse_cli(["IMAGE"], SPECS, "t"), "-p IMAGE: expected NAME=VALUE"),
+        (lambda: P.parse_cli(["OBJ=k1"], SPECS, "t"), '-p OBJ=k1: object params take "key1:value1, key2:value2"'),
         (
             lambda: P.resolve(SPECS, {}, "t"),
             "task t: missing values for params without a default: IMAGE, OBJ (give them with -p NAME=VALUE)",
@@ -79,11 +78,11 @@ def test_resolve_defaults_and_given():
             "task t: invalid param values: OBJ lacks keys k2; MODE='medium' is not in its enum [fast, slow]",
         ),
         (
-            lambda: TP.parse_specs([{"name": "A", "type": "array", "default": "x"}], "task t"),
+            lambda: P.parse_specs([{"name": "A", "type": "array", "default": "x"}], "t"),
             "task t: param A is declared array but its default is string",
         ),
         (
-            lambda: TP.parse_specs([{"name": "A", "type": "int"}], "task t"),
+            lambda: P.parse_specs([{"name": "A", "type": "int"}], "t"),
             "task t: param A has type 'int'; accepted: string, array, object",
         ),
     ],
@@ -95,7 +94,7 @@ def test_param_errors(call, message):
 
 
 def test_default_referencing_another_param_is_literal_with_a_warning():
-    specs = TP.parse_specs([{"name": "A", "default": "a"}, {"name": "B", "default": "$(params.A)-b"}], "task t")
+    specs = P.parse_specs([{"name": "A", "default": "a"}, {"name": "B", "default": "$(params.A)-b"}], "t")
     warnings: list[str] = []
     assert P.resolve(specs, {}, "t", warnings=warnings)["B"] == "$(params.A)-b"
     assert warnings == [
