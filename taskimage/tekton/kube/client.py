@@ -282,6 +282,7 @@ class Kube:
         self, res: Resource, namespace: str | None = None, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
         ns = self._ns(namespace)
+        kwargs: dict[str, Any] = {"label_selector": label_selector} if label_selector else {}
         with self._translate(Call("list", res.group, res.plural, None, ns)):
             data = self._json(
                 self.custom.list_namespaced_custom_object(
@@ -289,9 +290,9 @@ class Kube:
                     res.version,
                     ns,
                     res.plural,
-                    label_selector=label_selector or None,
                     _preload_content=False,
                     _request_timeout=self._request_timeout(),
+                    **kwargs,
                 )
             )
         return list(data.get("items") or [])
@@ -366,13 +367,9 @@ class Kube:
         call = Call("get", "", "pods/log", f"{pod}/{container}", ns)
         with self._translate(call):
             # A followed log stays quiet while the step works: no read timeout then.
+            timeout: dict[str, Any] = {} if follow else {"_request_timeout": self._request_timeout()}
             response: Any = self.core.read_namespaced_pod_log(
-                pod,
-                ns,
-                container=container,
-                follow=follow,
-                _preload_content=False,
-                _request_timeout=None if follow else self._request_timeout(),
+                pod, ns, container=container, follow=follow, _preload_content=False, **timeout
             )
             try:
                 pending = b""

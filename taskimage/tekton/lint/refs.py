@@ -388,7 +388,9 @@ class Checker:
         if not isinstance(inline, dict) or inline.get("spec"):
             return
         passed = {p.get("name") for p in _list(task.get("params")) if isinstance(p, dict)}
-        matrix = task["matrix"] if isinstance(task.get("matrix"), dict) else {}
+        matrix = task.get("matrix")
+        if not isinstance(matrix, dict):
+            matrix = {}
         passed |= {p.get("name") for p in _list(matrix.get("params")) if isinstance(p, dict)}
         for inc in _list(matrix.get("include")):
             if isinstance(inc, dict):

@@ -81,6 +81,7 @@ class CrdSet:
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
+        self._validators: dict[tuple[str, str, str], jsonschema.protocols.Validator | None] = {}
         if self.directory.is_dir():
             candidates = sorted(
                 p for p in self.directory.iterdir() if p.suffix in (".yaml", ".yml", ".json") and p.is_file()
@@ -90,7 +91,6 @@ class CrdSet:
         else:
             raise UsageError(f"lint: --crds {str(directory)!r} is neither a directory nor a file")
         self.crds: dict[tuple[str, str], Crd] = {}
-        self._validators: dict[tuple[str, str, str], jsonschema.protocols.Validator | None] = {}
         for path in candidates:
             docs = yamlio.load_file(path, "lint: --crds")
             for doc in docs:
@@ -112,7 +112,6 @@ class CrdSet:
         return self.crds.get((group, kind))
 
     def validator(self, group: str, kind: str, version: str) -> jsonschema.protocols.Validator | None:
-        """The compiled validator of one served version, built once per CrdSet."""
         key = (group, kind, version)
         if key not in self._validators:
             crd = self.find(group, kind)

@@ -117,9 +117,9 @@ def resolve_other(ref: Ref, v: Variables) -> str:
             raise _Unresolved(f"unknown context variable (known: {_names(v.context)})")
         return v.context[key]
     if ref.root == "workspaces":
-        if len(segs) != 2 or not isinstance(segs[0], str) or not isinstance(segs[1], str):
+        if len(segs) != 2 or not all(isinstance(s, str) for s in segs):
             raise _Unresolved("expected $(workspaces.NAME.path|bound|claim|volume)")
-        name, attr = segs[0], segs[1]
+        name, attr = str(segs[0]), str(segs[1])
         if name not in v.workspaces:
             raise _Unresolved(f"no workspace {name!r} is declared (declared: {_names(v.workspaces)})")
         if attr not in v.workspaces[name]:
