@@ -644,7 +644,7 @@ def fetch_object(
         try:
             obj = json.loads(text)
         except ValueError:
-            obj = yamlio.load_one(text, f"{ref}: {wanted}/{name}")
+            obj = yamlio.load_one(text, "the layer's file")
     except (UnicodeDecodeError, yamlio.YamlError) as exc:
         raise TaskimageError(f"{ref}: {wanted}/{name} is not JSON or YAML: {exc}") from None
     if not isinstance(obj, dict):
