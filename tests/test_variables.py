@@ -101,3 +101,13 @@ def test_runs_find_refs_is_the_tokenizer_with_malformed_ones_as_text():
     assert found[0] == "$(params)"
     assert len(found) == 2 and not isinstance(found[1], str)
     assert (found[1].root, found[1].segments, found[1].start) == ("params", ("a", 0), 10)
+
+
+def test_runs_old_spelling_reads_through_the_tokenizer():
+    from taskimage.tekton.localrun import substitute
+
+    m = substitute._REF.fullmatch("$(params.a[*])")
+    assert m is not None and m.group("root") == "params"
+    ref = substitute.parse_ref("$(params.a[*])", "params", m.group("rest"))
+    assert ref is not None and (ref.segments, ref.star) == (("a",), True)
+    assert substitute.parse_ref("$(params.a[*].b)", "params", ".a[*].b") is None

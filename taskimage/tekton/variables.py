@@ -27,7 +27,8 @@ TASK_PASSES = ("params", "context", "workspaces", "results", "steps", "credentia
 #: Every root that makes ``$(…)`` a Tekton reference rather than shell.
 ROOTS = TASK_PASSES + ("tasks", "finally", "step", "resources", "inputs", "outputs")
 
-_CANDIDATE = re.compile(r"\$\((?P<root>" + "|".join(ROOTS) + r")\b(?P<rest>[^()]*)\)")
+#: ``$(ROOT…)``: group ``root`` and ``rest`` (what follows the root, parsed by :func:`find_refs`).
+CANDIDATE = re.compile(r"\$\((?P<root>" + "|".join(ROOTS) + r")\b(?P<rest>[^()]*)\)")
 _BRACKET = re.compile(r"""\[(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|(?P<idx>\d+)|(?P<star>\*))\]""")
 _DOTTED = re.compile(r"\.(?P<name>[^.\[\]]+)")
 
@@ -109,7 +110,7 @@ def find_refs(value: str) -> list[Ref]:
 
 
 def iter_refs(value: str) -> Iterator[Ref]:
-    for m in _CANDIDATE.finditer(value):
+    for m in CANDIDATE.finditer(value):
         parsed = _segments(m.group("rest"))
         if parsed is None:
             yield Ref(m.group(0), m.start(), m.end(), m.group("root"), malformed=True)
@@ -124,4 +125,4 @@ def whole(value: str) -> Ref | None:
     return refs[0] if len(refs) == 1 and refs[0].start == 0 and refs[0].end == len(value) else None
 
 
-__all__ = ["ROOTS", "TASK_PASSES", "Ref", "Segment", "find_refs", "iter_refs", "whole"]
+__all__ = ["CANDIDATE", "ROOTS", "TASK_PASSES", "Ref", "Segment", "find_refs", "iter_refs", "whole"]

@@ -40,6 +40,17 @@ def find_refs(value: str) -> list[Ref | str]:
     return [r.text if r.malformed else r for r in variables.find_refs(value)]
 
 
+# The old module's spelling, for callers written against it (localrun/stepactions.py):
+# ``_REF.fullmatch(value)`` then ``parse_ref(value, root, rest)``. New code: variables.whole().
+_REF = variables.CANDIDATE
+
+
+def parse_ref(text: str, root: str, rest: str) -> Ref | None:
+    """The reference ``text`` (exactly one, of ``root``), or None when it is malformed."""
+    ref = whole(text)
+    return ref if ref is not None and not ref.malformed and ref.root == root else None
+
+
 class SubstitutionError(UsageError):
     """A reference in the Task that cannot be resolved or is not allowed where it stands."""
 
