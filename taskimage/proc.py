@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import sh
 
@@ -22,7 +23,7 @@ from taskimage.errors import Interrupted, ToolError
 
 TAIL_LINES = 25
 
-_running: dict[int, object] = {}
+_running: dict[int, Any] = {}  # sh.RunningCommand by id
 _running_lock = threading.RLock()  # re-entrant: the SIGTERM handler may run while the main thread holds it
 _stopping = threading.Event()
 
@@ -205,7 +206,7 @@ class Spawned:
             full_env.update(env)
         self.argv = [str(a) for a in argv]
         self.log_path = log_path
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115 (closed by stop())
         self.process = sh.Command(self.argv[0])(
             *self.argv[1:],
             _out=self._log,

@@ -94,7 +94,7 @@ def test_manifest_and_config_are_what_tkn_writes():
     assert config["history"] == [{"created": "0001-01-01T00:00:00Z"}] * 2
     assert config["rootfs"]["type"] == "layers"
     assert config["rootfs"]["diff_ids"] == [layer.diff_id for layer in built.layers]
-    for layer, desc in zip(built.layers, manifest["layers"]):
+    for layer, desc in zip(built.layers, manifest["layers"], strict=True):
         assert desc["mediaType"] == "application/vnd.docker.image.rootfs.diff.tar.gzip"
         assert desc["digest"] == sha256(layer.blob) and desc["size"] == len(layer.blob)
         assert sha256(gzip.decompress(layer.blob)) == layer.diff_id

@@ -179,7 +179,7 @@ def test_transient_faults_are_retried_with_backoff_and_the_build_succeeds(regist
         ), err[-3000:]
     # backoff, as the registry saw it: from one failed tag PUT to the next attempt's
     assert [r.fault for r in puts] == ["500", "500", "500", None] and puts[-1].status == 201
-    for previous, following, delay in zip(puts, puts[1:], (1, 2, 4)):
+    for previous, following, delay in zip(puts, puts[1:], (1, 2, 4), strict=False):
         assert following.time - previous.time >= delay - 0.05
     # what the tag points at is the whole list, and the results say so (digest from the registry)
     assert sorted(e["platform"]["architecture"] for e in index["manifests"]) == ["amd64", "arm64"]

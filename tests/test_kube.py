@@ -614,7 +614,7 @@ class Controller:
             for step, lines, _ in steps:  # (a skipped step's log, if read, would be empty on a real cluster)
                 (
                     kmock[f"get /api/v1/namespaces/{NS}/pods/{pod}/log", kmock.params(container=f"step-{step}")]
-                    << "".join(l + "\n" for l in lines).encode()
+                    << "".join(line + "\n" for line in lines).encode()
                 )
             await asyncio.sleep(pause)
             await self.patch(f"{TEKTON}/taskruns/{tr}", {"status": {"podName": pod}})

@@ -391,9 +391,10 @@ def fill_readme(text: str, generated: dict[str, str], path: Path | str = "README
     for name, body in generated.items():
         begin, end = BEGIN.format(name=name), END.format(name=name)
         pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-        if not pattern.search(text):
+        match = pattern.search(text)
+        if not match:
             raise ValueError(f"{path}: missing the marker pair {begin!r} … {end!r}")
-        text = pattern.sub(lambda _m: f"{begin}\n{body}\n{end}", text, count=1)
+        text = f"{text[: match.start()]}{begin}\n{body}\n{end}{text[match.end() :]}"
     return text
 
 

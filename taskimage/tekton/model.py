@@ -24,7 +24,7 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
 
@@ -34,7 +34,7 @@ GROUP = "tekton.dev"
 VERSION = "v1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-ParamValue = Union[str, tuple[str, ...], Mapping[str, str]]
+ParamValue = str | tuple[str, ...] | Mapping[str, str]
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")

@@ -45,7 +45,9 @@ def contains(live: Any, desired: Any) -> bool:
         return isinstance(live, Mapping) and all(k in live and contains(live[k], v) for k, v in desired.items())
     if isinstance(desired, list):
         return (
-            isinstance(live, list) and len(live) == len(desired) and all(contains(a, b) for a, b in zip(live, desired))
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(contains(a, b) for a, b in zip(live, desired, strict=True))
         )
     return live == desired
 

@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import urllib3
 from kubernetes import client as k8s
@@ -231,7 +231,7 @@ class Kube:
             with self._translate(Call("create", "", "namespaces", name)):
                 return self._json(
                     self.core.create_namespace(
-                        dict(body), _preload_content=False, _request_timeout=self._request_timeout()
+                        cast(Any, dict(body)), _preload_content=False, _request_timeout=self._request_timeout()
                     )
                 )
         ns = self._ns(namespace)
@@ -281,7 +281,7 @@ class Kube:
         self, res: Resource, namespace: str | None = None, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
         ns = self._ns(namespace)
-        kwargs = {"label_selector": label_selector} if label_selector else {}
+        kwargs: dict[str, Any] = {"label_selector": label_selector} if label_selector else {}
         with self._translate(Call("list", res.group, res.plural, None, ns)):
             data = self._json(
                 self.custom.list_namespaced_custom_object(
@@ -366,8 +366,8 @@ class Kube:
         call = Call("get", "", "pods/log", f"{pod}/{container}", ns)
         with self._translate(call):
             # A followed log stays quiet while the step works: no read timeout then.
-            timeout = {} if follow else {"_request_timeout": self._request_timeout()}
-            response = self.core.read_namespaced_pod_log(
+            timeout: dict[str, Any] = {} if follow else {"_request_timeout": self._request_timeout()}
+            response: Any = self.core.read_namespaced_pod_log(
                 pod, ns, container=container, follow=follow, _preload_content=False, **timeout
             )
             try:

@@ -55,6 +55,11 @@ def _container_state(pod: Mapping[str, Any], container: str) -> Mapping[str, Any
     return {}
 
 
+def _started_or_finished(container: str) -> Callable[[Mapping[str, Any]], bool]:
+    """The wait condition for one step container: it started, or the pod ended without it."""
+    return lambda pod: _started(pod, container) or _pod_finished(pod)
+
+
 def _started(pod: Mapping[str, Any], container: str) -> bool:
     state = _container_state(pod, container)
     return "running" in state or "terminated" in state
@@ -130,9 +135,7 @@ class Follower:
             return run
         for container in _step_containers(pod):
             if self.follow and not _started(pod, container):
-                pod = self.kube.wait_for(
-                    PODS, pod_name, lambda p: _started(p, container) or _pod_finished(p), self.namespace
-                )
+                pod = self.kube.wait_for(PODS, pod_name, _started_or_finished(container), self.namespace)
             if not _started(pod, container):
                 continue  # never ran (an earlier step failed, or not started yet without -f)
             prefix = f"[{task}:{container[len(STEP_PREFIX) :]}] "

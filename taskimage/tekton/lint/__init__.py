@@ -128,7 +128,7 @@ def lint_document(doc: Document, crds: CrdSet | None, kubernetes_version: str) -
     clean = dataclasses.replace(doc, data=data)
     group = _group(doc)
     crd = crds.find(group, doc.kind) if crds else None
-    if crd is not None:
+    if crds is not None and crd is not None:
         version = doc.api_version.rsplit("/", 1)[1]
         validator = crds.validator(group, doc.kind, version)
         if validator is None:

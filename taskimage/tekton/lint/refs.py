@@ -24,7 +24,7 @@ from taskimage.tekton.lint.problems import ERROR, WARNING, Problem, dotted
 
 PREFIXES = ("params", "workspaces", "results", "tasks", "finally", "context", "steps", "step", "credentials")
 # $(...) whose first word is a Tekton variable root; shell's $(date) and friends are left alone.
-VARIABLE = re.compile(r"\$\(((?:%s)\b[^()]*)\)" % "|".join(PREFIXES))
+VARIABLE = re.compile(r"\$\(((?:" + "|".join(PREFIXES) + r")\b[^()]*)\)")
 PARAM = re.compile(r"""^params(?:\.(?P<dot>[^.\[\]]+)|\[(?P<q>["'])(?P<br>[^"']+)(?P=q)\])(?P<rest>.*)$""")
 WORKSPACE = re.compile(r"^workspaces\.(?P<name>[^.\[\]]+)\.(?P<attr>[^.]+)$")
 RESULT = re.compile(r"""^results(?:\.(?P<dot>[^.\[\]]+)|\[(?P<q>["'])(?P<br>[^"']+)(?P=q)\])\.path$""")
@@ -95,9 +95,7 @@ def _star_allowed(path: PathKey) -> bool:
     if len(p) >= 4 and isinstance(p[-1], int) and p[-2] == "value" and p[-4] == "params":
         return True
     # Pipeline results: value: $(tasks.T.results.R[*]) or a list of such.
-    if len(p) >= 3 and p[-1] == "value" and p[-3] == "results":
-        return True
-    return False
+    return len(p) >= 3 and p[-1] == "value" and p[-3] == "results"
 
 
 class Checker:
@@ -375,11 +373,14 @@ class Checker:
             finally_tasks=tables["finally"],
             where="Pipeline",
         )
-        inline_path = lambda p: (
-            len(p) >= len(path) + 3
-            and p[len(path)] in ("tasks", "finally")
-            and p[len(path) + 2] in ("taskSpec", "pipelineSpec")
-        )  # noqa: E731
+
+        def inline_path(p: PathKey) -> bool:
+            return (
+                len(p) >= len(path) + 3
+                and p[len(path)] in ("tasks", "finally")
+                and p[len(path) + 2] in ("taskSpec", "pipelineSpec")
+            )
+
         # $(finally.T.results.R) is for the Pipeline's results only; tasks cannot see finally tasks.
         no_finally = dataclasses.replace(scope, finally_tasks={})
         for key, value in spec.items():
@@ -415,7 +416,9 @@ class Checker:
         if not isinstance(inline, dict) or inline.get("spec"):
             return
         passed = {p.get("name") for p in _list(task.get("params")) if isinstance(p, dict)}
-        matrix = task.get("matrix") if isinstance(task.get("matrix"), dict) else {}
+        matrix = task.get("matrix")
+        if not isinstance(matrix, dict):
+            matrix = {}
         passed |= {p.get("name") for p in _list(matrix.get("params")) if isinstance(p, dict)}
         for inc in _list(matrix.get("include")):
             if isinstance(inc, dict):

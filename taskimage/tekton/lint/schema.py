@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +82,7 @@ class CrdSet:
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
+        self._validators: dict[tuple[str, str, str], jsonschema.protocols.Validator | None] = {}
         if self.directory.is_dir():
             candidates = sorted(
                 p for p in self.directory.iterdir() if p.suffix in (".yaml", ".yml", ".json") and p.is_file()
@@ -115,13 +115,15 @@ class CrdSet:
     def find(self, group: str, kind: str) -> Crd | None:
         return self.crds.get((group, kind))
 
-    @functools.cache
     def validator(self, group: str, kind: str, version: str) -> jsonschema.protocols.Validator | None:
-        crd = self.find(group, kind)
-        if crd is None or version not in crd.versions:
-            return None
-        schema = self._root_schema(crd, version)
-        return jsonschema.Draft202012Validator(schema)
+        key = (group, kind, version)
+        if key not in self._validators:
+            crd = self.find(group, kind)
+            if crd is None or version not in crd.versions:
+                self._validators[key] = None
+            else:
+                self._validators[key] = jsonschema.Draft202012Validator(self._root_schema(crd, version))
+        return self._validators[key]
 
     def _spec(self, kind: str, version: str) -> dict | None:
         crd = self.find(TEKTON_GROUP, kind)

@@ -179,12 +179,12 @@ def resolve_other(ref: Ref, v: Variables) -> str:
     if ref.root == "workspaces":
         if len(segs) != 2 or not all(isinstance(s, str) for s in segs):
             raise _Unresolved("expected $(workspaces.NAME.path|bound|claim|volume)")
-        name, attr = segs
+        name, attr = str(segs[0]), str(segs[1])
         if name not in v.workspaces:
             raise _Unresolved(f"no workspace {name!r} is declared (declared: {_names(v.workspaces)})")
         if attr not in v.workspaces[name]:
             raise _Unresolved(f"workspaces take .path, .bound, .claim or .volume, not .{attr}")
-        return v.workspaces[name][attr]  # type: ignore[index]
+        return v.workspaces[name][attr]
     if ref.root == "results":
         if len(segs) != 2 or segs[1] != "path" or not isinstance(segs[0], str):
             raise _Unresolved("expected $(results.NAME.path)")
