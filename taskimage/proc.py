@@ -192,8 +192,10 @@ def stop_all(sig: int = signal.SIGTERM, grace: float = 5.0) -> None:
     _stop_groups(processes, sig, grace)
 
 
-def reset_stopping() -> None:
-    """For tests that run several commands in one process."""
+def begin_command() -> None:
+    """A command begins: no stop is in progress. :func:`taskimage.cli.main` calls it first, so a
+    stop (SIGTERM, Ctrl-C) ends the command it interrupted, not the next one a program that
+    embeds ``main`` runs in the same process."""
     _stopping.clear()
 
 
