@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from taskimage import proc as tools
+from taskimage import proc as tools  # noqa: E402
 from taskimage.dev import env as devenv  # noqa: E402
 
 PLATFORMS = ["linux/amd64", "linux/arm64"]
@@ -168,7 +168,7 @@ def samba(rounds: int, workdir: Path, keep_logs: Path, variants: list[str]) -> N
         for r in range(1, rounds + 1):
             cache = f"{reg.host}/cache/samba-{r}"
 
-            def seed() -> None:
+            def seed(r: int = r) -> None:
                 d = workdir / f"seed-{r}"
                 d.mkdir()
                 env = {
@@ -187,7 +187,7 @@ def samba(rounds: int, workdir: Path, keep_logs: Path, variants: list[str]) -> N
                 report(r, "seed", s, peak, load)
                 _clean(d)
 
-            def ours(kind: str) -> None:
+            def ours(kind: str, r: int = r, cache: str = cache) -> None:
                 d = workdir / f"{kind}-{r}"
                 # the warm runs reuse the cache that this round's cold run filled; the other cold runs get their own
                 repo = cache if kind in ("cold", *WARM) else f"{cache}-{kind}"

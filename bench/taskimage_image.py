@@ -82,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  taskimage build, {len(PLATFORMS)} platforms:   {image.seconds:.1f} s")
     widths = (12, 6, 15, 17, 18)
     head = ("PLATFORM", "LAYERS", "COMPRESSED MB", "UNCOMPRESSED MB", "UNCOMPRESSED MiB")
-    print("  " + "  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    print("  " + "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
     for row in rows:
-        print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     if over:
         print(f"  amd64 is over the {BUDGET_AMD64 / 1e6:.0f} MB budget")
     return 0

@@ -47,13 +47,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     owner = COMMAND_OWNER.get(command or "", command)
     names = [owner] if owner in COMMAND_MODULES else COMMAND_MODULES
     for name in names:
-        try:
-            module = importlib.import_module(f"taskimage.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"taskimage.commands.{name}":
-                continue  # not written yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"taskimage.commands.{name}").register(sub)
     return parser
 
 
@@ -70,6 +64,7 @@ def _on_signal(signum, frame):  # Tekton sends SIGTERM on timeout / cancel
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    tools.begin_command()
     parser = build_parser(argv[0] if argv and not argv[0].startswith("-") else None)
     previous = {}
     try:

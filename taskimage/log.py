@@ -14,14 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import IO
 
 _lock = threading.Lock()
-_stream: IO[str] | None = None
 _secrets: list[str] = []
-
-
-def set_stream(stream: IO[str] | None) -> None:
-    """Send logs to ``stream`` (None: the current ``sys.stderr``)."""
-    global _stream
-    _stream = stream
 
 
 def add_secret(value: str) -> None:
@@ -29,10 +22,6 @@ def add_secret(value: str) -> None:
     if value and len(value) >= 3 and value not in _secrets:
         _secrets.append(value)
         _secrets.sort(key=len, reverse=True)
-
-
-def clear_secrets() -> None:
-    _secrets.clear()
 
 
 def redact(text: str) -> str:
@@ -43,7 +32,7 @@ def redact(text: str) -> str:
 
 
 def _out() -> IO[str]:
-    return _stream or sys.stderr
+    return sys.stderr  # looked up on each write: contextlib.redirect_stderr captures the logs
 
 
 def _color(code: str, text: str) -> str:

@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import sh
 
@@ -22,7 +23,7 @@ from taskimage.errors import Interrupted, ToolError
 
 TAIL_LINES = 25
 
-_running: dict[int, object] = {}
+_running: dict[int, Any] = {}  # sh.RunningCommand by id
 _running_lock = threading.RLock()  # re-entrant: the SIGTERM handler may run while the main thread holds it
 _stopping = threading.Event()
 
@@ -191,8 +192,10 @@ def stop_all(sig: int = signal.SIGTERM, grace: float = 5.0) -> None:
     _stop_groups(processes, sig, grace)
 
 
-def reset_stopping() -> None:
-    """For tests that run several commands in one process."""
+def begin_command() -> None:
+    """A command begins: no stop is in progress. :func:`taskimage.cli.main` calls it first, so a
+    stop (SIGTERM, Ctrl-C) ends the command it interrupted, not the next one a program that
+    embeds ``main`` runs in the same process."""
     _stopping.clear()
 
 
@@ -205,7 +208,7 @@ class Spawned:
             full_env.update(env)
         self.argv = [str(a) for a in argv]
         self.log_path = log_path
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115 (closed by stop())
         self.process = sh.Command(self.argv[0])(
             *self.argv[1:],
             _out=self._log,

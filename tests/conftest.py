@@ -36,6 +36,15 @@ def have_tools(*names: str) -> bool:
     return all(shutil.which(n) for n in names)
 
 
+def htpasswd_line(user: str, password: str) -> str:
+    """One bcrypt line of an htpasswd file, as the registry's htpasswd auth reads it, from
+    Apache's ``htpasswd`` (Debian's apache2-utils; Python 3.13 has no ``crypt`` module).
+    Cost 4, the lowest: the registry checks the password on every request."""
+    need(have_tools("htpasswd"), "htpasswd is not installed (apt install apache2-utils; see .ci/setup-host)")
+    out = subprocess.run(["htpasswd", "-nbB", "-C", "4", user, password], check=True, capture_output=True, text=True)
+    return out.stdout.strip() + "\n"
+
+
 def emulation_ready(platforms=("linux/arm64", "linux/arm/v7", "linux/s390x", "linux/ppc64le")) -> tuple[bool, str]:
     from taskimage.emulation import binfmt
 
@@ -83,6 +92,20 @@ def skopeo_raw_bytes(ref: str) -> bytes:
     return subprocess.run(
         ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"], check=True, capture_output=True
     ).stdout
+
+
+def registry_tags(host: str) -> set[str]:
+    """Every ``repo:tag`` the registry at ``host`` holds, read with its own API (``_catalog``,
+    ``tags/list``): a "nothing pushed" check over every name, not only the one a test expects."""
+    import urllib.request
+
+    def get(path: str) -> dict:
+        with urllib.request.urlopen(f"http://{host}{path}", timeout=30) as response:
+            return json.load(response)
+
+    repos = get("/v2/_catalog?n=1000").get("repositories") or []  # 1000: the registry's page maximum
+    assert len(repos) < 1000, "more repositories than one _catalog page: follow its Link header"
+    return {f"{repo}:{tag}" for repo in repos for tag in (get(f"/v2/{repo}/tags/list").get("tags") or [])}
 
 
 def tag_exists(ref: str) -> bool:

@@ -2,8 +2,6 @@
 kernel's own format (copied layout of /proc/sys/fs/binfmt_misc); the real kernel state is read
 in the tests marked `emulation`."""
 
-import time
-
 import pytest
 
 from taskimage.emulation import binfmt
@@ -38,10 +36,8 @@ def test_handler_matches_by_magic_not_name(tmp_path):
 
 def test_missing_handler_named_with_fix(tmp_path):
     d = fake_dir(tmp_path, qemu_aarch64=AARCH64.format(flags="F"))
-    t = time.monotonic()
     with pytest.raises(EmulationError) as err:
         binfmt.preflight([normalize(p) for p in ("linux/amd64", "linux/arm64", "linux/s390x", "linux/arm/v7")], d)
-    assert time.monotonic() - t < 1
     msg = str(err.value)
     assert msg.startswith(
         "emulation missing for 2 platform(s): linux/s390x: no binfmt_misc handler for s390x binaries; "

@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+from conftest import need
 
 from taskimage.build import orchestrate as build
 from taskimage.build import params
@@ -128,8 +129,8 @@ def test_unwritable_results_dir(tmp_path):
     d = tmp_path / "ro"
     d.mkdir()
     if os.geteuid() == 0:
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(d)]).returncode != 0:
-            pytest.skip("cannot mount a read-only tmpfs here")
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(d)]).returncode == 0
+        need(mounted, "cannot mount a read-only tmpfs here (mount -t tmpfs -o ro)")
     else:
         d.chmod(0o500)
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import need, skopeo_raw, skopeo_raw_bytes, tag_exists
+from conftest import skopeo_raw, skopeo_raw_bytes, tag_exists
 
 from taskimage import cli
 from taskimage.errors import UsageError
@@ -281,16 +281,8 @@ def pushed(registry, tmp_path_factory):
     capture = io.StringIO()
     import contextlib
 
-    from taskimage import log
-
-    log.set_stream(capture)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()) as out:
-            code = cli.main(
-                ["bundle", "push", "--tls-verify=false", "--digestfile", str(digestfile), ref, TASK, PIPELINE]
-            )
-    finally:
-        log.set_stream(None)
+    with contextlib.redirect_stderr(capture), contextlib.redirect_stdout(io.StringIO()) as out:
+        code = cli.main(["bundle", "push", "--tls-verify=false", "--digestfile", str(digestfile), ref, TASK, PIPELINE])
     assert code == 0, capture.getvalue()
     return {
         "ref": ref,
@@ -412,24 +404,14 @@ def auth_registry(registry, tmp_path_factory):
     """A second real registry that wants a login (htpasswd), and a Tekton dockerconfig
     workspace directory holding .dockerconfigjson for it."""
     import base64
-    import warnings
+
+    from conftest import htpasswd_line
 
     from taskimage.dev import env as devenv
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            import crypt
-        except ImportError:
-            crypt = None
-    need(
-        crypt is not None and crypt.METHOD_BLOWFISH in crypt.methods,
-        "no bcrypt in Python's crypt module for an htpasswd file",
-    )
     root = tmp_path_factory.mktemp("auth-registry")
     password = "s3cret-Bundle-pass"
-    # bcrypt cost 4: the registry checks the password on every request.
-    (root / "htpasswd").write_text(f"tekton:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))}\n")
+    (root / "htpasswd").write_text(htpasswd_line("tekton", password))
     reg = devenv.LocalRegistry(root, htpasswd=str(root / "htpasswd")).start()
     workspace = root / "dockerconfig"
     workspace.mkdir()

@@ -140,7 +140,7 @@ def test_proxy_reset_and_stall(registry):
         t = time.monotonic()
         with pytest.raises(OSError):  # a client with a deadline gives up on a stalled registry
             urllib.request.urlopen(urllib.request.Request(f"http://{proxy.host}/v2/", method="HEAD"), timeout=1)
-        assert 0.9 < time.monotonic() - t < 5
+        assert 0.9 < time.monotonic() - t < 25  # gave up at its 1 s deadline, long before the 30 s stall ends
         proxy.release()
         assert urllib.request.urlopen(f"http://{proxy.host}/v2/", timeout=10).status == 200
 
@@ -179,7 +179,7 @@ def test_transient_faults_are_retried_with_backoff_and_the_build_succeeds(regist
         ), err[-3000:]
     # backoff, as the registry saw it: from one failed tag PUT to the next attempt's
     assert [r.fault for r in puts] == ["500", "500", "500", None] and puts[-1].status == 201
-    for previous, following, delay in zip(puts, puts[1:], (1, 2, 4)):
+    for previous, following, delay in zip(puts, puts[1:], (1, 2, 4), strict=False):
         assert following.time - previous.time >= delay - 0.05
     # what the tag points at is the whole list, and the results say so (digest from the registry)
     assert sorted(e["platform"]["architecture"] for e in index["manifests"]) == ["amd64", "arm64"]

@@ -26,7 +26,7 @@ import kmock
 import pytest
 import yaml
 
-from taskimage import cli, log
+from taskimage import cli
 from taskimage.tekton.kube import client as kube_client
 from taskimage.tekton.kube import errors as kube_errors
 
@@ -245,7 +245,6 @@ class CliRun:
 
 
 async def run_cli(argv: list[str], capsys, timeout: float = 20) -> tuple[int, str, str]:
-    log.set_stream(None)
     capsys.readouterr()
     code = await CliRun(argv, capsys).done(timeout)
     out, err = capsys.readouterr()

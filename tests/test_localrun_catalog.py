@@ -17,7 +17,6 @@ import pytest
 from conftest import emulation_ready, have_tools, need, skopeo_raw
 
 from taskimage import cli
-from taskimage import proc as tools
 
 pytestmark = [pytest.mark.podman, pytest.mark.emulation, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +51,6 @@ def test_catalog_task_runs_unchanged(task_image, registry, busybox_base, tmp_pat
     for name, value in wanted.items():
         if name in declared:
             argv += ["-p", f"{name}={value}"]
-    tools.reset_stopping()
     code = cli.main(argv)
     report = json.loads(capsys.readouterr().out)
     assert code == 0, report

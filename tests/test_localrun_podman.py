@@ -26,7 +26,6 @@ def image(busybox_base):
 
 
 def run(capsys, *argv) -> tuple[int, dict]:
-    tools.reset_stopping()
     code = cli.main(["run", *argv, "--tls-verify=false", "--output", "json"])
     out = capsys.readouterr().out
     return code, json.loads(out)
@@ -99,7 +98,6 @@ def test_result_over_the_termination_message_budget_fails(image, tmp_path, capsy
 
 
 def test_task_from_a_bundle(image, registry, capsys):
-    tools.reset_stopping()
     ref = f"{registry.host}/localrun/bundle:1"
     assert cli.main(["bundle", "push", ref, str(DATA / "big-result-task.yaml"), "--tls-verify=false"]) == 0
     capsys.readouterr()

@@ -26,7 +26,7 @@ SOURCES = st.sampled_from(["--platform", "TASKIMAGE_PLATFORMS", "--image", "TASK
 
 def mixed_case(word: str) -> st.SearchStrategy[str]:
     return st.lists(st.booleans(), min_size=len(word), max_size=len(word)).map(
-        lambda flips: "".join(c.upper() if f else c for c, f in zip(word, flips))
+        lambda flips: "".join(c.upper() if f else c for c, f in zip(word, flips, strict=True))
     )
 
 

@@ -269,7 +269,7 @@ def push_list(
     digest, images = remote.read_back_index(
         registry, image, [i.platform for i in instances], digest, retry, retry_delay
     )
-    for (p, pushed), i in zip(images, instances):
+    for (p, pushed), i in zip(images, instances, strict=True):
         if pushed != i.ref.digest:
             raise TaskimageError(f"the pushed index names {pushed} for {p}, not the given {i.ref.digest}")
     return digest, images

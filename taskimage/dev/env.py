@@ -592,7 +592,7 @@ def build_task_image(
     return TaskImage(
         ref=results["IMAGE_URL"],
         digest=results["IMAGE_DIGEST"],
-        images=tuple(zip(platforms, images)),
+        images=tuple(zip(platforms, images, strict=True)),
         base=base,
         labels=labels,
         seconds=seconds,

@@ -51,7 +51,7 @@ class Handler:
         if len(data) < len(self.magic):
             return False
         mask = self.mask or b"\xff" * len(self.magic)
-        return all((d & m) == (g & m) for d, m, g in zip(data, mask, self.magic))
+        return all((d & m) == (g & m) for d, m, g in zip(data, mask, self.magic, strict=False))
 
 
 @dataclasses.dataclass(frozen=True)

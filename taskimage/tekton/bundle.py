@@ -1,4 +1,4 @@
-"""Tekton bundles without ``tkn``: the same image ``tkn bundle push`` writes, built in Python.
+"""Tekton bundles without ``tkn``: the image layout Tekton's bundles resolver reads, built in Python.
 
 What ``tkn bundle push`` (tektoncd/cli pkg/bundle) produces, and so what this module produces:
 

@@ -314,9 +314,10 @@ def make_plan(
             vname = str(vm.get("name"))
             if vname not in volumes:
                 raise UsageError(f"step {names[i]}: volumeMount {vname} names no volume of the task")
-            if (volumes[vname] or "").startswith("!"):
+            source = volumes[vname] or ""
+            if source.startswith("!"):
                 raise UsageError(
-                    f"step {names[i]}: volume {vname} is a {volumes[vname][1:]}; only emptyDir and hostPath volumes are supported"
+                    f"step {names[i]}: volume {vname} is a {source[1:]}; only emptyDir and hostPath volumes are supported"
                 )
             mounts.append(
                 Mount(f"vol:{vname}", str(vm["mountPath"]), bool(vm.get("readOnly")), str(vm.get("subPath") or ""))
