@@ -88,3 +88,15 @@ def test_key_changes_with_every_input():
     for name, value in changes.items():
         assert buildkey.key(**dict(base, **{name: value})) != k, name
     assert buildkey.tag("r.io/cache", k) == f"r.io/cache:taskimage-build-{k}" and len(k) == 64
+
+
+def test_copy_from_and_mount_from_images_are_pinned_too():
+    text = (
+        "FROM r.io/base:1 AS build\nCOPY --from=r.io/tools:2 /bin/t /t\nCOPY --from=build /x /y\nCOPY --from=0 /x /z\n"
+        "RUN --mount=type=bind,from=r.io/data:3,target=/d --mount=type=cache,target=/c make\n"
+        "COPY --chown=1:1 --from=r.io/tools:2 /a /b\nRUN --mount=type=bind,target=/s true\n"
+    )
+    assert buildkey.external_images(text, {}, AMD64) == ["r.io/base:1", "r.io/tools:2", "r.io/data:3"]
+    # one that cannot be pinned: no key at all
+    assert buildkey.external_images("FROM r.io/a\nCOPY --from=busybox /bin/sh /sh\n", {}, AMD64) is None
+    assert buildkey.external_images("FROM r.io/a\nRUN --mount=from=$NOPE,target=/x true\n", {}, AMD64) is None

@@ -305,3 +305,42 @@ def test_a_missing_repository_is_told_apart_from_an_unreachable_registry():
             [f'Get "http://127.0.0.1:{port}/v2/": dial tcp 127.0.0.1:{port}: connect: connection refused']
         )
     assert not build.repository_missing(["dial tcp 10.0.404.1:5000: i/o timeout"])
+
+
+def test_a_fresh_clone_reuses_and_a_moved_copy_from_tag_rebuilds(
+    tmp_path, registry, busybox_base, busybox_amd64_only, storage
+):
+    """The shipped Pipeline's path: a new `git clone` per run, CONTEXT at the clone's root. An
+    unchanged commit reuses the earlier image; moving the tag of an image named only in
+    `COPY --from=` is a changed input and builds (never a stale copy)."""
+    need(have_tools("git"), "git is not installed")
+    tools = f"{registry.host}/tools/bb:moving"
+    copy = ["skopeo", "copy", "--all", "--dest-tls-verify=false", "--src-tls-verify=false"]
+    subprocess.run([*copy, f"docker://{busybox_amd64_only}", f"docker://{tools}"], check=True, capture_output=True)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "app.txt").write_text("app\n")
+    (src / ".containerignore").write_text(".git\n")
+    (src / "Containerfile").write_text(f"FROM {busybox_base}\nCOPY --from={tools} /bin/busybox /bb\nCOPY . /src\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@e"]
+    subprocess.run([*git, "init", "-q", str(src)], check=True)
+    subprocess.run([*git, "-C", str(src), "add", "-A"], check=True)
+    subprocess.run([*git, "-C", str(src), "commit", "-qm", "one"], check=True)
+
+    def run(name: str) -> str:
+        clone = tmp_path / f"clone-{name}"
+        subprocess.run(["git", "clone", "-q", str(src), str(clone)], check=True)
+        argv = ["build", "--image", f"{registry.host}/app/clone:{name}", "--context", str(clone)]
+        rc, _, err = taskimage([*argv, "--cache-repo", f"{registry.host}/cache/clone", "linux/amd64"], storage(name))
+        assert rc == 0, err[-3000:]
+        return err
+
+    first = run("first")
+    assert "whole-build keys for 1 of 1 platform(s)" in first and " build --platform " in first
+    again = run("again")
+    assert " build --platform " not in again  # buildah never ran a build
+    assert len(lines(again, "linux/amd64", r"nothing the build reads has changed since .*: reused that image")) == 1
+
+    subprocess.run([*copy, f"docker://{busybox_base}", f"docker://{tools}"], check=True, capture_output=True)
+    moved = run("moved")
+    assert " build --platform " in moved and "reused that image" not in moved

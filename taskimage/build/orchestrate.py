@@ -27,6 +27,7 @@ from taskimage import __version__, log
 from taskimage import proc as tools
 from taskimage.build import buildah, index, results, storage, verify
 from taskimage.build import key as buildkey
+from taskimage.build.ignore import IgnoreError
 from taskimage.emulation import binfmt
 from taskimage.errors import TaskimageError, ToolError, UsageError
 from taskimage.oci import auth
@@ -391,7 +392,13 @@ def build_keys(opts: BuildOptions, registry: buildah.Registry) -> dict[Platform,
 
     found = tools.run(["buildah", "--version"], quiet=True, stream=False, check=False).stdout.strip()
     versions = f"taskimage {__version__}; {found}; on {host_platform()}"  # $BUILDPLATFORM stages depend on the host
-    context = buildkey.context_digest(opts.spec.context)
+    try:
+        context = buildkey.context_digest(opts.spec.context)
+    except IgnoreError as exc:
+        log.info(
+            f"no whole-build key: the context's ignore file cannot be mirrored ({exc}); buildah's layer cache only"
+        )
+        return {}
     keys = {}
     for p in opts.platforms:
         images = buildkey.external_images(text, dict(opts.spec.build_args), p)
