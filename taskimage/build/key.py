@@ -153,9 +153,8 @@ def external_images(containerfile: str, build_args: Mapping[str, str], platform:
                 return None
             if len(words) >= 3 and words[1].upper() == "AS":
                 stages.add(words[2].lower())
-        elif keyword in ("COPY", "RUN"):
-            if not all(add(name) for name in _from_flags(keyword, rest)):
-                return None
+        elif keyword in ("COPY", "RUN") and not all(add(name) for name in _from_flags(keyword, rest)):
+            return None
     return images if seen_from else None
 
 
