@@ -178,3 +178,74 @@ def test_sigterm_during_the_push_leaves_no_tag(tmp_path, registry, busybox_base,
     assert not tag_exists(f"{registry.host}/interrupt/push:1")
     left = {pid: c for pid, c in tree.items() if alive(pid, c)}
     assert left == {}, f"processes of the run still running: {left}"
+
+
+@pytest.mark.emulation
+def test_a_failing_platform_stops_a_slow_emulated_sibling(tmp_path, registry, busybox_base, storage_env):
+    """amd64 fails while arm64 (under qemu) is in a long RUN: the run exits 1 with amd64's error
+    at once; the log shows arm64 was stopped mid-step (it never finished), and nothing is left."""
+    marker = str(random.randint(10_000_000, 99_999_999))
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(
+        f"FROM {busybox_base}\n"
+        f'RUN if [ "$(uname -m)" = x86_64 ]; then sleep 20; echo amd64-fails; exit 7; fi; '
+        f"echo arm64-started; sleep {marker}; echo arm64-finished\n"
+    )
+    image = f"{registry.host}/interrupt/fail-fast:1"
+    log_path = tmp_path / "stderr"
+    t = time.monotonic()
+    proc = start(
+        ["build", "--image", image, "--context", str(ctx), "--jobs", "2", "linux/amd64", "linux/arm64"],
+        storage_env,
+        log_path,
+    )
+    try:
+        rc = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    seconds = time.monotonic() - t
+    err = log_path.read_text()
+    assert rc == 1, err[-3000:]
+    assert err.strip().splitlines()[-1] == "ERROR: buildah build for linux/amd64 failed with exit code 7"
+    lines = err.splitlines()
+    assert "[linux/arm64] arm64-started" in lines and "[linux/arm64] arm64-finished" not in lines  # killed mid-step
+    assert "[linux/arm64] stopped: linux/amd64 failed" in err
+    assert seconds < 150  # the arm64 step alone would sleep for years
+    time.sleep(0.5)  # let the kernel reap
+    assert matching(f"sleep {marker}") == []
+    assert not tag_exists(image)
+
+
+@pytest.mark.emulation
+def test_a_run_step_that_ignores_sigterm_is_killed_after_the_grace(tmp_path, registry, busybox_base, storage_env):
+    """Two platforms whose RUN steps ignore SIGTERM: SIGKILL follows within the grace period."""
+    marker = str(random.randint(10_000_000, 99_999_999))
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(f"FROM {busybox_base}\nRUN trap '' TERM; sleep {marker}; echo survived\n")
+    image = f"{registry.host}/interrupt/trap:1"
+    log_path = tmp_path / "stderr"
+    proc = start(
+        ["build", "--image", image, "--context", str(ctx), "--jobs", "2", "linux/amd64", "linux/arm64"],
+        storage_env,
+        log_path,
+    )
+    try:
+        wait_for(lambda: len(matching(f"sleep {marker}")) >= 2, 120, "both RUN steps to start", log_path)
+        tree = descendants(proc.pid)
+        rc, seconds = terminate(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = log_path.read_text()
+    assert rc == 143, err[-2000:]
+    assert seconds < 5 + 15  # the grace (5 s), then SIGKILL
+    assert err.strip().splitlines()[-1] == "ERROR: received SIGTERM, stopping"
+    assert not [line for line in err.splitlines() if line.endswith("] survived")]
+    time.sleep(0.5)  # let the kernel reap
+    left = {pid: c for pid, c in tree.items() if alive(pid, c)}
+    assert left == {}, f"processes of the run still running: {left}"
+    assert matching(f"sleep {marker}") == []
+    assert not tag_exists(image)

@@ -29,7 +29,7 @@ from taskimage.build import buildah, index, results, storage, verify
 from taskimage.build import key as buildkey
 from taskimage.build.ignore import IgnoreError
 from taskimage.emulation import binfmt
-from taskimage.errors import TaskimageError, ToolError, UsageError
+from taskimage.errors import Interrupted, TaskimageError, ToolError, UsageError
 from taskimage.oci import auth
 from taskimage.oci import registry as remote
 from taskimage.oci.platforms import Platform, host_platform, parse_platforms
@@ -488,7 +488,7 @@ def verify_image(store: buildah.Storage, p: Platform, image_id: str, prefix: str
         mountpoint = tools.run(buildah.mount(store, name), quiet=True, stream=False).stdout.strip()
         verdict = verify.elf_arch(mountpoint)
     finally:
-        tools.run(buildah.remove_container(store, name), quiet=True, stream=False, check=False)
+        tools.run(buildah.remove_container(store, name), quiet=True, stream=False, check=False, cleanup=True)
     if verdict.arch is None:
         return "no ELF executables to check; config says " + str(p)
     if verdict.arch != p.arch:
@@ -723,31 +723,50 @@ def _build_all(
         b = build_platform(opts, store, registry, order[0], workdir, keys)
         return (b if opts.skip_push else push_built(opts, store, registry, b, workdir, before, keys),)
     wait, first = concurrent.futures.wait, concurrent.futures.FIRST_COMPLETED
+    token = tools.current()
+    failures: list[tuple[Platform, BaseException]] = []
     with (
         concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build") as builds,
         concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="push") as pushes,
     ):
-        building = {builds.submit(build_platform, opts, store, registry, p, workdir, keys): p for p in order}
+        building = {tools.submit(builds, build_platform, opts, store, registry, p, workdir, keys): p for p in order}
         pushing: dict[concurrent.futures.Future, Platform] = {}
         try:
             while building or pushing:
                 finished, _ = wait([*building, *pushing], return_when=first)
                 for fut in finished:
-                    if fut in building:
-                        del building[fut]
-                        b = fut.result()
-                        if opts.skip_push:
-                            done[b.platform] = b
-                        else:
-                            pushing[pushes.submit(push_built, opts, store, registry, b, workdir, before, keys)] = (
-                                b.platform
-                            )
+                    was_build = fut in building
+                    p = building.pop(fut) if was_build else pushing.pop(fut)
+                    if fut.cancelled():
+                        continue
+                    exc = fut.exception()
+                    if isinstance(exc, Interrupted) and token.cancelled:
+                        log.info(f"[{p}] stopped: {token.reason}")
+                        continue
+                    if exc is not None:
+                        if failures:
+                            log.error(f"{p} also failed: {exc}")
+                        failures.append((p, exc))
+                        if token.cancel(f"{p} failed"):
+                            log.warn(f"{p} failed: stopping the other platforms")
+                        for f in (*building, *pushing):
+                            f.cancel()  # not started yet
+                        continue
+                    if token.cancelled:
+                        continue
+                    b = fut.result()
+                    if was_build and not opts.skip_push:
+                        pushing[tools.submit(pushes, push_built, opts, store, registry, b, workdir, before, keys)] = p
                     else:
-                        done[pushing.pop(fut)] = fut.result()
+                        done[p] = b
         except BaseException:
+            token.cancel(token.reason or "interrupted")
             for f in (*building, *pushing):
                 f.cancel()
             raise
+    if failures:
+        raise failures[0][1]
+    token.check()
     return tuple(done[p] for p in opts.platforms)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -86,7 +85,7 @@ def with_retry(action, *, what: str, image: ImageReference, retry: int, retry_de
             log.warn(
                 f"{what}: attempt {attempt} of {attempts} failed ({exc.tail[-1] if exc.tail else exc}); retrying in {delay:g} s"
             )
-            time.sleep(delay)
+            tools.sleep(delay)
     raise AssertionError("unreachable")
 
 
@@ -117,7 +116,7 @@ def inspect_raw(
             not_found = not retry_not_found and any(m in text for m in NOT_FOUND_MARKERS)
             if auth_refused(exc.tail) or not_found or attempt > retry:
                 raise
-            time.sleep(delay * (2 ** (attempt - 1)))
+            tools.sleep(delay * (2 ** (attempt - 1)))
     raise AssertionError("unreachable")
 
 
