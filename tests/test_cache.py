@@ -344,3 +344,38 @@ def test_a_fresh_clone_reuses_and_a_moved_copy_from_tag_rebuilds(
     subprocess.run([*copy, f"docker://{busybox_base}", f"docker://{tools}"], check=True, capture_output=True)
     moved = run("moved")
     assert " build --platform " in moved and "reused that image" not in moved
+
+
+def test_only_buildahs_cache_errors_count_as_cache_failures():
+    # what buildah 1.28 printed here when the cache registry went away mid-build
+    pushed = (
+        'Error: failed pushing cache to {{{"127.0.0.1:1" "cache/x"} "b18f06d5"}}: trying to reuse blob '
+        'sha256:f0da at destination: pinging container registry 127.0.0.1:1: Get "http://127.0.0.1:1/v2/": '
+        "dial tcp 127.0.0.1:1: connect: connection refused"
+    )
+    assert build.cache_failure(["STEP 1/2: FROM scratch", pushed])
+    assert build.cache_failure(["Error: unable to parse value provided `x` to --cache-to: bad"])
+    step = 'Error: building at STEP "RUN apt-get install -y x": exit status 100'
+    for noise in (
+        "--> Using cache 5d8f0c",
+        "E: Could not open lock file /var/cache/apt/archives/lock",
+        "npm ERR! path /root/.npm/_cacache",
+        "failed pushing cache to nowhere (printed by the RUN step itself)",
+    ):
+        assert not build.cache_failure([noise, step]), noise
+    assert not build.cache_failure([pushed, step])  # the last error decides
+
+
+def test_a_failing_run_step_with_a_cache_repo_runs_once(tmp_path, registry, busybox_base, storage):
+    """Its output mentions caches ("--> Using cache", /var/cache/apt, _cacache), as real builds'
+    do: still one run, one failure."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(
+        f"FROM {busybox_base}\nRUN echo step-started; echo '--> Using cache' /var/cache/apt _cacache; exit 3\n"
+    )
+    argv = ["build", "--image", f"{registry.host}/app/fails:1", "--context", str(ctx)]
+    rc, _, err = taskimage([*argv, "--cache-repo", f"{registry.host}/cache/fails", "linux/amd64"], storage("once"))
+    assert rc == 1, err[-3000:]
+    assert err.splitlines().count("[linux/amd64] step-started") == 1, err[-3000:]
+    assert "retrying without it" not in err

@@ -295,6 +295,28 @@ def last_cache_ref(output: str) -> str:
     return refs[-1] if refs else ""
 
 
+# buildah's own errors about the layer cache (buildah 1.28: imagebuildah, define): the build
+# failed in reaching the cache, not in a step. A step that fails is "building at STEP ...: exit status N".
+_CACHE_ERRORS = (
+    "failed pushing cache to",
+    "failed while pushing cache to",
+    "failed while pulling cache from",
+    "failed pulling cache from all available sources",
+    "to --cache-to:",
+    "to --cache-from:",
+)
+_STEP_FAILED = re.compile(r'^Error: building at STEP ".*": exit status \d+$')
+
+
+def cache_failure(tail: Sequence[str]) -> bool:
+    """Whether buildah's final error is about the layer cache (then a retry without it may work);
+    not any line that mentions a cache (buildah's "--> Using cache", apt's /var/cache, npm's _cacache)."""
+    errors = [line.strip() for line in tail if line.strip().startswith("Error:")]
+    if not errors or _STEP_FAILED.match(errors[-1]):
+        return False
+    return any(marker in errors[-1] for marker in _CACHE_ERRORS)
+
+
 def build_platform(
     opts: BuildOptions,
     store: buildah.Storage,
@@ -319,7 +341,7 @@ def build_platform(
     try:
         result = _buildah_build(argv, prefix, env, p)
     except ToolError as exc:
-        if opts.spec.cache_repo and any("cache" in line.lower() for line in exc.tail):
+        if opts.spec.cache_repo and cache_failure(exc.tail):
             log.warn(f"{prefix}the build failed with the layer cache {opts.spec.cache_repo}; retrying without it")
             argv = buildah.build(store, registry, dataclasses.replace(opts.spec, cache_repo=""), p, iidfile)
             result = _buildah_build(argv, prefix, env, p)
