@@ -17,14 +17,11 @@ from taskimage import log
 from taskimage import proc as tools
 from taskimage.build import buildah
 from taskimage.errors import RegistryAuthError, TaskimageError, ToolError, UsageError
-from taskimage.oci import auth
+from taskimage.oci import auth, media
 from taskimage.oci.platforms import Platform
 from taskimage.oci.reference import ImageReference
 
-INDEX_TYPES = {
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-}
+INDEX_TYPES = media.INDEX_TYPES
 # As words, never inside a digest: a bare "401" matched the hex of sha256 digests in buildah's
 # output and turned a 503 into "credentials refused" (seen through tests/faultproxy.py).
 _AUTH_RE = re.compile(

@@ -45,11 +45,12 @@ import yaml
 
 from taskimage import proc as tools
 from taskimage.errors import RegistryAuthError, TaskimageError, ToolError, UsageError
+from taskimage.oci import media
 from taskimage.oci.reference import ImageReference, parse_image
 
-MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
-CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
-LAYER_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+MANIFEST_MEDIA_TYPE = media.DOCKER_MANIFEST
+CONFIG_MEDIA_TYPE = media.DOCKER_CONFIG
+LAYER_MEDIA_TYPE = media.DOCKER_LAYER_GZIP
 
 ANNOTATION_API_VERSION = "dev.tekton.image.apiVersion"
 ANNOTATION_KIND = "dev.tekton.image.kind"
@@ -352,8 +353,7 @@ def load_objects(paths: Sequence[str]) -> list[TektonObject]:
 # --- image ----------------------------------------------------------------------------------
 
 
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+sha256_digest = media.digest
 
 
 def layer_tar(name: str, content: bytes) -> bytes:
