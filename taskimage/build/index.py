@@ -282,8 +282,7 @@ def read_instance(opts: IndexOptions, registry: buildah.Registry, ref: SourceRef
     try:
         raw = remote.inspect_raw(registry, ref.pinned, opts.retry, opts.retry_delay, retry_not_found=False)
     except ToolError as exc:
-        text = " ".join(exc.tail).lower()
-        if any(m in text for m in remote.NOT_FOUND_MARKERS):
+        if remote.not_found(exc.tail):
             raise UsageError(f"--ref: {ref.text!r} does not exist in the registry") from exc
         raise
     manifest = raw.encode()

@@ -244,16 +244,10 @@ def cache_problem(registry: buildah.Registry, repo: str) -> str | None:
         return exc.tail[-1] if exc.tail else str(exc)
 
 
-# A 404 status, never the digits of a port or an address: "404" anywhere made
-# "dial tcp 127.0.0.1:54047: connection refused" look like a missing repository, and the
-# unreachable cache was used (seen once in CI: the free port drawn contained 404).
-_STATUS_404 = re.compile(r"(?<![\d:.])404(?![\d.])")
-
-
 def repository_missing(lines: Sequence[str]) -> bool:
-    """Does a registry tool's output say the repository (or tag) does not exist?"""
-    text = " ".join(lines).lower()
-    return bool(_STATUS_404.search(text)) or any(m in text for m in remote.NOT_FOUND_MARKERS)
+    """Does a registry tool's output say the repository (or tag) does not exist? (By status or
+    error code, never by digits: a port holding "404" once made an unreachable cache look empty.)"""
+    return remote.not_found(lines)
 
 
 def _run_id() -> str:
@@ -458,7 +452,7 @@ def reuse_built(opts: BuildOptions, registry: buildah.Registry, p: Platform, bui
         config = remote.inspect_raw(registry, ref, 0, 0, config=True).encode()
         cfg = json.loads(config)
     except ToolError as exc:
-        if not any(m in " ".join(exc.tail).lower() for m in remote.NOT_FOUND_MARKERS):
+        if not remote.not_found(exc.tail):
             log.info(f"{prefix}the layer cache's {ref} could not be read ({exc}); building")
         return None
     except ValueError:
