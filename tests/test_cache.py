@@ -145,8 +145,7 @@ def test_warm_run_in_empty_storage_reuses_every_layer_from_the_cache_repo(tmp_pa
     assert len(tags) == 4  # one per RUN step per platform: their keys differ by platform
 
     # warm: a new, empty storage (a new pod); nothing runs, everything comes from the registry. A
-    # file no step reads changes, so the whole-build key misses and buildah's layer cache answers.
-    (ctx / "README").write_text("not read by any step\n")
+    # build arg no step reads is new, so the whole-build key misses and buildah's layer cache answers.
     rc, _, warm = taskimage(
         [
             "build",
@@ -154,6 +153,8 @@ def test_warm_run_in_empty_storage_reuses_every_layer_from_the_cache_repo(tmp_pa
             f"{registry.host}/app/warm:warm",
             "--context",
             str(ctx),
+            "--build-arg",
+            "UNUSED=1",
             "--cache-repo",
             cache,
             "linux/amd64",

@@ -39,6 +39,12 @@ def skopeo(message: str, host: str = "127.0.0.1:42197") -> list[str]:
         (skopeo("reading manifest 1 in 127.0.0.1:38629/a/b: manifest unknown: manifest unknown"), remote.NOT_FOUND),
         (["Error: writing manifest: denied: requested access to the resource is denied"], remote.AUTH),
         (["Error: initializing source: name unknown: repository name not known to registry"], remote.NOT_FOUND),
+        (
+            skopeo(
+                "Error listing repository tags: fetching tags list: invalid status code from registry 404 (Not Found)"
+            ),
+            remote.NOT_FOUND,
+        ),
         (["Error: writing manifest: manifest invalid: manifest invalid"], remote.PERMANENT),
         # a local file the tool could not open is no refused login (it used to be reported as one)
         (skopeo("open /workspace/dockerconfig/config.json: permission denied"), remote.LOCAL),

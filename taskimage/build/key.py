@@ -7,7 +7,8 @@ result there under a key of everything the build reads, and a run with the same 
 image by digest instead of building (no storage, no layers moved within one registry).
 
 The key is conservative: every file of the context buildah's COPY can read (the ignore file
-applied exactly as buildah applies it, :mod:`taskimage.build.ignore`), the Containerfile, build
+applied exactly as buildah applies it, :mod:`taskimage.build.ignore`; only the top-level entries
+some COPY/ADD names, all of them when one copies ``.`` or a glob), the Containerfile, build
 args, labels, annotations, target, format, platform, the digest every external image (FROM,
 ``COPY --from=``, ``RUN --mount=...,from=``) has *now*, and the versions of taskimage and buildah. A changed input means
 another key and a normal build; anything the key cannot pin (an unqualified or unresolvable FROM,
@@ -158,10 +159,56 @@ def external_images(containerfile: str, build_args: Mapping[str, str], platform:
     return images if seen_from else None
 
 
-def context_digest(context: Path) -> str:
+_GLOB = re.compile(r"[*?\[\\$]")
+
+
+def context_roots(containerfile: str) -> frozenset[str] | None:
+    """The top-level context entries the build can read: the first path component of every
+    COPY/ADD source taken from the context (not ``--from``, not a URL). None when it could read
+    any of them: a source ``.``, a glob or a variable there, a heredoc, or a ``RUN --mount``
+    that binds the context. What no instruction can read is not what buildah sees, so a fresh
+    clone's ``.git`` is outside the key unless a COPY could copy it."""
+    roots: set[str] = set()
+    for line in logical_lines(containerfile):
+        word, _, rest = line.partition(" ")
+        keyword = word.upper()
+        flags = _flags(rest)
+        if keyword == "RUN":
+            for flag in flags:
+                name, _, value = flag[2:].partition("=")
+                if name.lower() != "mount":
+                    continue
+                options = dict(o.partition("=")[::2] for o in value.split(","))
+                if options.get("type", "bind") == "bind" and "from" not in options:
+                    return None
+            continue
+        if keyword not in ("COPY", "ADD") or any(f[2:].lower().startswith("from=") for f in flags):
+            continue
+        body = " ".join(rest.split()[len(flags) :])
+        if "<<" in body:
+            return None
+        if body.startswith("["):
+            try:
+                words = [str(w) for w in json.loads(body)]
+            except ValueError:
+                return None
+        else:
+            words = body.split()
+        for source in words[:-1]:
+            if re.match(r"^(https?|git)://|^git@", source):
+                continue  # not from the context
+            cleaned = ignore.go_clean("/" + source).lstrip("/")
+            first = cleaned.split("/", 1)[0]
+            if not first or _GLOB.search(first):
+                return None
+            roots.add(first)
+    return frozenset(roots)
+
+
+def context_digest(context: Path, roots: frozenset[str] | None = None) -> str:
     """What buildah's COPY/ADD can read of the context (``.containerignore`` applied, see
-    :mod:`taskimage.build.ignore`): path, type, permission bits and content (or link target), plus
-    the ignore file's text. Not mtimes or owners: two clones of one commit give the same digest.
+    :mod:`taskimage.build.ignore`; only under ``roots``, see :func:`context_roots`): path, type,
+    permission bits and content (or link target), plus the ignore file's text. Not mtimes or owners: two clones of one commit give the same digest.
     Raises :class:`~taskimage.build.ignore.IgnoreError` when the ignore file cannot be mirrored."""
     h = hashlib.sha256()
     found = ignore.ignore_file(context)
@@ -169,6 +216,8 @@ def context_digest(context: Path) -> str:
     if found is not None:
         h.update(found.read_bytes() + b"\0")
     for rel, st in ignore.walk(context):
+        if roots is not None and rel.split("/", 1)[0] not in roots:
+            continue  # no COPY, ADD or RUN --mount can read it
         path = context / rel
         h.update(f"{rel}\0{stat.S_IFMT(st.st_mode)}\0{stat.S_IMODE(st.st_mode):o}\0".encode())
         if stat.S_ISLNK(st.st_mode):

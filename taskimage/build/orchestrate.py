@@ -409,7 +409,7 @@ def build_keys(opts: BuildOptions, registry: buildah.Registry) -> dict[Platform,
     found = tools.run(["buildah", "--version"], quiet=True, stream=False, check=False).stdout.strip()
     versions = f"taskimage {__version__}; {found}; on {host_platform()}"  # $BUILDPLATFORM stages depend on the host
     try:
-        context = buildkey.context_digest(opts.spec.context)
+        context = buildkey.context_digest(opts.spec.context, buildkey.context_roots(text))
     except IgnoreError as exc:
         log.info(
             f"no whole-build key: the context's ignore file cannot be mirrored ({exc}); buildah's layer cache only"

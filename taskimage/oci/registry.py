@@ -32,7 +32,8 @@ INDEX_TYPES = media.INDEX_TYPES
 # refused login, and "401"/"404" inside a digest or a port is no status.
 AUTH, NOT_FOUND, PERMANENT, LOCAL, TRANSIENT = "auth", "not-found", "permanent", "local", "transient"
 _STATUS = re.compile(
-    r"unexpected HTTP status: (\d{3})|status code:? (\d{3})|\b(\d{3}) (?:Unauthorized|Forbidden|Not Found)\b"
+    r"unexpected HTTP status: (\d{3})|status ?code(?: from registry)?:? (\d{3})|\b(\d{3}) \(?(?:Unauthorized|Forbidden|Not Found)\b",
+    re.IGNORECASE,
 )
 _CODES = {
     "unauthorized": AUTH,
