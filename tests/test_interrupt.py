@@ -249,3 +249,27 @@ def test_a_run_step_that_ignores_sigterm_is_killed_after_the_grace(tmp_path, reg
     assert left == {}, f"processes of the run still running: {left}"
     assert matching(f"sleep {marker}") == []
     assert not tag_exists(image)
+
+
+@pytest.mark.podman
+def test_sigterm_during_taskimage_run_leaves_no_container(tmp_path, busybox_base):
+    """`taskimage run` stopped mid-step: exit 143, and the step's container is removed (clean-up
+    runs while the run is stopping), although the step ignores SIGTERM."""
+    need(have_tools("podman", "runc"), "podman and runc are not installed (see .ci/run)")
+    task = Path(__file__).parent / "data" / "localrun" / "sleeping-task.yaml"
+    log_path = tmp_path / "stderr"
+    proc = start(["run", str(task), "-p", f"IMAGE={busybox_base}", "--tls-verify=false"], {}, log_path)
+
+    def containers() -> list[str]:
+        out = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True).stdout
+        return [n for n in out.split() if n.startswith("sleeping-run-")]
+
+    try:
+        wait_for(lambda: "[sleep] sleeping" in log_path.read_text() and containers(), 180, "the step to run", log_path)
+        rc, _ = terminate(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = log_path.read_text()
+    assert rc == 143, err[-2000:]
+    assert containers() == [], err[-2000:]
