@@ -686,7 +686,7 @@ def run(opts: BuildOptions) -> Outcome:
                     opts = dataclasses.replace(opts, spec=dataclasses.replace(opts.spec, cache_repo=""))
                 else:
                     log.info(f"layer cache {opts.spec.cache_repo}: reachable")
-            before = frozenset()
+            before: frozenset[str] = frozenset()
             if opts.evict and not opts.skip_push:
                 before = frozenset(tools.run(buildah.image_ids(store), quiet=True, stream=False).stdout.split())
             keys = build_keys(opts, registry) if opts.spec.cache_repo and not opts.skip_push else {}
@@ -699,7 +699,7 @@ def run(opts: BuildOptions) -> Outcome:
                 digest, images = index.push_list(
                     registry,
                     opts.image,
-                    [b.pushed for b in builds],
+                    [b.pushed for b in builds if b.pushed is not None],  # every one, without --skip-push
                     opts.spec.format,
                     Path(workdir),
                     opts.retry,

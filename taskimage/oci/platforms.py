@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import platform as _platform
 from collections.abc import Iterable
+from typing import Literal
 
 from taskimage.errors import UsageError
 
@@ -181,7 +182,7 @@ def runs_natively(p: Platform, host: Platform | None = None) -> bool:
 def elf_header(arch: str) -> bytes:
     """The first 20 bytes of an ELF executable for ``arch`` (what binfmt_misc matches)."""
     info = ARCHES[arch]
-    order = "little" if info.elf_data == 1 else "big"
+    order: Literal["little", "big"] = "little" if info.elf_data == 1 else "big"
     ident = b"\x7fELF" + bytes([info.elf_class, info.elf_data, 1, 0]) + bytes(8)
     return ident + (2).to_bytes(2, order) + info.elf_machine.to_bytes(2, order)
 
@@ -191,7 +192,7 @@ def arch_of_elf(header: bytes) -> str | None:
     if len(header) < 20 or header[:4] != b"\x7fELF":
         return None
     elf_class, elf_data = header[4], header[5]
-    order = "little" if elf_data == 1 else "big"
+    order: Literal["little", "big"] = "little" if elf_data == 1 else "big"
     machine = int.from_bytes(header[18:20], order)
     for arch, info in ARCHES.items():
         if (info.elf_class, info.elf_data, info.elf_machine) == (elf_class, elf_data, machine):
