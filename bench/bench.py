@@ -13,7 +13,9 @@ between rounds so that neither side always runs on a warmer page cache or a quie
   with an empty ``--cache-repo`` (it fills it);
 - ``warm``: the same again in another empty storage (a new pod) with that cache repo: the
   whole-build key finds the cold run's images;
-- ``warm-steps``: as warm with one more file in the context, read by no step: the key misses
+- ``warm-clone``: as warm, from a new ``git clone`` of the same commit (cold builds from a clone
+  too, as the shipped Pipeline does): the key still finds the cold run's images;
+- ``warm-steps``: as warm with one more build arg, read by no step: the key misses
   and buildah's per-step layer cache serves every step (layers pulled, no RUN step runs);
 - ``cold-j1``: as cold with ``--jobs 1`` (one platform at a time: less disk, more time);
 - ``cold-keep``: as cold without ``--evict`` (every image stays in the storage until the end).
@@ -138,20 +140,28 @@ def _gb(n: int) -> str:
 VARIANTS = {
     "cold": ["--evict"],
     "warm": ["--evict"],
+    "warm-clone": ["--evict"],
     "warm-steps": ["--evict"],
     "cold-j1": ["--evict", "--jobs", "1"],
     "cold-keep": [],
 }
-# "warm": unchanged inputs, the whole-build key finds the cold run's images; "warm-steps": one more
-# file in the context (read by no step), so the key misses and buildah's per-step layer cache
-# answers: every layer is pulled and unpacked, no RUN step runs.
-WARM = ("warm", "warm-steps")
-TARGETS = {"cold": 0.95, "warm": 0.15, "warm-steps": 0.15, "cold-j1": 0.95}
+# "warm": unchanged inputs, the whole-build key finds the cold run's images; "warm-clone": the
+# same from a new `git clone` of the same commit (as the shipped Pipeline runs: a fresh clone per
+# run; cold builds from a clone too); "warm-steps": a build arg no step reads, so the key misses
+# and buildah's per-step layer cache answers: every layer is pulled and unpacked, no step runs.
+WARM = ("warm", "warm-clone", "warm-steps")
+TARGETS = {"cold": 0.95, "warm": 0.15, "warm-clone": 0.05, "warm-steps": 0.15, "cold-j1": 0.95}
 
 
 def samba(rounds: int, workdir: Path, keep_logs: Path, variants: list[str]) -> None:
     context = REPO / "examples" / "samba"
     taskimage = [sys.executable, "-m", "taskimage"]
+    source = workdir / "samba.git"  # the app's repository, as the Pipeline's git-clone sees it
+    shutil.copytree(context, source)
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    subprocess.run([*git, "init", "-q", str(source)], check=True)
+    subprocess.run([*git, "-C", str(source), "add", "-A"], check=True)
+    subprocess.run([*git, "-C", str(source), "commit", "-qm", "samba"], check=True)
     with devenv.LocalRegistry(workdir / "registry") as reg:
         base = devenv.base_image("bookworm", PLATFORMS, f"{reg.host}/base/debian:bookworm")
         print(f"registry {reg.host}; base {base}; {os.cpu_count()} CPUs; load {os.getloadavg()}", flush=True)
@@ -192,10 +202,10 @@ def samba(rounds: int, workdir: Path, keep_logs: Path, variants: list[str]) -> N
                 # the warm runs reuse the cache that this round's cold run filled; the other cold runs get their own
                 repo = cache if kind in ("cold", *WARM) else f"{cache}-{kind}"
                 ctx = context
-                if kind == "warm-steps":
+                if kind in ("cold", "warm-clone"):  # a fresh clone per run, as in the Pipeline
                     ctx = d / "ctx"
-                    shutil.copytree(context, ctx)
-                    (ctx / "UNRELATED.txt").write_text("read by no step\n")
+                    subprocess.run(["git", "clone", "-q", str(source), str(ctx)], check=True)
+
                 argv = [
                     *taskimage,
                     "build",
@@ -205,6 +215,7 @@ def samba(rounds: int, workdir: Path, keep_logs: Path, variants: list[str]) -> N
                     str(ctx),
                     "--build-arg",
                     f"BASE_IMAGE={base}",
+                    *(["--build-arg", "UNUSED=1"] if kind == "warm-steps" else []),
                     "--tls-verify=false",
                     "--cache-repo",
                     repo,

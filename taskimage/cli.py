@@ -52,19 +52,22 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _on_signal(signum, frame):  # Tekton sends SIGTERM on timeout / cancel
-    """Signal every child first (worker threads wait on them), then unwind the main thread.
-
-    A second signal during the unwinding is ignored, so the clean-up is not cut short.
+    """Cancel the run (every child is signalled; worker threads wait on them), then unwind the
+    main thread. A second signal during the unwinding is ignored, so the clean-up is not cut short.
     """
-    if tools.stopping():
+    reason = f"received {signal.Signals(signum).name}, stopping"
+    if not tools.current().cancel(reason):
         return
-    tools.signal_all(signal.SIGTERM)
-    raise Interrupted(f"received {signal.Signals(signum).name}, stopping")
+    raise Interrupted(reason)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with tools.scope():  # one cancel token per command run
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    tools.begin_command()
     parser = build_parser(argv[0] if argv and not argv[0].startswith("-") else None)
     previous = {}
     try:

@@ -38,5 +38,9 @@ class RegistryAuthError(ToolError):
     """The registry refused the credentials (401/403). Never retried."""
 
 
-class Interrupted(TaskimageError):
+class Interrupted(BaseException):
+    """The run is stopping (a signal, or another platform's failure). A BaseException, like
+    KeyboardInterrupt, so that no ``except Exception`` on the way (preflight, probes, retries)
+    mistakes it for an ordinary failure and carries on. Exit code 143."""
+
     exit_code = EXIT_INTERRUPTED

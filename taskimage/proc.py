@@ -2,19 +2,29 @@
 
 Everything else builds argv lists as pure functions and hands them to :func:`run`, which logs
 the command line (secrets redacted), streams the tool's output line by line with a prefix,
-keeps the last lines for error messages and tracks running children so that a SIGTERM from
-Tekton stops them all.
+keeps the last lines for error messages and tracks running children so that a stop reaches
+them all.
+
+One stop mechanism: the run's :class:`CancelToken`, held in a context variable (not a
+process-wide flag, so one run's stop never leaks into the next run in the same process). The
+first failure of a platform or a SIGTERM cancels it: every running child's process group gets
+SIGTERM at once and SIGKILL after the grace period, nothing new starts except clean-up
+(``run(..., cleanup=True)``), and waits (:func:`sleep`) end early. Worker threads see the token
+when they run in a copy of the caller's context (:func:`submit`).
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import contextlib
+import contextvars
 import dataclasses
 import os
 import signal
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import sh
 
@@ -22,10 +32,96 @@ from taskimage import log
 from taskimage.errors import Interrupted, ToolError
 
 TAIL_LINES = 25
+GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 
-_running: dict[int, Any] = {}  # sh.RunningCommand by id
-_running_lock = threading.RLock()  # re-entrant: the SIGTERM handler may run while the main thread holds it
-_stopping = threading.Event()
+
+class CancelToken:
+    """One run's stop: set once, by the first failure or signal; read by every thread of the run."""
+
+    def __init__(self, grace: float = GRACE):
+        self.grace = grace
+        self.reason = ""
+        self._event = threading.Event()
+        self._running: dict[int, sh.RunningCommand] = {}
+        self._lock = threading.RLock()  # re-entrant: a signal handler may run while this thread holds it
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self, reason: str, sig: int = signal.SIGTERM) -> bool:
+        """Begin the stop (False if it had begun): ``sig`` to every running child's process group
+        now, SIGKILL to those left after the grace period. Does not wait: safe in a signal handler."""
+        with self._lock:
+            if self._event.is_set():
+                return False
+            self.reason = reason
+            self._event.set()
+            processes = list(self._running.values())
+        _signal_groups(processes, sig)
+        threading.Thread(target=self._escalate, args=(processes,), name="stop", daemon=True).start()
+        return True
+
+    def _escalate(self, processes: list) -> None:
+        deadline = time.monotonic() + self.grace
+        while time.monotonic() < deadline and any(p.is_alive() for p in processes):
+            time.sleep(0.05)
+        _signal_groups([p for p in processes if p.is_alive()], signal.SIGKILL)
+
+    def check(self) -> None:
+        """Raise :class:`Interrupted` once the run is stopping."""
+        if self._event.is_set():
+            raise Interrupted(self.reason or "interrupted")
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, or raise :class:`Interrupted` as soon as the run is stopping."""
+        if self._event.wait(max(0.0, seconds)):
+            self.check()
+
+    def _track(self, process) -> None:
+        with self._lock:
+            self._running[id(process)] = process
+
+    def _untrack(self, process) -> None:
+        with self._lock:
+            self._running.pop(id(process), None)
+
+    def running(self) -> list:
+        with self._lock:
+            return list(self._running.values())
+
+
+_token: contextvars.ContextVar[CancelToken | None] = contextvars.ContextVar("taskimage_cancel", default=None)
+
+
+def current() -> CancelToken:
+    """The current run's token (a new one if no run scope was entered in this context)."""
+    token = _token.get()
+    if token is None:
+        token = CancelToken()
+        _token.set(token)
+    return token
+
+
+@contextlib.contextmanager
+def scope(grace: float = GRACE) -> Iterator[CancelToken]:
+    """A run: a fresh token for the code inside, the previous one back afterwards."""
+    reset = _token.set(CancelToken(grace))
+    try:
+        yield _token.get()  # type: ignore[misc]
+    finally:
+        _token.reset(reset)
+
+
+def submit(pool: concurrent.futures.Executor, fn: Callable, *args, **kwargs) -> concurrent.futures.Future:
+    """``pool.submit`` in a copy of this context, so the worker sees this run's token."""
+    current()
+    return pool.submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+
+def sleep(seconds: float) -> None:
+    """A wait the run's stop interrupts (retry backoff)."""
+    current().sleep(seconds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,15 +156,18 @@ def run(
     on_line: Callable[[str], None] | None = None,
     timeout: float | None = None,
     what: str | None = None,
+    cleanup: bool = False,
 ) -> Result:
     """Run ``argv``; raise :class:`ToolError` on a non-zero exit when ``check``.
 
     ``quiet`` hides the command line; ``stream=False`` keeps output out of the log (it is still
     returned and shown in the error on failure). ``env`` entries are added to os.environ.
+    ``cleanup``: runs (and is not stopped) while the run is stopping (``buildah rm``, ``podman rm``).
     """
     argv = [str(a) for a in argv]
-    if _stopping.is_set():
-        raise Interrupted("interrupted")
+    token = current()
+    if not cleanup:
+        token.check()
     if not quiet:
         log.command(argv, prefix)
     out: list[str] = []
@@ -110,10 +209,10 @@ def run(
     process = None
     try:
         process = command(*argv[1:], **kwargs)
-        with _running_lock:
-            _running[id(process)] = process
-        if _stopping.is_set():  # a stop began while it started (signal_all may have missed it)
-            raise Interrupted(f"interrupted while starting {os.path.basename(argv[0])}")
+        if not cleanup:
+            token._track(process)
+            if token.cancelled:  # a stop began while it started (cancel() may have missed it)
+                raise Interrupted(f"{token.reason or 'interrupted'} (while starting {os.path.basename(argv[0])})")
         process.wait()
         returncode = process.exit_code
     except sh.TimeoutException:
@@ -125,14 +224,13 @@ def run(
         # Interrupted (SIGTERM handler), KeyboardInterrupt, ...: the child never outlives this
         # call, or it would be orphaned (it is no longer tracked once we return).
         if process is not None:
-            _stop_group(process)
+            _stop_group(process, token.grace)
         raise
     finally:
         if process is not None:
-            with _running_lock:
-                _running.pop(id(process), None)
-    if _stopping.is_set():
-        raise Interrupted(f"interrupted while running {os.path.basename(argv[0])}")
+            token._untrack(process)
+    if token.cancelled and not cleanup:
+        raise Interrupted(f"{token.reason or 'interrupted'} (while running {os.path.basename(argv[0])})")
     result = Result(tuple(argv), returncode, "".join(out), "".join(err))
     if check and returncode != 0:
         name = what or os.path.basename(argv[0])
@@ -140,63 +238,47 @@ def run(
     return result
 
 
-def _stop_groups(processes, sig: int = signal.SIGTERM, grace: float = 5.0) -> None:
+def _signal_groups(processes, sig: int) -> None:
+    for p in processes:
+        try:
+            p.signal_group(sig)
+        except Exception:  # already gone
+            pass
+
+
+def _stop_groups(processes, sig: int = signal.SIGTERM, grace: float = GRACE) -> None:
     """``sig`` to each child's process group, SIGKILL after ``grace`` seconds for those still there.
 
     The whole group: buildah's chroot runner and the RUN step's processes are in it. A RUN step
     that is PID 1 of its own namespace ignores SIGTERM; SIGKILL ends it.
     """
-    import time
-
-    for p in processes:
-        try:
-            p.signal_group(sig)
-        except Exception:  # already gone
-            pass
+    _signal_groups(processes, sig)
     deadline = time.monotonic() + grace
     for p in processes:
         while p.is_alive() and time.monotonic() < deadline:
             time.sleep(0.05)
-        if p.is_alive():
-            try:
-                p.signal_group(signal.SIGKILL)
-            except Exception:
-                pass
+    _signal_groups([p for p in processes if p.is_alive()], signal.SIGKILL)
 
 
-def _stop_group(process, grace: float = 5.0) -> None:
+def _stop_group(process, grace: float = GRACE) -> None:
     _stop_groups([process], grace=grace)
 
 
 def signal_all(sig: int = signal.SIGTERM) -> None:
-    """Begin a stop: no new child starts, every running child's process group gets ``sig`` now.
-
-    Does not wait, so it is safe in a signal handler: worker threads blocked on their children
-    wake up as those exit, instead of the main thread waiting for builds that would run on.
-    """
-    _stopping.set()
-    with _running_lock:
-        processes = list(_running.values())
-    for p in processes:
-        try:
-            p.signal_group(sig)
-        except Exception:  # already gone
-            pass
+    """Begin a stop of the current run (see :meth:`CancelToken.cancel`)."""
+    current().cancel("interrupted", sig)
 
 
-def stop_all(sig: int = signal.SIGTERM, grace: float = 5.0) -> None:
-    """Stop every running child (their whole process groups): ``sig``, then SIGKILL."""
-    _stopping.set()
-    with _running_lock:
-        processes = list(_running.values())
-    _stop_groups(processes, sig, grace)
+def stop_all(sig: int = signal.SIGTERM, grace: float = GRACE) -> None:
+    """Stop the current run and wait until its children are gone (SIGKILL after ``grace``)."""
+    token = current()
+    token.cancel(token.reason or "interrupted", sig)
+    _stop_groups(token.running(), sig, grace)
 
 
-def begin_command() -> None:
-    """A command begins: no stop is in progress. :func:`taskimage.cli.main` calls it first, so a
-    stop (SIGTERM, Ctrl-C) ends the command it interrupted, not the next one a program that
-    embeds ``main`` runs in the same process."""
-    _stopping.clear()
+def reset_stopping() -> None:
+    """A fresh token for the current context (tests that run several commands in one process)."""
+    _token.set(CancelToken())
 
 
 class Spawned:
@@ -208,7 +290,7 @@ class Spawned:
             full_env.update(env)
         self.argv = [str(a) for a in argv]
         self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 (closed by stop())
+        self._log = open(log_path, "ab")  # noqa: SIM115 (open as long as the child runs; closed by stop())
         self.process = sh.Command(self.argv[0])(
             *self.argv[1:],
             _out=self._log,
@@ -227,7 +309,7 @@ class Spawned:
     def alive(self) -> bool:
         return self.process.is_alive()
 
-    def stop(self, grace: float = 5.0) -> None:
+    def stop(self, grace: float = GRACE) -> None:
         if self.process.is_alive():
             _stop_group(self.process, grace)
         try:
@@ -242,5 +324,5 @@ def spawn(argv: Sequence[str], log_path: str, env: Mapping[str, str] | None = No
 
 
 def stopping() -> bool:
-    """True once a stop (SIGTERM) has begun: start nothing new."""
-    return _stopping.is_set()
+    """True once the current run is stopping: start nothing new."""
+    return current().cancelled

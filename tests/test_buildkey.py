@@ -88,3 +88,46 @@ def test_key_changes_with_every_input():
     for name, value in changes.items():
         assert buildkey.key(**dict(base, **{name: value})) != k, name
     assert buildkey.tag("r.io/cache", k) == f"r.io/cache:taskimage-build-{k}" and len(k) == 64
+
+
+def test_copy_from_and_mount_from_images_are_pinned_too():
+    text = (
+        "FROM r.io/base:1 AS build\nCOPY --from=r.io/tools:2 /bin/t /t\nCOPY --from=build /x /y\nCOPY --from=0 /x /z\n"
+        "RUN --mount=type=bind,from=r.io/data:3,target=/d --mount=type=cache,target=/c make\n"
+        "COPY --chown=1:1 --from=r.io/tools:2 /a /b\nRUN --mount=type=bind,target=/s true\n"
+    )
+    assert buildkey.external_images(text, {}, AMD64) == ["r.io/base:1", "r.io/tools:2", "r.io/data:3"]
+    # one that cannot be pinned: no key at all
+    assert buildkey.external_images("FROM r.io/a\nCOPY --from=busybox /bin/sh /sh\n", {}, AMD64) is None
+    assert buildkey.external_images("FROM r.io/a\nRUN --mount=from=$NOPE,target=/x true\n", {}, AMD64) is None
+
+
+def test_context_roots_are_what_copy_add_and_bind_mounts_can_read():
+    roots = buildkey.context_roots
+    assert roots("FROM r.io/a\nCOPY smb.conf /etc/samba/\nADD --chown=1:1 ./src/a b/ /x/\n") == {"smb.conf", "src", "b"}
+    assert roots('FROM r.io/a\nCOPY ["dir/x y", "/z"]\nCOPY --from=build /out /out\n') == {"dir"}
+    assert roots("FROM r.io/a\nADD https://example.org/f.tgz /f\nRUN --mount=type=cache,target=/c true\n") == set()
+    assert roots("FROM r.io/a\nRUN --mount=type=bind,from=r.io/b,target=/b true\n") == set()
+    for anything in (
+        "COPY . /src",
+        "COPY ./ /src",
+        "COPY *.txt /",
+        "COPY $DIR/x /",
+        "RUN --mount=target=/src make",
+        "RUN --mount=type=bind,source=.,target=/src make",
+        "COPY <<EOF /x\nhi\nEOF",
+    ):
+        assert roots(f"FROM r.io/a\n{anything}\n") is None, anything
+
+
+def test_what_no_instruction_reads_is_outside_the_key(tmp_path):
+    (tmp_path / "smb.conf").write_text("a")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "index").write_text("1")
+    only = frozenset({"smb.conf"})
+    first = buildkey.context_digest(tmp_path, only)
+    (tmp_path / ".git" / "index").write_text("2")  # a fresh clone's .git differs
+    (tmp_path / "README").write_text("new")
+    assert buildkey.context_digest(tmp_path, only) == first
+    (tmp_path / "smb.conf").write_text("b")
+    assert buildkey.context_digest(tmp_path, only) != first

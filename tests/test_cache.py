@@ -145,8 +145,7 @@ def test_warm_run_in_empty_storage_reuses_every_layer_from_the_cache_repo(tmp_pa
     assert len(tags) == 4  # one per RUN step per platform: their keys differ by platform
 
     # warm: a new, empty storage (a new pod); nothing runs, everything comes from the registry. A
-    # file no step reads changes, so the whole-build key misses and buildah's layer cache answers.
-    (ctx / "README").write_text("not read by any step\n")
+    # build arg no step reads is new, so the whole-build key misses and buildah's layer cache answers.
     rc, _, warm = taskimage(
         [
             "build",
@@ -154,6 +153,8 @@ def test_warm_run_in_empty_storage_reuses_every_layer_from_the_cache_repo(tmp_pa
             f"{registry.host}/app/warm:warm",
             "--context",
             str(ctx),
+            "--build-arg",
+            "UNUSED=1",
             "--cache-repo",
             cache,
             "linux/amd64",
@@ -305,3 +306,77 @@ def test_a_missing_repository_is_told_apart_from_an_unreachable_registry():
             [f'Get "http://127.0.0.1:{port}/v2/": dial tcp 127.0.0.1:{port}: connect: connection refused']
         )
     assert not build.repository_missing(["dial tcp 10.0.404.1:5000: i/o timeout"])
+
+
+def test_a_fresh_clone_reuses_and_a_moved_copy_from_tag_rebuilds(
+    tmp_path, registry, busybox_base, busybox_amd64_only, storage
+):
+    """The shipped Pipeline's path: a new `git clone` per run, CONTEXT at the clone's root. An
+    unchanged commit reuses the earlier image; moving the tag of an image named only in
+    `COPY --from=` is a changed input and builds (never a stale copy)."""
+    need(have_tools("git"), "git is not installed")
+    tools = f"{registry.host}/tools/bb:moving"
+    copy = ["skopeo", "copy", "--all", "--dest-tls-verify=false", "--src-tls-verify=false"]
+    subprocess.run([*copy, f"docker://{busybox_amd64_only}", f"docker://{tools}"], check=True, capture_output=True)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "app.txt").write_text("app\n")
+    (src / ".containerignore").write_text(".git\n")
+    (src / "Containerfile").write_text(f"FROM {busybox_base}\nCOPY --from={tools} /bin/busybox /bb\nCOPY . /src\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@e"]
+    subprocess.run([*git, "init", "-q", str(src)], check=True)
+    subprocess.run([*git, "-C", str(src), "add", "-A"], check=True)
+    subprocess.run([*git, "-C", str(src), "commit", "-qm", "one"], check=True)
+
+    def run(name: str) -> str:
+        clone = tmp_path / f"clone-{name}"
+        subprocess.run(["git", "clone", "-q", str(src), str(clone)], check=True)
+        argv = ["build", "--image", f"{registry.host}/app/clone:{name}", "--context", str(clone)]
+        rc, _, err = taskimage([*argv, "--cache-repo", f"{registry.host}/cache/clone", "linux/amd64"], storage(name))
+        assert rc == 0, err[-3000:]
+        return err
+
+    first = run("first")
+    assert "whole-build keys for 1 of 1 platform(s)" in first and " build --platform " in first
+    again = run("again")
+    assert " build --platform " not in again  # buildah never ran a build
+    assert len(lines(again, "linux/amd64", r"nothing the build reads has changed since .*: reused that image")) == 1
+
+    subprocess.run([*copy, f"docker://{busybox_base}", f"docker://{tools}"], check=True, capture_output=True)
+    moved = run("moved")
+    assert " build --platform " in moved and "reused that image" not in moved
+
+
+def test_only_buildahs_cache_errors_count_as_cache_failures():
+    # what buildah 1.28 printed here when the cache registry went away mid-build
+    pushed = (
+        'Error: failed pushing cache to {{{"127.0.0.1:1" "cache/x"} "b18f06d5"}}: trying to reuse blob '
+        'sha256:f0da at destination: pinging container registry 127.0.0.1:1: Get "http://127.0.0.1:1/v2/": '
+        "dial tcp 127.0.0.1:1: connect: connection refused"
+    )
+    assert build.cache_failure(["STEP 1/2: FROM scratch", pushed])
+    assert build.cache_failure(["Error: unable to parse value provided `x` to --cache-to: bad"])
+    step = 'Error: building at STEP "RUN apt-get install -y x": exit status 100'
+    for noise in (
+        "--> Using cache 5d8f0c",
+        "E: Could not open lock file /var/cache/apt/archives/lock",
+        "npm ERR! path /root/.npm/_cacache",
+        "failed pushing cache to nowhere (printed by the RUN step itself)",
+    ):
+        assert not build.cache_failure([noise, step]), noise
+    assert not build.cache_failure([pushed, step])  # the last error decides
+
+
+def test_a_failing_run_step_with_a_cache_repo_runs_once(tmp_path, registry, busybox_base, storage):
+    """Its output mentions caches ("--> Using cache", /var/cache/apt, _cacache), as real builds'
+    do: still one run, one failure."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(
+        f"FROM {busybox_base}\nRUN echo step-started; echo '--> Using cache' /var/cache/apt _cacache; exit 3\n"
+    )
+    argv = ["build", "--image", f"{registry.host}/app/fails:1", "--context", str(ctx)]
+    rc, _, err = taskimage([*argv, "--cache-repo", f"{registry.host}/cache/fails", "linux/amd64"], storage("once"))
+    assert rc == 1, err[-3000:]
+    assert err.splitlines().count("[linux/amd64] step-started") == 1, err[-3000:]
+    assert "retrying without it" not in err

@@ -201,3 +201,91 @@ def test_a_stop_ends_only_the_command_it_interrupted(capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert out.splitlines()[2].split()[:3] == ["linux/arm64", "ok", "qemu-aarch64"], out
+
+
+@pytest.mark.emulation
+def test_a_failing_platform_stops_a_slow_emulated_sibling(tmp_path, registry, busybox_base, storage_env):
+    """amd64 fails while arm64 (under qemu) is in a long RUN: the run exits 1 with amd64's error
+    at once; the log shows arm64 was stopped mid-step (it never finished), and nothing is left."""
+    marker = str(random.randint(10_000_000, 99_999_999))
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(
+        f"FROM {busybox_base}\n"
+        f'RUN if [ "$(uname -m)" = x86_64 ]; then sleep 20; echo amd64-fails; exit 7; fi; '
+        f"echo arm64-started; sleep {marker}; echo arm64-finished\n"
+    )
+    image = f"{registry.host}/interrupt/fail-fast:1"
+    log_path = tmp_path / "stderr"
+    proc = start(
+        ["build", "--image", image, "--context", str(ctx), "--jobs", "2", "linux/amd64", "linux/arm64"],
+        storage_env,
+        log_path,
+    )
+    try:
+        rc = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = log_path.read_text()
+    assert rc == 1, err[-3000:]
+    assert err.strip().splitlines()[-1] == "ERROR: buildah build for linux/amd64 failed with exit code 7"
+    lines = err.splitlines()
+    assert "[linux/arm64] arm64-started" in lines and "[linux/arm64] arm64-finished" not in lines  # killed mid-step
+    assert "[linux/arm64] stopped: linux/amd64 failed" in err
+    wait_for(lambda: matching(f"sleep {marker}") == [], 30, "the stopped arm64 step to end", log_path)
+    assert not tag_exists(image)
+
+
+@pytest.mark.emulation
+def test_a_run_step_that_ignores_sigterm_is_killed_after_the_grace(tmp_path, registry, busybox_base, storage_env):
+    """Two platforms whose RUN steps ignore SIGTERM: SIGKILL follows within the grace period."""
+    marker = str(random.randint(10_000_000, 99_999_999))
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(f"FROM {busybox_base}\nRUN trap '' TERM; sleep {marker}; echo survived\n")
+    image = f"{registry.host}/interrupt/trap:1"
+    log_path = tmp_path / "stderr"
+    proc = start(
+        ["build", "--image", image, "--context", str(ctx), "--jobs", "2", "linux/amd64", "linux/arm64"],
+        storage_env,
+        log_path,
+    )
+    try:
+        wait_for(lambda: len(matching(f"sleep {marker}")) >= 2, 120, "both RUN steps to start", log_path)
+        tree = descendants(proc.pid)
+        rc = terminate(proc)  # fails past Tekton's 30 s grace: SIGKILL followed our own 5 s grace
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = log_path.read_text()
+    assert rc == 143, err[-2000:]
+    assert err.strip().splitlines()[-1] == "ERROR: received SIGTERM, stopping"
+    assert not [line for line in err.splitlines() if line.endswith("] survived")]
+    none_left(tree, log_path)
+    assert matching(f"sleep {marker}") == []
+    assert not tag_exists(image)
+
+
+@pytest.mark.podman
+def test_sigterm_during_taskimage_run_leaves_no_container(tmp_path, busybox_base):
+    """`taskimage run` stopped mid-step: exit 143, and the step's container is removed (clean-up
+    runs while the run is stopping), although the step ignores SIGTERM."""
+    need(have_tools("podman", "runc"), "podman and runc are not installed (see .ci/run)")
+    task = Path(__file__).parent / "data" / "localrun" / "sleeping-task.yaml"
+    log_path = tmp_path / "stderr"
+    proc = start(["run", str(task), "-p", f"IMAGE={busybox_base}", "--tls-verify=false"], {}, log_path)
+
+    def containers() -> list[str]:
+        out = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True).stdout
+        return [n for n in out.split() if n.startswith("sleeping-run-")]
+
+    try:
+        wait_for(lambda: "[sleep] sleeping" in log_path.read_text() and containers(), 180, "the step to run", log_path)
+        rc, _ = terminate(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = log_path.read_text()
+    assert rc == 143, err[-2000:]
+    assert containers() == [], err[-2000:]

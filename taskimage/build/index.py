@@ -28,18 +28,20 @@ from taskimage import proc as tools
 from taskimage.build import buildah, results
 from taskimage.build.params import BY_NAME, Param
 from taskimage.errors import TaskimageError, ToolError, UsageError
-from taskimage.oci import auth
+from taskimage.oci import auth, media
 from taskimage.oci import registry as remote
+from taskimage.oci.media import (  # noqa: F401 (re-exported: callers name them as index.X)
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    FAMILY,
+    FAMILY_OF_LIST,
+    LIST_TYPE,
+    OCI_INDEX,
+    OCI_MANIFEST,
+)
 from taskimage.oci.platforms import Platform, normalize, split_values
 from taskimage.oci.reference import ImageReference, parse_image
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-LIST_TYPE = {"oci": OCI_INDEX, "docker": DOCKER_LIST}
-FAMILY = {OCI_MANIFEST: "oci", DOCKER_MANIFEST: "docker"}
-FAMILY_OF_LIST = {OCI_INDEX: "oci", DOCKER_LIST: "docker"}
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 REFS = Param(
@@ -280,15 +282,14 @@ def read_instance(opts: IndexOptions, registry: buildah.Registry, ref: SourceRef
     try:
         raw = remote.inspect_raw(registry, ref.pinned, opts.retry, opts.retry_delay, retry_not_found=False)
     except ToolError as exc:
-        text = " ".join(exc.tail).lower()
-        if any(m in text for m in remote.NOT_FOUND_MARKERS):
+        if remote.not_found(exc.tail):
             raise UsageError(f"--ref: {ref.text!r} does not exist in the registry") from exc
         raise
     manifest = raw.encode()
     if "sha256:" + hashlib.sha256(manifest).hexdigest() != ref.digest:
         raise TaskimageError(f"the registry answered {ref.pinned} with a manifest of another digest")
     doc = json.loads(manifest)
-    media_type = doc.get("mediaType") or (OCI_INDEX if "manifests" in doc else OCI_MANIFEST)
+    media_type = media.media_type_of(doc)
     if media_type in (OCI_INDEX, DOCKER_LIST):
         raise UsageError(
             f"--ref: {ref.text!r} is a manifest list, not one platform's image; give its entries "

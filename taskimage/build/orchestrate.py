@@ -27,8 +27,9 @@ from taskimage import __version__, log
 from taskimage import proc as tools
 from taskimage.build import buildah, index, results, storage, verify
 from taskimage.build import key as buildkey
+from taskimage.build.ignore import IgnoreError
 from taskimage.emulation import binfmt
-from taskimage.errors import TaskimageError, ToolError, UsageError
+from taskimage.errors import Interrupted, TaskimageError, ToolError, UsageError
 from taskimage.oci import auth
 from taskimage.oci import registry as remote
 from taskimage.oci.platforms import Platform, host_platform, parse_platforms
@@ -243,16 +244,10 @@ def cache_problem(registry: buildah.Registry, repo: str) -> str | None:
         return exc.tail[-1] if exc.tail else str(exc)
 
 
-# A 404 status, never the digits of a port or an address: "404" anywhere made
-# "dial tcp 127.0.0.1:54047: connection refused" look like a missing repository, and the
-# unreachable cache was used (seen once in CI: the free port drawn contained 404).
-_STATUS_404 = re.compile(r"(?<![\d:.])404(?![\d.])")
-
-
 def repository_missing(lines: Sequence[str]) -> bool:
-    """Does a registry tool's output say the repository (or tag) does not exist?"""
-    text = " ".join(lines).lower()
-    return bool(_STATUS_404.search(text)) or any(m in text for m in remote.NOT_FOUND_MARKERS)
+    """Does a registry tool's output say the repository (or tag) does not exist? (By status or
+    error code, never by digits: a port holding "404" once made an unreachable cache look empty.)"""
+    return remote.not_found(lines)
 
 
 def _run_id() -> str:
@@ -294,6 +289,28 @@ def last_cache_ref(output: str) -> str:
     return refs[-1] if refs else ""
 
 
+# buildah's own errors about the layer cache (buildah 1.28: imagebuildah, define): the build
+# failed in reaching the cache, not in a step. A step that fails is "building at STEP ...: exit status N".
+_CACHE_ERRORS = (
+    "failed pushing cache to",
+    "failed while pushing cache to",
+    "failed while pulling cache from",
+    "failed pulling cache from all available sources",
+    "to --cache-to:",
+    "to --cache-from:",
+)
+_STEP_FAILED = re.compile(r'^Error: building at STEP ".*": exit status \d+$')
+
+
+def cache_failure(tail: Sequence[str]) -> bool:
+    """Whether buildah's final error is about the layer cache (then a retry without it may work);
+    not any line that mentions a cache (buildah's "--> Using cache", apt's /var/cache, npm's _cacache)."""
+    errors = [line.strip() for line in tail if line.strip().startswith("Error:")]
+    if not errors or _STEP_FAILED.match(errors[-1]):
+        return False
+    return any(marker in errors[-1] for marker in _CACHE_ERRORS)
+
+
 def build_platform(
     opts: BuildOptions,
     store: buildah.Storage,
@@ -318,7 +335,7 @@ def build_platform(
     try:
         result = _buildah_build(argv, prefix, env, p)
     except ToolError as exc:
-        if opts.spec.cache_repo and any("cache" in line.lower() for line in exc.tail):
+        if opts.spec.cache_repo and cache_failure(exc.tail):
             log.warn(f"{prefix}the build failed with the layer cache {opts.spec.cache_repo}; retrying without it")
             argv = buildah.build(store, registry, dataclasses.replace(opts.spec, cache_repo=""), p, iidfile)
             result = _buildah_build(argv, prefix, env, p)
@@ -391,7 +408,13 @@ def build_keys(opts: BuildOptions, registry: buildah.Registry) -> dict[Platform,
 
     found = tools.run(["buildah", "--version"], quiet=True, stream=False, check=False).stdout.strip()
     versions = f"taskimage {__version__}; {found}; on {host_platform()}"  # $BUILDPLATFORM stages depend on the host
-    context = buildkey.context_digest(opts.spec.context)
+    try:
+        context = buildkey.context_digest(opts.spec.context, buildkey.context_roots(text))
+    except IgnoreError as exc:
+        log.info(
+            f"no whole-build key: the context's ignore file cannot be mirrored ({exc}); buildah's layer cache only"
+        )
+        return {}
     keys = {}
     for p in opts.platforms:
         images = buildkey.external_images(text, dict(opts.spec.build_args), p)
@@ -429,7 +452,7 @@ def reuse_built(opts: BuildOptions, registry: buildah.Registry, p: Platform, bui
         config = remote.inspect_raw(registry, ref, 0, 0, config=True).encode()
         cfg = json.loads(config)
     except ToolError as exc:
-        if not any(m in " ".join(exc.tail).lower() for m in remote.NOT_FOUND_MARKERS):
+        if not remote.not_found(exc.tail):
             log.info(f"{prefix}the layer cache's {ref} could not be read ({exc}); building")
         return None
     except ValueError:
@@ -481,7 +504,7 @@ def verify_image(store: buildah.Storage, p: Platform, image_id: str, prefix: str
         mountpoint = tools.run(buildah.mount(store, name), quiet=True, stream=False).stdout.strip()
         verdict = verify.elf_arch(mountpoint)
     finally:
-        tools.run(buildah.remove_container(store, name), quiet=True, stream=False, check=False)
+        tools.run(buildah.remove_container(store, name), quiet=True, stream=False, check=False, cleanup=True)
     if verdict.arch is None:
         return "no ELF executables to check; config says " + str(p)
     if verdict.arch != p.arch:
@@ -718,31 +741,50 @@ def _build_all(
         b = build_platform(opts, store, registry, order[0], workdir, keys)
         return (b if opts.skip_push else push_built(opts, store, registry, b, workdir, before, keys),)
     wait, first = concurrent.futures.wait, concurrent.futures.FIRST_COMPLETED
+    token = tools.current()
+    failures: list[tuple[Platform, BaseException]] = []
     with (
         concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build") as builds,
         concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="push") as pushes,
     ):
-        building = {builds.submit(build_platform, opts, store, registry, p, workdir, keys): p for p in order}
+        building = {tools.submit(builds, build_platform, opts, store, registry, p, workdir, keys): p for p in order}
         pushing: dict[concurrent.futures.Future, Platform] = {}
         try:
             while building or pushing:
                 finished, _ = wait([*building, *pushing], return_when=first)
                 for fut in finished:
-                    if fut in building:
-                        del building[fut]
-                        b = fut.result()
-                        if opts.skip_push:
-                            done[b.platform] = b
-                        else:
-                            pushing[pushes.submit(push_built, opts, store, registry, b, workdir, before, keys)] = (
-                                b.platform
-                            )
+                    was_build = fut in building
+                    p = building.pop(fut) if was_build else pushing.pop(fut)
+                    if fut.cancelled():
+                        continue
+                    exc = fut.exception()
+                    if isinstance(exc, Interrupted) and token.cancelled:
+                        log.info(f"[{p}] stopped: {token.reason}")
+                        continue
+                    if exc is not None:
+                        if failures:
+                            log.error(f"{p} also failed: {exc}")
+                        failures.append((p, exc))
+                        if token.cancel(f"{p} failed"):
+                            log.warn(f"{p} failed: stopping the other platforms")
+                        for f in (*building, *pushing):
+                            f.cancel()  # not started yet
+                        continue
+                    if token.cancelled:
+                        continue
+                    b = fut.result()
+                    if was_build and not opts.skip_push:
+                        pushing[tools.submit(pushes, push_built, opts, store, registry, b, workdir, before, keys)] = p
                     else:
-                        done[pushing.pop(fut)] = fut.result()
+                        done[p] = b
         except BaseException:
+            token.cancel(token.reason or "interrupted")
             for f in (*building, *pushing):
                 f.cancel()
             raise
+    if failures:
+        raise failures[0][1]
+    token.check()
     return tuple(done[p] for p in opts.platforms)
 
 

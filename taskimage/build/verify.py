@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import stat
 from pathlib import Path
 
 from taskimage.oci.platforms import arch_of_elf
@@ -26,23 +27,45 @@ class ElfVerdict:
     counts: dict
 
 
-def _resolve(root: Path, relative: str, hops: int = 16) -> Path | None:
-    """Follow symlinks inside ``root`` (absolute links are relative to the image's root)."""
-    current = relative.strip("/")
-    for _ in range(hops):
-        path = root / current
-        if path.is_symlink():
-            target = os.readlink(path)
-            current = (
-                target.lstrip("/")
-                if target.startswith("/")
-                else os.path.normpath(os.path.join(os.path.dirname(current), target))
-            )
-            if current.startswith(".."):
-                return None
+MAX_LINKS = 40  # Linux's limit on symlinks followed in one lookup
+
+
+def resolve(root: Path, relative: str, max_links: int = MAX_LINKS) -> Path | None:
+    """``relative`` looked up as a process chrooted to ``root`` would: every component's symlink
+    followed inside ``root`` (absolute targets from ``root``, ``..`` never above it), nothing on
+    the host ever read. None if a component is missing or there are more than ``max_links`` links."""
+    todo = [p for p in relative.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    links = 0
+    while todo:
+        part = todo.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
             continue
-        return path if path.is_file() else None
-    return None
+        candidate = root.joinpath(*done, part)
+        try:
+            st = os.lstat(candidate)  # every earlier component is a real directory under root
+        except OSError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > max_links:
+                return None
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                done = []
+            todo = [p for p in target.split("/") if p not in ("", ".")] + todo
+            continue
+        if todo and not stat.S_ISDIR(st.st_mode):
+            return None
+        done.append(part)
+    return root.joinpath(*done)
+
+
+def _regular_file(root: Path, relative: str) -> Path | None:
+    path = resolve(root, relative)
+    return path if path is not None and stat.S_ISREG(os.lstat(path).st_mode) else None
 
 
 def _header(path: Path) -> bytes:
@@ -57,7 +80,7 @@ def elf_arch(root: str | os.PathLike) -> ElfVerdict:
     """Decide the architecture of a root file system from its executables."""
     root = Path(root)
     for candidate in PREFERRED:
-        path = _resolve(root, candidate)
+        path = _regular_file(root, candidate)
         if path is not None:
             arch = arch_of_elf(_header(path))
             if arch:
@@ -65,20 +88,22 @@ def elf_arch(root: str | os.PathLike) -> ElfVerdict:
     counts: collections.Counter[str] = collections.Counter()
     examples: dict[str, str] = {}
     seen = 0
+    walked: set[Path] = set()
     for directory in SEARCH_DIRS:
-        base = root / directory
-        if not base.is_dir() or base.is_symlink():
-            continue
-        for entry in sorted(base.iterdir()):
+        base = resolve(root, directory) if directory else root
+        if base is None or base in walked or not stat.S_ISDIR(os.lstat(base).st_mode):
+            continue  # missing, or a link to a directory already counted (/bin -> /usr/bin)
+        walked.add(base)
+        for entry in sorted(os.scandir(base), key=lambda e: e.name):
             if seen >= MAX_FILES:
                 break
-            if entry.is_symlink() or not entry.is_file():
+            if not entry.is_file(follow_symlinks=False):
                 continue
             seen += 1
-            arch = arch_of_elf(_header(entry))
+            arch = arch_of_elf(_header(Path(entry.path)))
             if arch:
                 counts[arch] += 1
-                examples.setdefault(arch, str(entry.relative_to(root)))
+                examples.setdefault(arch, os.path.relpath(entry.path, root))
     if not counts:
         return ElfVerdict(None, "no ELF executables found", {})
     arch, _ = counts.most_common(1)[0]

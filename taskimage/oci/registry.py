@@ -1,8 +1,11 @@
-"""Registry access shared by ``build`` and ``index``: the access options, retries, read-back, results.
+"""Registry access shared by ``build``, ``index`` and ``bundle``: options, retries, error kinds,
+read-back, results.
 
-Both commands write to a registry the same way (transient errors retried with backoff, refused
-credentials never), read what they pushed back from the registry instead of trusting a local
-digest, and describe the pushed list with the same four Tekton results.
+Every command writes to a registry the same way (transient errors retried with backoff, refused
+credentials never), decides what a failure was by :func:`classify` (the HTTP status or the
+distribution error code the tool printed, never a word anywhere in its output), reads what it
+pushed back from the registry instead of trusting a local digest, and describes the pushed list
+with the same four Tekton results.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,34 +20,79 @@ from taskimage import log
 from taskimage import proc as tools
 from taskimage.build import buildah
 from taskimage.errors import RegistryAuthError, TaskimageError, ToolError, UsageError
-from taskimage.oci import auth
+from taskimage.oci import auth, media
 from taskimage.oci.platforms import Platform
 from taskimage.oci.reference import ImageReference
 
-INDEX_TYPES = {
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
+INDEX_TYPES = media.INDEX_TYPES
+# What went wrong, decided from what the registry answered as skopeo/buildah (containers/image)
+# print it: an HTTP status ("received unexpected HTTP status: 503 Service Unavailable") or a
+# distribution error code ("unauthorized: ...", "denied: ...", "manifest unknown: ..."), each
+# after ": " or at the start. Never from a word anywhere: a local "permission denied" is not a
+# refused login, and "401"/"404" inside a digest or a port is no status.
+AUTH, NOT_FOUND, PERMANENT, LOCAL, TRANSIENT = "auth", "not-found", "permanent", "local", "transient"
+_STATUS = re.compile(
+    r"unexpected HTTP status: (\d{3})|status ?code(?: from registry)?:? (\d{3})|\b(\d{3}) \(?(?:Unauthorized|Forbidden|Not Found)\b",
+    re.IGNORECASE,
+)
+_CODES = {
+    "unauthorized": AUTH,
+    "authentication required": AUTH,
+    "denied": AUTH,
+    "manifest unknown": NOT_FOUND,
+    "name unknown": NOT_FOUND,
+    "blob unknown": PERMANENT,
+    "manifest blob unknown": PERMANENT,
+    "manifest invalid": PERMANENT,
+    "manifest unverified": PERMANENT,
+    "name invalid": PERMANENT,
+    "tag invalid": PERMANENT,
+    "digest invalid": PERMANENT,
+    "size invalid": PERMANENT,
+    "unsupported": PERMANENT,
+    "toomanyrequests": TRANSIENT,
 }
-# As words, never inside a digest: a bare "401" matched the hex of sha256 digests in buildah's
-# output and turned a 503 into "credentials refused" (seen through tests/faultproxy.py).
-_AUTH_RE = re.compile(
-    r"unauthorized|authentication required|\bdenied\b|\bforbidden\b|(?<![0-9a-f:])40[13](?![0-9a-f])", re.IGNORECASE
+_CODE = re.compile(r"(?:^|: |msg=\")(" + "|".join(sorted(map(re.escape, _CODES), key=len, reverse=True)) + r")\b")
+_LOCAL = re.compile(
+    r"permission denied|operation not permitted|read-only file system|no such file or directory|is a directory"
 )
-PERMANENT_MARKERS = (
-    "manifest invalid",
-    "name invalid",
-    "invalid reference",
-    "blob unknown to registry",
-    "name unknown",
-    "unsupported",
-    "no such host",
-)
-NOT_FOUND_MARKERS = ("manifest unknown", "not found", "name unknown")
+_NO_HOST = re.compile(r"no such host|invalid reference format")
+
+
+def status_kind(status: int) -> str:
+    if status in (401, 403):
+        return AUTH
+    if status == 404:
+        return NOT_FOUND
+    if status in (408, 429) or status >= 500:
+        return TRANSIENT
+    return PERMANENT
+
+
+def classify(lines: Sequence[str]) -> str:
+    """The kind of a registry tool's failure (AUTH, NOT_FOUND, PERMANENT, LOCAL or TRANSIENT),
+    from its last lines: the last line that carries a status or an error code decides."""
+    for line in reversed(lines):
+        found = _STATUS.search(line)
+        if found:
+            return status_kind(int(next(g for g in found.groups() if g)))
+        code = _CODE.search(line)
+        if code:
+            return _CODES[code.group(1)]
+        if _NO_HOST.search(line):
+            return PERMANENT
+        if _LOCAL.search(line):
+            return LOCAL
+    return TRANSIENT
 
 
 def auth_refused(lines: Sequence[str]) -> bool:
-    """Does a registry tool's output say the credentials were refused (401/403)?"""
-    return any(_AUTH_RE.search(line) for line in lines)
+    """Did the registry refuse the credentials (401/403, "unauthorized", "denied: ...")?"""
+    return classify(lines) == AUTH
+
+
+def not_found(lines: Sequence[str]) -> bool:
+    return classify(lines) == NOT_FOUND
 
 
 def access(v: dict, src: dict) -> tuple[buildah.Registry, str | None]:
@@ -71,14 +118,14 @@ def with_retry(action, *, what: str, image: ImageReference, retry: int, retry_de
         try:
             return action()
         except ToolError as exc:
-            text = " ".join(exc.tail).lower()
-            if auth_refused(exc.tail):
+            kind = classify(exc.tail)
+            if kind == AUTH:
                 raise RegistryAuthError(
                     f"the registry {image.registry} refused the credentials for {image.name} "
                     f"(check --authfile / the dockerconfig workspace); not retried",
                     tail=exc.tail,
                 ) from exc
-            if any(m in text for m in PERMANENT_MARKERS) or attempt == attempts:
+            if kind in (PERMANENT, NOT_FOUND, LOCAL) or attempt == attempts:
                 raise ToolError(
                     f"{what} failed after {attempt} attempt(s): {exc.tail[-1] if exc.tail else exc}", tail=exc.tail
                 ) from exc
@@ -86,7 +133,7 @@ def with_retry(action, *, what: str, image: ImageReference, retry: int, retry_de
             log.warn(
                 f"{what}: attempt {attempt} of {attempts} failed ({exc.tail[-1] if exc.tail else exc}); retrying in {delay:g} s"
             )
-            time.sleep(delay)
+            tools.sleep(delay)
     raise AssertionError("unreachable")
 
 
@@ -113,11 +160,10 @@ def inspect_raw(
                 what="skopeo inspect",
             ).stdout
         except ToolError as exc:
-            text = " ".join(exc.tail).lower()
-            not_found = not retry_not_found and any(m in text for m in NOT_FOUND_MARKERS)
-            if auth_refused(exc.tail) or not_found or attempt > retry:
+            kind = classify(exc.tail)
+            if kind in (AUTH, PERMANENT, LOCAL) or (kind == NOT_FOUND and not retry_not_found) or attempt > retry:
                 raise
-            time.sleep(delay * (2 ** (attempt - 1)))
+            tools.sleep(delay * (2 ** (attempt - 1)))
     raise AssertionError("unreachable")
 
 

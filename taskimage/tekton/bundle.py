@@ -43,12 +43,14 @@ from typing import Any
 
 from taskimage import proc as tools
 from taskimage.errors import RegistryAuthError, TaskimageError, ToolError, UsageError
+from taskimage.oci import media
+from taskimage.oci import registry as remote
 from taskimage.oci.reference import ImageReference, parse_image
 from taskimage.tekton import yamlio
 
-MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
-CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
-LAYER_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+MANIFEST_MEDIA_TYPE = media.DOCKER_MANIFEST
+CONFIG_MEDIA_TYPE = media.DOCKER_CONFIG
+LAYER_MEDIA_TYPE = media.DOCKER_LAYER_GZIP
 
 ANNOTATION_API_VERSION = "dev.tekton.image.apiVersion"
 ANNOTATION_KIND = "dev.tekton.image.kind"
@@ -310,8 +312,7 @@ def load_objects(paths: Sequence[str]) -> list[TektonObject]:
 # --- image ----------------------------------------------------------------------------------
 
 
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+sha256_digest = media.digest
 
 
 def layer_tar(name: str, content: bytes) -> bytes:
@@ -509,12 +510,12 @@ def skopeo_pull_argv(ref: str, layout: Path, options: RegistryOptions) -> list[s
     ]
 
 
-_AUTH_MARKERS = ("unauthorized", "authentication required", "denied", "403 forbidden")
+PUSH_RETRY, PUSH_RETRY_DELAY = 3, 1.0  # as build and index: transient registry errors retried with backoff
 
 
 def _auth_error(exc: ToolError, repository: str, options: RegistryOptions) -> ToolError:
     """A refused login becomes RegistryAuthError with a message that says what to check."""
-    if not any(marker in line.lower() for line in exc.tail for marker in _AUTH_MARKERS):
+    if not remote.auth_refused(exc.tail):
         return exc
     given = f"--authfile {options.authfile}" if options.authfile else "no --authfile"
     return RegistryAuthError(
@@ -536,8 +537,15 @@ def push(bundle: Bundle, ref: ImageReference, options: RegistryOptions) -> str:
     """Push with ``skopeo copy dir:…``, then read the manifest back: its digest must be ours."""
     with tempfile.TemporaryDirectory(prefix="taskimage-bundle-") as tmp:
         layout = write_dir_layout(bundle, Path(tmp) / "bundle")
+        argv = skopeo_push_argv(layout, ref, options)
         try:
-            tools.run(skopeo_push_argv(layout, ref, options), what="skopeo copy")
+            remote.with_retry(
+                lambda: tools.run(argv, what="skopeo copy"),
+                what=f"pushing {ref.url}",
+                image=ref,
+                retry=PUSH_RETRY,
+                retry_delay=PUSH_RETRY_DELAY,
+            )
         except ToolError as exc:
             raise _auth_error(exc, ref.name, options) from None
     pushed = read_manifest(ref.url, options)

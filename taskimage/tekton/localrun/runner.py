@@ -226,6 +226,6 @@ def execute(plan: Plan, options: Options) -> RunReport:
 def _remove_container(name: str) -> None:
     """Remove our own step container, left behind when its podman client was stopped."""
     try:
-        tools.run(["podman", "rm", "--force", "--ignore", name], check=False, quiet=True, stream=False)
-    except Exception:  # interrupted: tools refuses to start anything new
+        tools.run(["podman", "rm", "--force", "--ignore", name], check=False, quiet=True, stream=False, cleanup=True)
+    except Exception:  # podman missing or broken: nothing more to do here
         pass

@@ -1,0 +1,57 @@
+"""The run's cancel token (proc.py): one stop per run, seen by every thread, clean-up still runs."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+
+import pytest
+
+from taskimage import proc as tools
+from taskimage.emulation import probe
+from taskimage.errors import Interrupted
+from taskimage.oci.platforms import Platform
+
+
+def test_a_stop_reaches_worker_threads_and_ends_with_its_run():
+    with tools.scope() as token, concurrent.futures.ThreadPoolExecutor(2) as pool:
+        token.cancel("a platform failed")
+        fut = tools.submit(pool, tools.run, ["true"], quiet=True)
+        with pytest.raises(Interrupted, match="a platform failed"):
+            fut.result()
+        assert tools.run(["true"], quiet=True, cleanup=True).returncode == 0  # clean-up still runs
+    with tools.scope() as later:
+        assert not later.cancelled  # the next run starts clean
+        assert tools.run(["true"], quiet=True).returncode == 0
+
+
+def test_backoff_waits_end_when_the_run_stops():
+    with tools.scope() as token:
+        threading.Timer(0.2, token.cancel, args=("stop",)).start()
+        t = time.monotonic()
+        with pytest.raises(Interrupted):
+            tools.sleep(600)
+        assert time.monotonic() - t < 60
+
+
+def test_a_stopping_run_is_not_taken_for_a_failed_probe():
+    """Preflight's probe catches the errors of running a foreign binary; a stop is not one of them
+    (it used to be, and SIGTERM during preflight exited 3 instead of 143)."""
+    with tools.scope() as token:
+        token.cancel("received SIGTERM, stopping")
+        with pytest.raises(Interrupted):
+            probe.run(Platform("linux", "arm64"))
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_the_grace():
+    with tools.scope(grace=1.0) as token, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        fut = tools.submit(pool, tools.run, ["sh", "-c", "trap '' TERM; echo ready; sleep 600"], quiet=True)
+        deadline = time.monotonic() + 60
+        while not token.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [child] = token.running()
+        token.cancel("stop")
+        with pytest.raises(Interrupted):
+            fut.result(timeout=60)
+        assert not child.is_alive()
