@@ -60,6 +60,28 @@ def register(subparsers) -> None:
     p.add_argument("--results-dir", metavar="DIR", help="keep the results here (an empty or new directory)")
     p.add_argument("--keep", action="store_true", help="keep the step containers and the run directory")
     p.add_argument("--output", choices=("table", "json"), default="table", help="results format on stdout")
+    g = p.add_argument_group("Pipelines and PipelineRuns")
+    g.add_argument(
+        "--task",
+        dest="task_files",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a file of Tasks (or Pipelines) that refs without a resolver name (repeatable)",
+    )
+    g.add_argument(
+        "--stand-in",
+        action="append",
+        default=[],
+        metavar="TASK=FILE",
+        help="run the Task in FILE for pipeline task TASK instead of what its taskRef names (said in the log)",
+    )
+    g.add_argument("--parallel", type=int, default=0, metavar="N", help="TaskRuns at a time (default: the CPU count)")
+    g.add_argument(
+        "--hub-url",
+        metavar="URL",
+        help="Artifact Hub for resolver: hub (default $TASKIMAGE_HUB_URL, else https://artifacthub.io)",
+    )
     params.add_arguments(p, REGISTRY_PARAMS, positional_platforms=False)
     p.set_defaults(func=run_command)
 
@@ -102,6 +124,15 @@ def load(args: argparse.Namespace, tls_verify: bool, authfile: str | None) -> Lo
     return pick_task(load_documents(args.task), args.task, args.name)
 
 
+def _is_pipeline(args: argparse.Namespace) -> list[dict] | None:
+    """The documents of TASK.yaml when it holds a Pipeline or PipelineRun (and no --taskrun)."""
+    if not args.task or args.taskrun or args.bundle:
+        return None
+    docs = load_documents(args.task)
+    kinds = {d.get("kind") for d in docs}
+    return docs if kinds & {"Pipeline", "PipelineRun"} else None
+
+
 def run_command(args: argparse.Namespace) -> int:
     values = params.resolve(args, REGISTRY_PARAMS)
     tls_verify = values["TLSVERIFY"][0]
@@ -110,6 +141,11 @@ def run_command(args: argparse.Namespace) -> int:
         from taskimage.tekton import bundle
 
         authfile = bundle.resolve_authfile(authfile, source=values["AUTHFILE"][1])
+    docs = _is_pipeline(args)
+    if docs is not None:
+        return run_pipeline(args, docs, tls_verify, authfile)
+    if args.task_files or args.stand_in:
+        raise UsageError("--task and --stand-in apply to Pipelines and PipelineRuns")
     loaded = load(args, tls_verify, authfile)
     plan = make_plan(loaded, cli_params=args.param, cli_workspaces=args.workspace)
     log.phase(f"taskrun {plan.taskrun_name} (task {plan.task_name}, {len(plan.steps)} steps)")
@@ -147,3 +183,46 @@ def run_command(args: argparse.Namespace) -> int:
     status = "succeeded" if report.succeeded else f"failed (exit code {report.exit_code})"
     log.info(f"taskrun {report.taskrun} {status}")
     return report.exit_code
+
+
+def run_pipeline(args: argparse.Namespace, docs: list[dict], tls_verify: bool, authfile: str | None) -> int:
+    from taskimage.tekton.localrun.pipeline import PipelineRunner, RunOptions, load_source
+    from taskimage.tekton.localrun.resolve import Resolver
+
+    if args.parallel < 0:
+        raise UsageError(f"--parallel {args.parallel}: give a positive number (0: the CPU count)")
+    stand_ins = {}
+    for item in args.stand_in:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--stand-in {item}: expected TASK=FILE")
+        stand_ins[name] = path
+    extra = [d for f in args.task_files for d in load_documents(f)]
+    resolver = Resolver(
+        docs + extra, tls_verify=tls_verify, authfile=authfile, hub_url=args.hub_url, stand_ins=stand_ins
+    )
+    try:
+        source = load_source(docs, args.task, resolver, args.name)
+        runner = PipelineRunner(
+            source,
+            resolver,
+            RunOptions(tls_verify=tls_verify, authfile=authfile, keep=args.keep, parallel=args.parallel),
+            cli_params=args.param,
+            cli_workspaces=args.workspace,
+        )
+        log.phase(f"pipelinerun {runner.name} (pipeline {runner.pname}, {len(runner.tasks)} tasks)")
+        report = runner.run()
+    finally:
+        resolver.close()
+    log.info(report.table())
+    if args.output == "json":
+        sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n")
+    else:
+        rows = [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in report.results.items()]
+        sys.stdout.write(log.table(("RESULT", "VALUE"), rows) + "\n")
+    sys.stdout.flush()
+    if report.succeeded:
+        log.info(f"pipelinerun {report.name} succeeded in {report.seconds:.1f} s")
+        return 0
+    log.error(f"pipelinerun {report.name} failed: {report.failure()}")
+    return 1

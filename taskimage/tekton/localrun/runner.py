@@ -40,6 +40,7 @@ class Options:
     keep: bool = False
     results_dir: str | None = None
     runtime: str = "runc"
+    log_prefix: str = ""  # before the step name in "[step]" output lines ("task : " in a Pipeline)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,7 +192,7 @@ def execute(plan: Plan, options: Options) -> RunReport:
             log.phase(f"step {step.name} ({step.image})")
             timer = log.Timer()
             current = name
-            result = tools.run(argv, prefix=f"[{step.name}] ", check=False, timeout=step.timeout)
+            result = tools.run(argv, prefix=f"[{options.log_prefix}{step.name}] ", check=False, timeout=step.timeout)
             current = ""
             rc = result.returncode
             (run_dir / "steps" / f"step-{step.name}" / "exitCode").write_text(str(rc))

@@ -1,0 +1,81 @@
+"""`taskimage run` of Pipelines and PipelineRuns for real: busybox steps in podman containers.
+
+What is checked is read back from the world: files the steps wrote into the workspace, results
+the steps wrote, podman's container list. Parallelism is proved by a barrier (each matrix
+TaskRun waits until every other one has started), not by timing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import have_tools, need
+
+from taskimage import cli
+from taskimage import proc as tools
+
+pytestmark = pytest.mark.podman
+DATA = Path(__file__).parent / "data" / "pipeline"
+
+
+@pytest.fixture
+def image(busybox_base):
+    need(have_tools("podman", "runc"), "podman and runc are not installed (see .ci/run)")
+    return busybox_base
+
+
+def run(capsys, *argv) -> tuple[int, dict, str]:
+    tools.reset_stopping()
+    code = cli.main(["run", *argv, "--tls-verify=false", "--output", "json"])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out), captured.err
+
+
+def containers(prefix: str) -> list[str]:
+    names = tools.run(["podman", "ps", "-a", "--format", "{{.Names}}"], quiet=True, stream=False).stdout.split()
+    return [n for n in names if n.startswith(prefix)]
+
+
+def by_name(report: dict) -> dict[str, dict]:
+    return {t["name"]: t for t in report["tasks"]}
+
+
+def test_dag_results_when_finally_and_workspaces(image, tmp_path, capsys):
+    code, report, err = run(capsys, str(DATA / "dag.yaml"), "-p", f"IMAGE={image}", "-w", f"shared={tmp_path}")
+    assert code == 0, err
+    tasks = by_name(report)
+    assert {n: t["status"] for n, t in tasks.items()} == {
+        "first": "succeeded",
+        "second": "succeeded",
+        "skipped": "skipped",
+        "after-skipped": "succeeded",  # a when-skipped parent does not skip its runAfter dependant
+        "report": "succeeded",
+    }
+    assert tasks["skipped"]["reason"].startswith("WhenExpressionsSkip")
+    # the array param expanded into args of an embedded taskSpec (params propagated), subPath honoured
+    assert (tmp_path / "first" / "names").read_text() == "ann\nbob\n"
+    # second got first's result through a param; second and after-skipped appended to one file
+    assert sorted((tmp_path / "log").read_text().splitlines()) == ["after-skipped", "hello ann"]
+    assert (tmp_path / "final").read_text() == "Completed Succeeded None\n"
+    assert report["results"] == {"WHO": "ann", "ECHOED": "echoed hello ann"}  # NEVER left out
+    assert f"names: ann bob run {report['pipelineRun']}" in err
+    assert "[first : names] names: ann bob" in err  # tkn-style prefixes
+    assert containers(report["pipelineRun"]) == []
+
+
+def test_failing_task_skips_dependants_and_finally_runs(image, capsys):
+    code, report, err = run(capsys, str(DATA / "fail.yaml"), "-p", f"IMAGE={image}")
+    assert code == 1
+    tasks = by_name(report)
+    assert tasks["breaks"]["status"] == "failed"
+    assert tasks["breaks"]["taskRuns"][0]["failedStep"] == "boom"
+    assert tasks["breaks"]["taskRuns"][0]["exitCode"] == 3
+    assert tasks["dependant"]["status"] == "skipped" and tasks["later"]["status"] == "skipped"
+    # finally saw the failure, and that neither skipped task wrote its file into the shared volume
+    assert tasks["cleanup"]["status"] == "succeeded"
+    assert tasks["cleanup"]["results"]["SEEN"] == "Failed Failed "
+    assert "task breaks step boom" in report["failure"]
+    assert f"pipelinerun {report['pipelineRun']} failed: task breaks step boom" in err
+    assert containers(report["pipelineRun"]) == []
