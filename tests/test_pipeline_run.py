@@ -79,3 +79,26 @@ def test_failing_task_skips_dependants_and_finally_runs(image, capsys):
     assert "task breaks step boom" in report["failure"]
     assert f"pipelinerun {report['pipelineRun']} failed: task breaks step boom" in err
     assert containers(report["pipelineRun"]) == []
+
+
+def test_matrix_runs_every_combination_in_parallel_and_aggregates_results(image, tmp_path, capsys):
+    code, report, err = run(
+        capsys, str(DATA / "matrix.yaml"), "-p", f"IMAGE={image}", "-w", f"shared={tmp_path}", "--parallel", "3"
+    )
+    assert code == 0, err
+    build = by_name(report)["build"]
+    combos = [r["params"] for r in build["taskRuns"]]
+    assert combos == [
+        {"PLATFORM": "amd64"},
+        {"PLATFORM": "arm64", "FLAVOR": "-slim"},
+        {"PLATFORM": "riscv64"},
+    ]
+    assert [r["name"] for r in build["taskRuns"]] == [f"{report['pipelineRun']}-build-{i}" for i in range(3)]
+    # every TaskRun saw all three started before any finished: they ran at the same time
+    events = (tmp_path / "events").read_text().splitlines()
+    assert sorted(events[:3]) == ["amd64 started", "arm64 started", "riscv64 started"], events
+    assert len(events) == 6
+    images = ["img-amd64", "img-arm64-slim", "img-riscv64"]
+    assert build["results"] == {"IMAGE": images}
+    assert report["results"] == {"IMAGES": images}
+    assert (tmp_path / "index").read_text() == "3 " + " ".join(images) + "\n"

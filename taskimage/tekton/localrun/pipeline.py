@@ -184,13 +184,13 @@ def _resolve(ref: Ref, scope: Scope, where: str) -> ParamValue:
             if result not in produced:
                 raise MissingResult(f"{ref.root} {task} produced no result {result}")
             value = produced[result]
-            rest = segs[3:]
-            if not rest:
+            tail = segs[3:]
+            if not tail:
                 return value
-            if isinstance(value, list) and len(rest) == 1 and isinstance(rest[0], int) and rest[0] < len(value):
-                return value[rest[0]]
-            if isinstance(value, dict) and len(rest) == 1 and str(rest[0]) in value:
-                return value[str(rest[0])]
+            if isinstance(value, list) and len(tail) == 1 and isinstance(tail[0], int) and tail[0] < len(value):
+                return value[tail[0]]
+            if isinstance(value, dict) and len(tail) == 1 and str(tail[0]) in value:
+                return value[str(tail[0])]
             raise MissingResult(f"{ref.text}: no such element in result {result} of {task}")
         raise UsageError(f"{where}: {ref.text}: expected $(tasks.NAME.results.RESULT) or (in finally) .status")
     raise UsageError(f"{where}: {ref.text}: $({ref.root}...) is not available in a Pipeline")
