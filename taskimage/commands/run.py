@@ -33,7 +33,7 @@ def register(subparsers) -> None:
         "podman container, in order, with Tekton's params, workspaces, substitution and results.",
     )
     p.add_argument("task", nargs="?", metavar="TASK.yaml", help="the Task (a file that may hold several documents)")
-    p.add_argument("--bundle", metavar="REF", help="take the Task from this Tekton bundle (with --name)")
+    p.add_argument("--bundle", metavar="REF", help="take the Task or Pipeline from this Tekton bundle (with --name)")
     p.add_argument("--name", metavar="NAME", help="the Task's name in the bundle (or in a multi-document file)")
     p.add_argument(
         "--taskrun",
@@ -76,6 +76,23 @@ def register(subparsers) -> None:
         metavar="TASK=FILE",
         help="run the Task in FILE for pipeline task TASK instead of what its taskRef names (said in the log)",
     )
+    g.add_argument(
+        "--event",
+        choices=("push", "pull_request"),
+        default="push",
+        help="Pipelines-as-Code: the event to run a .tekton/ PipelineRun for (default push)",
+    )
+    g.add_argument(
+        "--branch",
+        metavar="BRANCH",
+        help="Pipelines-as-Code: the target branch (push: default the checked-out branch; pull_request: main)",
+    )
+    g.add_argument(
+        "--repo",
+        metavar="DIR",
+        help="Pipelines-as-Code: the git checkout the event comes from (default: the one holding the file)",
+    )
+    g.add_argument("--repo-url", metavar="URL", help="Pipelines-as-Code: {{ repo_url }} (default: the origin remote)")
     g.add_argument("--parallel", type=int, default=0, metavar="N", help="TaskRuns at a time (default: the CPU count)")
     g.add_argument(
         "--hub-url",
@@ -133,6 +150,70 @@ def _is_pipeline(args: argparse.Namespace) -> list[dict] | None:
     return docs if kinds & {"Pipeline", "PipelineRun"} else None
 
 
+def _pipelines_as_code(args: argparse.Namespace) -> list[dict] | None:
+    """None: not a Pipelines-as-Code file. []: PaC would not trigger it (said in the log and on
+    stdout). Else the documents with placeholders filled, plus the annotations' remote tasks."""
+    import os
+    from pathlib import Path
+
+    import yaml
+
+    from taskimage.tekton.localrun import pac
+    from taskimage.tekton.localrun.resolve import DEFAULT_HUB_URL
+
+    if not args.task or args.taskrun or args.bundle or not os.path.isfile(args.task):
+        return None
+    text = Path(args.task).read_text()
+    if not pac.is_pac(text):
+        return None
+    repo = args.repo
+    if not repo:
+        from taskimage import proc
+
+        found = proc.run(
+            ["git", "-C", os.path.dirname(os.path.abspath(args.task)), "rev-parse", "--show-toplevel"],
+            check=False,
+            quiet=True,
+            stream=False,
+        )
+        repo = found.stdout.strip() if found.returncode == 0 else "."
+    event = pac.event_from_checkout(repo, args.event, args.branch, args.repo_url)
+    filled = pac.fill(text, event.variables(), args.task)
+    try:
+        docs = [d for d in yaml.safe_load_all(filled) if isinstance(d, dict)]
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{args.task}: not valid YAML once its placeholders are filled: {exc}") from None
+    runs = [d for d in docs if d.get("kind") == "PipelineRun"]
+    if len(runs) != 1:
+        raise UsageError(f"{args.task}: Pipelines-as-Code runs one PipelineRun per file, found {len(runs)}")
+    annotations = {str(k): str(v) for k, v in ((runs[0].get("metadata") or {}).get("annotations") or {}).items()}
+    triggered, why = pac.would_trigger(annotations, event, args.task)
+    what = (
+        f"{event.event_type} to {event.target_branch}"
+        if event.event_type == "push"
+        else (f"pull_request {event.source_branch} -> {event.target_branch}")
+    )
+    log.phase(f"Pipelines-as-Code, {what} at {event.revision[:12]} ({event.repo_url})")
+    if not triggered:
+        log.info(f"Pipelines-as-Code would not run {args.task}: {why}")
+        if args.output == "json":
+            sys.stdout.write(json.dumps({"triggered": False, "reason": why}) + "\n")
+        return []
+    log.info(f"Pipelines-as-Code would run it: {why}")
+    for key in pac.IGNORED:
+        if pac.PREFIX + key in annotations:
+            log.warn(f"annotation {pac.PREFIX}{key}: ignored (means something only on a cluster)")
+    hub = (args.hub_url or os.environ.get("TASKIMAGE_HUB_URL") or DEFAULT_HUB_URL).rstrip("/")
+    return docs + pac.remote_tasks(annotations, repo, args.task, hub)
+
+
+def _bundle_has_pipeline(args: argparse.Namespace, tls_verify: bool, authfile: str | None) -> bool:
+    from taskimage.tekton.bundle import RegistryOptions, list_entries
+
+    entries = list_entries(args.bundle, RegistryOptions(tls_verify=tls_verify, authfile=authfile))
+    return any(e.kind == "pipeline" and e.name == args.name for e in entries)
+
+
 def run_command(args: argparse.Namespace) -> int:
     values = params.resolve(args, REGISTRY_PARAMS)
     tls_verify = values["TLSVERIFY"][0]
@@ -141,7 +222,35 @@ def run_command(args: argparse.Namespace) -> int:
         from taskimage.tekton import bundle
 
         authfile = bundle.resolve_authfile(authfile, source=values["AUTHFILE"][1])
+    pac_docs = _pipelines_as_code(args)
+    if pac_docs is not None:
+        return run_pipeline(args, pac_docs, tls_verify, authfile) if pac_docs else 0
     docs = _is_pipeline(args)
+    if (
+        docs is None
+        and args.bundle
+        and args.name
+        and not args.taskrun
+        and _bundle_has_pipeline(args, tls_verify, authfile)
+    ):
+        docs = [
+            {
+                "kind": "PipelineRun",
+                "apiVersion": "tekton.dev/v1",
+                "metadata": {"generateName": f"{args.name}-run-"},
+                "spec": {
+                    "pipelineRef": {
+                        "resolver": "bundles",
+                        "params": [
+                            {"name": "bundle", "value": args.bundle},
+                            {"name": "name", "value": args.name},
+                            {"name": "kind", "value": "pipeline"},
+                        ],
+                    }
+                },
+            }
+        ]
+        args.task = f"{args.bundle} ({args.name})"
     if docs is not None:
         return run_pipeline(args, docs, tls_verify, authfile)
     if args.task_files or args.stand_in:

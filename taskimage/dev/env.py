@@ -261,6 +261,7 @@ FLAVOURS = {
     "busybox": ("extract", "bookworm", ["busybox-static"]),
     "bookworm": ("minbase", "bookworm", []),
     "trixie": ("minbase", "trixie", []),
+    "git": ("minbase", "trixie", ["git", "ca-certificates"]),  # the git-clone stand-in's image
 }
 
 
@@ -592,9 +593,68 @@ def build_task_image(
     return TaskImage(
         ref=results["IMAGE_URL"],
         digest=results["IMAGE_DIGEST"],
-        images=tuple(zip(platforms, images)),
+        images=tuple(zip(platforms, images, strict=True)),
         base=base,
         labels=labels,
         seconds=seconds,
         layer_cache=storage_root,
     )
+
+
+# --- stand-ins for what this machine cannot reach -------------------------------------------
+
+GIT_IMAGE = "localhost/taskimage-dev/git:trixie"
+GIT_CLONE_STAND_IN = Path(__file__).with_name("git-clone.yaml")
+
+
+def git_image() -> str:
+    """The git-clone stand-in's image (Debian trixie minbase + git, for this host's platform), in
+    podman's local storage as :data:`GIT_IMAGE` (made once, then cached)."""
+    from taskimage.oci.platforms import host_platform
+
+    layout = build_layout("git", [parse_platforms([str(host_platform())], source="--platform")[0]])
+    tools.run(
+        ["skopeo", "copy", "--quiet", f"oci:{layout}:latest", f"containers-storage:{GIT_IMAGE}"], what="skopeo copy"
+    )
+    return GIT_IMAGE
+
+
+class GitServer:
+    """``git daemon`` serving every repository below ``root`` read-only on 127.0.0.1:PORT
+    (git://127.0.0.1:PORT/NAME), so step containers on the host network can clone them."""
+
+    def __init__(self, root: str | os.PathLike, port: int | None = None):
+        self.root = Path(root)
+        self.port = port or free_port()
+        self._proc: tools.Spawned | None = None
+
+    def url(self, name: str) -> str:
+        return f"git://127.0.0.1:{self.port}/{name}"
+
+    def start(self, timeout: float = 15) -> GitServer:
+        argv = [
+            "git",
+            "daemon",
+            "--export-all",
+            "--reuseaddr",
+            "--listen=127.0.0.1",
+            f"--port={self.port}",
+            f"--base-path={self.root}",
+            str(self.root),
+        ]
+        self._proc = tools.spawn(argv, str(self.root.parent / f"git-daemon-{self.port}.log"))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._proc.alive():
+                raise ToolError("git daemon exited at start")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise ToolError(f"git daemon did not listen on 127.0.0.1:{self.port} within {timeout} s")
+
+    def stop(self) -> None:
+        if self._proc:
+            self._proc.stop()
+            self._proc = None

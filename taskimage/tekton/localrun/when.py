@@ -43,7 +43,7 @@ def cel(expression: str, where: str, activation: Mapping[str, Any] | None = None
         result = program.evaluate({k: celpy.json_to_cel(v) for k, v in (activation or {}).items()})
     except Exception as exc:  # celpy raises its own error types (CELParseError, CELEvalError)
         raise UsageError(f"{where}: CEL {expression!r}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(result, bool):
+    if not isinstance(result, (bool, celpy.celtypes.BoolType)):
         raise UsageError(f"{where}: CEL {expression!r} gives {result!r}, not a boolean")
     return bool(result)
 
