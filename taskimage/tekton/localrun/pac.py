@@ -80,7 +80,7 @@ def is_pac(text: str) -> bool:
 
 def _git(repo: str, *args: str) -> str:
     try:
-        return tools.run(["git", "-C", repo, *args], quiet=True, stream=False, what="git").stdout.strip()
+        return tools.run(["git", "--no-pager", "-C", repo, *args], quiet=True, stream=False, what="git").stdout.strip()
     except ToolError as exc:
         raise UsageError(f"--repo {repo}: git {' '.join(args)} failed: {(exc.tail or [str(exc)])[-1]}") from None
 
@@ -99,13 +99,19 @@ def event_from_checkout(repo: str, event: str, branch: str | None, repo_url: str
     url = repo_url
     if not url:
         try:
-            url = tools.run(["git", "-C", repo, "remote", "get-url", "origin"], quiet=True, stream=False).stdout.strip()
+            url = tools.run(
+                ["git", "--no-pager", "-C", repo, "remote", "get-url", "origin"], quiet=True, stream=False
+            ).stdout.strip()
         except ToolError:
             url = ""
         if not url:
             raise UsageError(f"--repo {repo}: no origin remote: give --repo-url (a URL a step container can clone)")
-    sender = tools.run(["git", "-C", repo, "log", "-1", "--format=%an"], quiet=True, stream=False).stdout.strip()
-    title = tools.run(["git", "-C", repo, "log", "-1", "--format=%s"], quiet=True, stream=False).stdout.strip()
+    sender = tools.run(
+        ["git", "--no-pager", "-C", repo, "log", "-1", "--format=%an"], quiet=True, stream=False
+    ).stdout.strip()
+    title = tools.run(
+        ["git", "--no-pager", "-C", repo, "log", "-1", "--format=%s"], quiet=True, stream=False
+    ).stdout.strip()
     return Event(event, source, target, head, url, sender or "local", title)
 
 

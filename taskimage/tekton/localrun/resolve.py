@@ -162,7 +162,10 @@ class Resolver:
                 self._git[str(url)] = clone
             try:
                 text = tools.run(
-                    ["git", "--git-dir", clone, "show", f"{revision}:{path}"], stream=False, quiet=True, what="git show"
+                    ["git", "--no-pager", "--git-dir", clone, "cat-file", "blob", f"{revision}:{path}"],
+                    stream=False,
+                    quiet=True,
+                    what="git cat-file",
                 ).stdout
             except ToolError as exc:
                 raise TaskimageError(f"no {path} at revision {revision} of {url}") from exc
