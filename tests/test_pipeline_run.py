@@ -8,6 +8,11 @@ TaskRun waits until every other one has started), not by timing.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -102,3 +107,70 @@ def test_matrix_runs_every_combination_in_parallel_and_aggregates_results(image,
     assert build["results"] == {"IMAGE": images}
     assert report["results"] == {"IMAGES": images}
     assert (tmp_path / "index").read_text() == "3 " + " ".join(images) + "\n"
+
+
+SLEEPERS = """\
+apiVersion: tekton.dev/v1
+kind: PipelineRun
+metadata:
+  name: {name}
+spec:
+  params:
+    - name: IMAGE
+      value: {image}
+  pipelineSpec:
+    params:
+      - name: IMAGE
+    workspaces:
+      - name: w
+    tasks:
+      - name: one
+        taskSpec:
+          steps:
+            - name: sleep
+              image: $(params.IMAGE)
+              script: touch $(workspaces.w.path)/started-one; exec sleep 600
+      - name: two
+        taskSpec:
+          steps:
+            - name: sleep
+              image: $(params.IMAGE)
+              script: touch $(workspaces.w.path)/started-two; exec sleep 600
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_every_running_step_container(image, tmp_path, sig):
+    name = f"sig{int(sig)}-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "run.yaml"
+    path.write_text(SLEEPERS.format(name=name, image=image))
+    ws = tmp_path / "w"
+    ws.mkdir()
+    argv = [
+        sys.executable,
+        "-m",
+        "taskimage",
+        "run",
+        str(path),
+        "-w",
+        f"w={ws}",
+        "--tls-verify=false",
+        "--parallel",
+        "2",
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180  # generous: only bounds a hang, never decides the outcome
+        while not ((ws / "started-one").exists() and (ws / "started-two").exists()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the two steps never both started"
+            time.sleep(0.2)
+        assert len(containers(name)) == 2
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode not in (0, None)
+    assert "stopping" in err
+    assert containers(name) == []

@@ -678,6 +678,9 @@ class PipelineRunner:
                     self._phase(pool, states, finally_phase=True)
                 except (Interrupted, KeyboardInterrupt) as exc:
                     interrupted = exc
+                    # the podman clients the workers wait on: SIGTERM (forwarded to the step),
+                    # then SIGKILL; the containers they leave are removed below
+                    tools.stop_all(grace=5.0)
                     pool.shutdown(wait=True, cancel_futures=True)
         finally:
             if interrupted is not None:
