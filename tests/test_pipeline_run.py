@@ -174,3 +174,17 @@ def test_signal_stops_every_running_step_container(image, tmp_path, sig):
     assert proc.returncode not in (0, None)
     assert "stopping" in err
     assert containers(name) == []
+
+
+def test_retries_and_task_timeout(image, tmp_path, capsys):
+    code, report, err = run(capsys, str(DATA / "retries.yaml"), "-p", f"IMAGE={image}", "-w", f"w={tmp_path}")
+    assert code == 1
+    tasks = by_name(report)
+    flaky = tasks["flaky"]["taskRuns"][0]
+    assert flaky["succeeded"] and flaky["attempts"] == 2 and flaky["results"] == {"TRIES": "2 of 2"}
+    assert (tmp_path / "count").read_text() == "2\n"
+    slow = tasks["slow"]["taskRuns"][0]
+    assert not slow["succeeded"] and slow["failedStep"] == "sleep (timed out after 5 s)"
+    assert tasks["after"]["results"] == {"SEEN": "Failed Succeeded"}
+    assert "task slow step sleep (timed out after 5 s)" in report["failure"]
+    assert containers(report["pipelineRun"]) == []

@@ -30,6 +30,7 @@ import secrets
 import shutil
 import string
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -544,8 +545,10 @@ class PipelineRunner:
         for k in self.timeouts:
             if k not in ("pipeline", "tasks", "finally"):
                 raise UsageError(f"timeouts.{k}: accepted: pipeline, tasks, finally")
-        if self.timeouts:
-            self.warnings.append("PipelineRun timeouts are not enforced by taskimage run (step timeouts are)")
+        if "pipeline" in self.timeouts:
+            self.warnings.append(
+                "timeouts.pipeline is not enforced by taskimage run (tasks, finally and step timeouts are)"
+            )
 
     def _scope(
         self, task: PTask | None, results: Mapping[str, Mapping[str, Any]], statuses=None, lengths=None
@@ -792,17 +795,28 @@ class PipelineRunner:
             log.phase(
                 f"taskrun {plan.taskrun_name} (pipeline task {label}: task {plan.task_name}{', ' + shown if shown else ''}{retry})"
             )
-            report = execute(
-                plan,
-                Options(
-                    tls_verify=self.options.tls_verify,
-                    authfile=self.options.authfile,
-                    keep=self.options.keep,
-                    runtime=self.options.runtime,
-                    log_prefix=f"{label} : ",
-                ),
-            )
+            timeout = t.timeout or self.timeouts.get("finally" if t.is_finally else "tasks")
+            expired, done = threading.Event(), threading.Event()
+            if timeout:
+                threading.Thread(
+                    target=self._watch, args=(plan.taskrun_name, timeout, expired, done), daemon=True
+                ).start()
+            try:
+                report = execute(
+                    plan,
+                    Options(
+                        tls_verify=self.options.tls_verify,
+                        authfile=self.options.authfile,
+                        keep=self.options.keep,
+                        runtime=self.options.runtime,
+                        log_prefix=f"{label} : ",
+                    ),
+                )
+            finally:
+                done.set()
             failed_step = next((s.name for s in report.steps if s.exit_code not in (0, None)), "")
+            if expired.is_set():
+                failed_step = f"{failed_step or '?'} (timed out after {timeout:g} s)"
             out = TaskRunReport(
                 name=report.taskrun,
                 pipeline_task=t.name,
@@ -823,6 +837,24 @@ class PipelineRunner:
                 f"taskrun {report.taskrun} failed (step {failed_step or '?'}): retrying ({attempt + 1}/{t.retries})"
             )
         raise AssertionError("unreachable")
+
+    def _watch(self, taskrun: str, timeout: float, expired: threading.Event, done: threading.Event) -> None:
+        """A TaskRun's timeout: once it passes, its step containers are removed (again each second,
+        for a step that was still starting) until the TaskRun returns, so the step fails."""
+        if done.wait(timeout):
+            return
+        expired.set()
+        log.error(f"taskrun {taskrun} timed out after {timeout:g} s: stopping its step")
+        while not done.is_set():
+            names = tools.run(
+                ["podman", "ps", "-a", "--filter", f"name=^{taskrun}-step-", "--format", "{{.Names}}"],
+                check=False,
+                quiet=True,
+                stream=False,
+            ).stdout.split()
+            if names:
+                tools.run(["podman", "rm", "--force", "--time", "1", *names], check=False, quiet=True, stream=False)
+            done.wait(1.0)
 
     def _finish(self, name: str, st: _State) -> None:
         t = self.tasks[name]
