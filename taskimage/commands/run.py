@@ -310,28 +310,45 @@ def run_pipeline(args: argparse.Namespace, docs: list[dict], tls_verify: bool, a
     resolver = Resolver(
         docs + extra, tls_verify=tls_verify, authfile=authfile, hub_url=args.hub_url, stand_ins=stand_ins
     )
+    runs = [d for d in docs if d.get("kind") == "PipelineRun"]
+    others = [d for d in docs if d.get("kind") != "PipelineRun"]
+    groups = [[r, *others] for r in runs] or [docs]  # several PipelineRuns in a file: one after another
+    runners: list = []
+    reports = []
     try:
-        source = load_source(docs, args.task, resolver, args.name)
-        runner = PipelineRunner(
-            source,
-            resolver,
-            RunOptions(tls_verify=tls_verify, authfile=authfile, keep=args.keep, parallel=args.parallel),
-            cli_params=args.param,
-            cli_workspaces=args.workspace,
-        )
-        log.phase(f"pipelinerun {runner.name} (pipeline {runner.pname}, {len(runner.tasks)} tasks)")
-        report = runner.run()
+        try:  # every run is checked (params, refs, workspaces) before the first one starts
+            for group in groups:
+                source = load_source(group, args.task, resolver, args.name)
+                runners.append(
+                    PipelineRunner(
+                        source,
+                        resolver,
+                        RunOptions(tls_verify=tls_verify, authfile=authfile, keep=args.keep, parallel=args.parallel),
+                        cli_params=args.param,
+                        cli_workspaces=args.workspace,
+                    )
+                )
+        except BaseException:
+            for r in runners:
+                r.discard()
+            raise
+        for runner in runners:
+            log.phase(f"pipelinerun {runner.name} (pipeline {runner.pname}, {len(runner.tasks)} tasks)")
+            reports.append(runner.run())
     finally:
         resolver.close()
-    log.info(report.table())
+    for report in reports:
+        log.info(report.table())
     if args.output == "json":
-        sys.stdout.write(json.dumps(report.as_json(), indent=2) + "\n")
+        out = reports[0].as_json() if len(reports) == 1 else {"pipelineRuns": [r.as_json() for r in reports]}
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
-        rows = [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in report.results.items()]
+        rows = [(k, v if isinstance(v, str) else json.dumps(v)) for r in reports for k, v in r.results.items()]
         sys.stdout.write(log.table(("RESULT", "VALUE"), rows) + "\n")
     sys.stdout.flush()
-    if report.succeeded:
-        log.info(f"pipelinerun {report.name} succeeded in {report.seconds:.1f} s")
-        return 0
-    log.error(f"pipelinerun {report.name} failed: {report.failure()}")
-    return 1
+    for report in reports:
+        if report.succeeded:
+            log.info(f"pipelinerun {report.name} succeeded in {report.seconds:.1f} s")
+        else:
+            log.error(f"pipelinerun {report.name} failed: {report.failure()}")
+    return 0 if all(r.succeeded for r in reports) else 1

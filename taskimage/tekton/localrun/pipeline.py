@@ -218,15 +218,28 @@ def _as_string(value: ParamValue, ref: Ref, where: str) -> str:
     )
 
 
+PASSES = ("params", "context", "workspaces", "tasks", "finally")
+
+
+def _task_level(ref: Ref) -> bool:
+    """``$(workspaces.W.path)`` (and .claim, .volume) in a pipeline task's param value is left for
+    the TaskRun, where W is the Task's workspace (Tekton passes it through literally)."""
+    return ref.root == "workspaces" and not (len(ref.segments) == 2 and ref.segments[1] == "bound")
+
+
 def subst_string(text: str, scope: Scope, where: str, keep: Keep | None = None) -> str:
-    for ref in find_refs(text):
-        if isinstance(ref, str):
-            if keep is None:
-                raise UsageError(f"{where}: {ref}: not a well-formed reference")
-            continue
-        if keep is not None and not keep(ref):
-            continue
-        text = text.replace(ref.text, _as_string(_resolve(ref, scope, where), ref, where))
+    """One pass per root in the controller's order (params, then context, …): a param value
+    holding ``$(context.pipelineRun.name)`` is replaced by the later pass, one holding
+    ``$(params.Y)`` is not."""
+    for root in PASSES:
+        for ref in find_refs(text):
+            if isinstance(ref, str):
+                if keep is None:
+                    raise UsageError(f"{where}: {ref}: not a well-formed reference")
+                continue
+            if ref.root != root or (keep is not None and not keep(ref)) or _task_level(ref):
+                continue
+            text = text.replace(ref.text, _as_string(_resolve(ref, scope, where), ref, where))
     return text
 
 
@@ -242,7 +255,7 @@ def subst_value(value: Any, scope: Scope, where: str, keep: Keep | None = None) 
     ``[*]`` reference to an array expands into several elements, as in Tekton."""
     if isinstance(value, str):
         ref = _whole(value)
-        if ref is not None and (keep is None or keep(ref)):
+        if ref is not None and (keep is None or keep(ref)) and not _task_level(ref):
             got = _resolve(ref, scope, where)
             if isinstance(got, (list, dict)) and (ref.star or ref.root in ("tasks", "finally")):
                 return copy.deepcopy(got)
@@ -252,7 +265,7 @@ def subst_value(value: Any, scope: Scope, where: str, keep: Keep | None = None) 
         for item in value:
             if isinstance(item, str):
                 ref = _whole(item)
-                if ref is not None and (keep is None or keep(ref)):
+                if ref is not None and (keep is None or keep(ref)) and not _task_level(ref):
                     got = _resolve(ref, scope, where)
                     if isinstance(got, list):
                         out.extend(got)
@@ -287,6 +300,21 @@ class Source:
     origin: str
 
 
+def propagate_from_run(pipeline_spec: Mapping, run_spec: Mapping) -> dict:
+    """An embedded pipelineSpec gets the PipelineRun's params and workspaces it does not declare
+    (Tekton's propagation for inlined specs)."""
+    out = copy.deepcopy(dict(pipeline_spec))
+    declared = {str(p.get("name")) for p in out.get("params") or []}
+    for p in run_spec.get("params") or []:
+        if str(p.get("name")) not in declared:
+            out.setdefault("params", []).append({"name": p.get("name"), "type": params_mod.value_type(p.get("value"))})
+    declared_ws = {str(w.get("name")) for w in out.get("workspaces") or []}
+    for w in run_spec.get("workspaces") or []:
+        if str(w.get("name")) not in declared_ws:
+            out.setdefault("workspaces", []).append({"name": w.get("name")})
+    return out
+
+
 def load_source(docs: Sequence[Mapping], origin: str, resolver: Resolver, name: str | None = None) -> Source:
     runs = [d for d in docs if d.get("kind") == "PipelineRun"]
     if runs:
@@ -297,7 +325,7 @@ def load_source(docs: Sequence[Mapping], origin: str, resolver: Resolver, name: 
         if spec.get("pipelineSpec"):
             meta = run.get("metadata") or {}
             pname = str(meta.get("name") or str(meta.get("generateName") or "pipeline").rstrip("-"))
-            return Source(pname, spec["pipelineSpec"], run, origin)
+            return Source(pname, propagate_from_run(spec["pipelineSpec"], spec), run, origin)
         if not spec.get("pipelineRef"):
             raise UsageError(f"{origin}: the PipelineRun has neither pipelineSpec nor pipelineRef")
         got = resolver.pipeline(spec["pipelineRef"], f"{origin}: pipelineRef")
@@ -399,6 +427,12 @@ class PipelineRunner:
                     host = os.path.join(host, str(b["subPath"]))
                     os.makedirs(host, exist_ok=True)
                 out[name] = WsBinding("dir", host)
+            elif b and any(k in b for k in ("configMap", "secret", "projected", "persistentVolumeClaim")):
+                host = self._from_objects(name, b)
+                if b.get("subPath"):
+                    host = os.path.join(host, str(b["subPath"]))
+                    os.makedirs(host, exist_ok=True)
+                out[name] = WsBinding("dir", host)
             elif b:
                 kind = next((k for k in b if k not in ("name", "subPath")), "binding")
                 detail = (b.get(kind) or {}) if isinstance(b.get(kind), dict) else {}
@@ -416,6 +450,60 @@ class PipelineRunner:
                 f"pipeline {self.pname}: missing workspaces: {', '.join(missing)} (give them with -w NAME=DIR)"
             )
         return out
+
+    def _object(self, kind: str, name: str, ws: str) -> Mapping:
+        for o in self.resolver.documents:
+            if o.get("kind") == kind and (o.get("metadata") or {}).get("name") == name:
+                return o
+        raise UsageError(
+            f"workspace {ws} is bound to {kind} {name}, which is not in the given files: "
+            f"give a directory with -w {ws}=DIR (or the {kind} with --task FILE)"
+        )
+
+    def _from_objects(self, ws: str, binding: Mapping) -> str:
+        """A directory holding what Kubernetes would mount for a configMap, secret, projected or
+        persistentVolumeClaim binding, from the ConfigMap/Secret/PVC objects in the given files
+        (Tekton's CI applies them from the same file). One directory per claim, shared."""
+        import base64
+
+        if "persistentVolumeClaim" in binding:
+            claim = str((binding["persistentVolumeClaim"] or {}).get("claimName"))
+            self._object("PersistentVolumeClaim", claim, ws)
+            host = os.path.join(self.run_dir, "claims", claim)
+            os.makedirs(host, mode=0o777, exist_ok=True)
+            os.chmod(host, 0o777)
+            return host
+        sources = (binding.get("projected") or {}).get("sources") or [] if "projected" in binding else [binding]
+        host = os.path.join(self.run_dir, "volumes", ws)
+        os.makedirs(host, exist_ok=True)
+        for src in sources:
+            if "configMap" in src:
+                ref = src["configMap"] or {}
+                obj = self._object("ConfigMap", str(ref.get("name")), ws)
+                data = {k: str(v).encode() for k, v in (obj.get("data") or {}).items()}
+                data.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
+            elif "secret" in src:
+                ref = src["secret"] or {}
+                obj = self._object("Secret", str(ref.get("secretName") or ref.get("name")), ws)
+                data = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+                data.update({k: str(v).encode() for k, v in (obj.get("stringData") or {}).items()})
+                for value in data.values():
+                    log.add_secret(value.decode("utf-8", "replace"))
+            else:
+                kind = next((k for k in src if k != "name"), "?")
+                raise UsageError(f"workspace {ws}: a {kind} volume source: not supported by taskimage run")
+            items = ref.get("items")
+            chosen = {str(i["key"]): str(i["path"]) for i in items} if items else {k: k for k in data}
+            for key, path in chosen.items():
+                if key not in data:
+                    raise UsageError(
+                        f"workspace {ws}: key {key} is not in the {'ConfigMap' if 'configMap' in src else 'Secret'}"
+                    )
+                target = os.path.join(host, path)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with open(target, "wb") as f:
+                    f.write(data[key])
+        return host
 
     def _tasks(self, spec: Mapping) -> dict[str, PTask]:
         tasks: dict[str, PTask] = {}
@@ -649,6 +737,7 @@ class PipelineRunner:
             if b.kind == "emptyDir":
                 bindings.append({"name": tw, "emptyDir": {}})
             else:
+                sub_path = subst_string(sub_path, scope, where)  # subPath may use params and results
                 host = os.path.join(b.host, sub_path) if sub_path else b.host
                 os.makedirs(host, exist_ok=True)
                 cli_ws.append(f"{tw}={host}")
@@ -664,6 +753,10 @@ class PipelineRunner:
             "spec": {"params": params, "workspaces": bindings, "podTemplate": pod},
         }
         return Loaded(t.resolved.name, spec, taskrun, f"{self.source.origin} task {t.name}"), cli_ws
+
+    def discard(self) -> None:
+        """Forget a run that will not start (another one in the same file was invalid)."""
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
     # --- running --------------------------------------------------------------------------------
 
