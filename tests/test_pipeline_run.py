@@ -55,10 +55,14 @@ def test_dag_results_when_finally_and_workspaces(image, tmp_path, capsys):
         "first": "succeeded",
         "second": "succeeded",
         "skipped": "skipped",
+        "cel-skipped": "skipped",
         "after-skipped": "succeeded",  # a when-skipped parent does not skip its runAfter dependant
         "report": "succeeded",
     }
     assert tasks["skipped"]["reason"].startswith("WhenExpressionsSkip")
+    assert tasks["cel-skipped"]["reason"] == (
+        "WhenExpressionsSkip: cel \"'fast' == 'slow' || 'ann' != 'ann'\" is false"
+    )
     # the array param expanded into args of an embedded taskSpec (params propagated), subPath honoured
     assert (tmp_path / "first" / "names").read_text() == "ann\nbob\n"
     # second got first's result through a param; second and after-skipped appended to one file
