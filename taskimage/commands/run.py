@@ -93,6 +93,11 @@ def register(subparsers) -> None:
         help="Pipelines-as-Code: the git checkout the event comes from (default: the one holding the file)",
     )
     g.add_argument("--repo-url", metavar="URL", help="Pipelines-as-Code: {{ repo_url }} (default: the origin remote)")
+    g.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="resolve and check everything (refs, params, workspaces, references), print the plan, run nothing",
+    )
     g.add_argument("--parallel", type=int, default=0, metavar="N", help="TaskRuns at a time (default: the CPU count)")
     g.add_argument(
         "--hub-url",
@@ -332,6 +337,15 @@ def run_pipeline(args: argparse.Namespace, docs: list[dict], tls_verify: bool, a
             for r in runners:
                 r.discard()
             raise
+        if args.dry_run:
+            plans = [r.plan() for r in runners]
+            for r in runners:
+                r.discard()
+            for plan in plans:
+                log.info(log.table(("TASK", "TASK REF", "RUNS AFTER", "FROM"), plan["rows"]))
+            out = plans[0]["json"] if len(plans) == 1 else {"pipelineRuns": [p["json"] for p in plans]}
+            sys.stdout.write(json.dumps(out, indent=2) + "\n")
+            return 0
         for runner in runners:
             log.phase(f"pipelinerun {runner.name} (pipeline {runner.pname}, {len(runner.tasks)} tasks)")
             reports.append(runner.run())

@@ -754,6 +754,27 @@ class PipelineRunner:
         }
         return Loaded(t.resolved.name, spec, taskrun, f"{self.source.origin} task {t.name}"), cli_ws
 
+    def plan(self) -> dict:
+        """What would run (for --dry-run): every pipeline task, its Task and where it came from."""
+        rows, tasks = [], []
+        for t in self.tasks.values():
+            after = "(finally)" if t.is_finally else ", ".join(t.deps) or "-"
+            rows.append((t.name, t.resolved.name, after, t.resolved.origin))
+            tasks.append(
+                {
+                    "name": t.name,
+                    "task": t.resolved.name,
+                    "from": t.resolved.origin,
+                    "runAfter": list(t.deps),
+                    "finally": t.is_finally,
+                    "matrix": bool(t.raw.get("matrix")),
+                }
+            )
+        return {
+            "rows": rows,
+            "json": {"pipelineRun": self.name, "pipeline": self.pname, "params": dict(self.params), "tasks": tasks},
+        }
+
     def discard(self) -> None:
         """Forget a run that will not start (another one in the same file was invalid)."""
         shutil.rmtree(self.run_dir, ignore_errors=True)

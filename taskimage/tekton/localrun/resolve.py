@@ -134,7 +134,9 @@ class Resolver:
         except TaskimageError as exc:
             if isinstance(exc, UsageError) and str(exc).startswith(where):
                 raise
-            raise UsageError(f"{where}: cannot resolve {describe(ref)}: {str(exc).splitlines()[0]} ({hint})") from None
+            tail = [line.strip() for line in getattr(exc, "tail", None) or [] if line.strip()]
+            why = str(exc).splitlines()[0] + (f": {tail[-1]}" if tail else "")
+            raise UsageError(f"{where}: cannot resolve {describe(ref)}: {why} ({hint})") from None
         raise UsageError(
             f"{where}: resolver {resolver!r}: not supported: taskimage run resolves bundles, git and hub ({hint})"
         )
