@@ -185,7 +185,7 @@ def test_retries_and_task_timeout(image, tmp_path, capsys):
     assert code == 1
     tasks = by_name(report)
     flaky = tasks["flaky"]["taskRuns"][0]
-    assert flaky["succeeded"] and flaky["attempts"] == 2 and flaky["results"] == {"TRIES": "2 of 2"}
+    assert flaky["succeeded"] and flaky["attempts"] == 2 and flaky["results"] == {"TRIES": "2 of 2 (retry 1)"}
     assert (tmp_path / "count").read_text() == "2\n"
     slow = tasks["slow"]["taskRuns"][0]
     assert not slow["succeeded"] and slow["failedStep"] == "sleep (timed out after 5 s)"

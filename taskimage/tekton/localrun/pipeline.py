@@ -903,6 +903,10 @@ class PipelineRunner:
     ) -> TaskRunReport:
         attempts = t.retries + 1
         for attempt in range(attempts):
+            if attempt:  # Tekton keeps each failed attempt in status.retriesStatus
+                taskrun = dict(loaded.taskrun or {})
+                taskrun["status"] = {"retriesStatus": [{"attempt": i} for i in range(attempt)]}
+                loaded = dataclasses.replace(loaded, taskrun=taskrun)
             plan = make_plan(loaded, cli_workspaces=cli_ws)
             shown = ", ".join(f"{k}={v}" for k, v in combo.items())
             retry = f", retry {attempt}/{t.retries}" if attempt else ""

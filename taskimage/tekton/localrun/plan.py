@@ -264,7 +264,8 @@ def make_plan(
             "taskRun.namespace": namespace,
             "taskRun.uid": uid,
             "task.name": task,
-            "task.retry-count": "0",
+            # retries so far: a Pipeline's retried TaskRun carries them in status.retriesStatus
+            "task.retry-count": str(len(((loaded.taskrun or {}).get("status") or {}).get("retriesStatus") or [])),
         },
         workspaces={},
         results={r.name: f"{RESULTS_DIR}/{r.name}" for r in result_specs},
