@@ -168,6 +168,11 @@ def test_matrix_pipeline_from_the_bundle(released, git_image, app_repo, registry
     assert results["COMMIT"] == commit
     assert platforms_of(f"{registry.host}/pipeline/matrix:m1") == ["linux/amd64", "linux/arm64"]
     assert len(results["IMAGES"].split(",")) == 2
+    # the two TaskRuns overlapped: a line of build[1]'s step came before the last line of build[0]'s
+    lines = err.splitlines()
+    first = [i for i, line in enumerate(lines) if line.startswith("[build[0] : ")]
+    second = [i for i, line in enumerate(lines) if line.startswith("[build[1] : ")]
+    assert first and second and min(second) < max(first) and min(first) < max(second)
 
 
 @pytest.mark.parametrize("path", ["tekton/pipelinerun.yaml", "tekton/pipelinerun-matrix.yaml"])

@@ -621,7 +621,7 @@ class PipelineRunner:
             (f"taskRunSpecs[{k}].podTemplate", v) for k, v in self.task_pod_templates.items()
         ]:
             for key in tmpl:
-                if key in IGNORED_POD_FIELDS or key not in ("securityContext", "env", "volumes"):
+                if key in IGNORED_POD_FIELDS or key not in ("securityContext", "volumes"):  # the TaskRun runner's
                     self.warnings.append(f"{where}.{key}: ignored (means nothing on one machine)")
             for key in tmpl.get("securityContext") or {}:
                 if key not in ("runAsUser", "runAsGroup", "runAsNonRoot", "seccompProfile"):
