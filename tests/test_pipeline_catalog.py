@@ -51,6 +51,21 @@ def app_repo(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def task_image(registry) -> str:
+    """The task image built from this checkout for this machine's platform only (the steps run
+    here; the app is still built for amd64 + arm64 inside it), in a layer cache of its own so
+    that no other build's eviction of the shared cache can pull it away mid-build."""
+    need(have_tools("buildah", "skopeo", "mmdebstrap"), "buildah, skopeo and mmdebstrap are needed")
+    from taskimage.oci.platforms import host_platform
+
+    cache = devenv.cache_dir() / "task-image" / "pipeline-tests"
+    cache.mkdir(parents=True, exist_ok=True)
+    return devenv.build_task_image(
+        registry.host, f"{registry.host}/taskimage/taskimage:pipeline", [str(host_platform())], layer_cache=cache
+    ).by_digest
+
+
+@pytest.fixture(scope="module")
 def released(registry, task_image, tmp_path_factory):
     """The Tasks and Pipelines bundles, as a release makes them, pushed to the local registry;
     ghcr.io/taskimage mapped there by a registries.conf for the whole module."""
