@@ -255,3 +255,13 @@ def test_taskrun_file_with_inline_spec(tmp_path):
     assert step.image == "other.example/bb:2"
     assert step.args == ("a", "b", "builds", "/workspace/scratch")
     assert [(w.name, w.bound, w.host_dir) for w in plan.workspaces] == [("scratch", True, None)]
+
+
+def test_step_pulls_follow_registries_conf_unless_tls_verify_is_given():
+    from taskimage.tekton.localrun import podman
+
+    common = dict(
+        name="n", image="i", command=None, args=(), env=(), working_dir="", mounts=(), security=(), pull="missing"
+    )
+    assert not [a for a in podman.run_argv(tls_verify=None, **common) if a.startswith("--tls-verify")]
+    assert "--tls-verify=false" in podman.run_argv(tls_verify=False, **common)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from taskimage import log
@@ -105,6 +106,9 @@ def load(args: argparse.Namespace, tls_verify: bool, authfile: str | None) -> Lo
 def run_command(args: argparse.Namespace) -> int:
     values = params.resolve(args, REGISTRY_PARAMS)
     tls_verify = values["TLSVERIFY"][0]
+    tls_param = params.BY_NAME["TLSVERIFY"]
+    # steps' pulls follow registries.conf (as a node's do) unless --tls-verify is given
+    step_tls = tls_verify if getattr(args, tls_param.dest, None) is not None or os.environ.get(tls_param.env) else None
     authfile = values["AUTHFILE"][0] or None
     if authfile:
         from taskimage.tekton import bundle
@@ -114,7 +118,7 @@ def run_command(args: argparse.Namespace) -> int:
     plan = make_plan(loaded, cli_params=args.param, cli_workspaces=args.workspace)
     log.phase(f"taskrun {plan.taskrun_name} (task {plan.task_name}, {len(plan.steps)} steps)")
     report = execute(
-        plan, Options(tls_verify=tls_verify, authfile=authfile, keep=args.keep, results_dir=args.results_dir)
+        plan, Options(tls_verify=step_tls, authfile=authfile, keep=args.keep, results_dir=args.results_dir)
     )
 
     log.info(

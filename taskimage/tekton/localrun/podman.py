@@ -93,7 +93,7 @@ def run_argv(
     mounts: Sequence[tuple[str, str, bool]],
     security: Sequence[str],
     pull: str,
-    tls_verify: bool,
+    tls_verify: bool | None,
     authfile: str | None = None,
     keep: bool = False,
     runtime: str = "runc",
@@ -104,7 +104,9 @@ def run_argv(
     if not keep:
         argv.append("--rm")
     argv += ["--runtime", runtime, *(ulimits if ulimits is not None else ulimit_flags())]
-    argv += ["--network", "host", f"--tls-verify={'true' if tls_verify else 'false'}", "--pull", pull]
+    argv += ["--network", "host", "--pull", pull]
+    if tls_verify is not None:  # else registries.conf decides per registry, as on a node
+        argv.append(f"--tls-verify={'true' if tls_verify else 'false'}")
     if hostname:
         argv += ["--hostname", hostname]
     if authfile:

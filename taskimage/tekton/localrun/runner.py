@@ -35,7 +35,7 @@ POD_DIRS = {
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    tls_verify: bool = True
+    tls_verify: bool | None = None  # None: registries.conf decides (podman's default)
     authfile: str | None = None
     keep: bool = False
     results_dir: str | None = None
