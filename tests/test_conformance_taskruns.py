@@ -35,13 +35,8 @@ OUTCOMES: dict[str, tuple[str, str]] = {}
 # examples the runner still gets wrong, with the cause; strict: one that starts to pass must leave
 KNOWN_WRONG = {
     "creds-init-only-mounts-provided-credentials": "ServiceAccount credentials neither set up nor refused",
-    "ignore-step-error": "no /tekton/steps/<index>/ alias",
-    "propagating_workspaces": "TaskRun workspaces not propagated into the inline taskSpec",
     "secret-volume": "secret volumes refused with an unclear message",
-    "step-by-digest": "args without command do not run the image's Cmd",
-    "template-volume": "podTemplate.volumes ignored",
     "workspace": "PVC/configMap/secret workspace bindings",
-    "workspace-volume": "a step's volumeMount at /workspace collides with the runner's",
 }
 
 

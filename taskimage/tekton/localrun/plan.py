@@ -189,9 +189,11 @@ def _workspaces(spec: Mapping, loaded: Loaded, cli: Sequence[str], steps: Sequen
     return tuple(out)
 
 
-def _volumes(spec: Mapping) -> dict[str, str | None]:
+def _volumes(spec: Mapping, taskrun: Mapping | None) -> dict[str, str | None]:
+    """The Pod's volumes: the Task's and the TaskRun's ``podTemplate.volumes`` (Tekton adds both)."""
     out: dict[str, str | None] = {}
-    for v in spec.get("volumes") or []:
+    pod_template = ((taskrun or {}).get("spec") or {}).get("podTemplate") or {}
+    for v in [*(spec.get("volumes") or []), *(pod_template.get("volumes") or [])]:
         name = str(v.get("name"))
         if "emptyDir" in v:
             out[name] = None
@@ -291,7 +293,7 @@ def make_plan(
     fields = [f for i, s in enumerate(raw_steps) for f in sub.step_fields(s, f"steps[{i}] ({names[i]})")]
     sub.validate(fields, variables)
 
-    volumes = _volumes(spec)
+    volumes = _volumes(spec, loaded.taskrun)
     pod_sc = (((loaded.taskrun or {}).get("spec") or {}).get("podTemplate") or {}).get("securityContext") or {}
     tr_spec = (loaded.taskrun or {}).get("spec") or {}
     if tr_spec.get("timeout"):

@@ -123,3 +123,23 @@ def run_argv(
     argv.append(image)
     argv += list(args)
     return argv
+
+
+def pull_argv(image: str, tls_verify: bool | None, authfile: str | None) -> list[str]:
+    argv = ["podman", "pull", "--quiet"]
+    if tls_verify is not None:
+        argv.append(f"--tls-verify={'true' if tls_verify else 'false'}")
+    if authfile:
+        argv += ["--authfile", authfile]
+    return [*argv, image]
+
+
+def inspect_argv(image: str) -> list[str]:
+    return ["podman", "image", "inspect", "--format", "{{json .Config}}", image]
+
+
+def lookup_command(config: Mapping[str, Any] | None) -> list[str] | None:
+    """The command Tekton's entrypoint lookup gives a step without ``command``: the image's
+    Entrypoint, else its Cmd (the step's ``args`` then follow it); None when the image has neither."""
+    config = config or {}
+    return list(config.get("Entrypoint") or []) or list(config.get("Cmd") or []) or None

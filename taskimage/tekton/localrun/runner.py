@@ -13,6 +13,7 @@ steps never start and the run's exit code is that step's.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -101,8 +102,14 @@ def container_name(plan: Plan, step: StepPlan) -> str:
 
 
 def step_mounts(plan: Plan, step: StepPlan, run_dir: Path, results_dir: Path) -> list[tuple[str, str, bool]]:
-    """(host, container, read-only) for one step, parents before children."""
-    mounts = [(str(run_dir / d), target, False) for d, target in POD_DIRS.items()]
+    """(host, container, read-only) for one step, parents before children.
+
+    A step's own volumeMount or a workspace at one of the Pod's paths (``/workspace``,
+    ``/tekton/home``, …) replaces the runner's mount there, as Tekton leaves the implicit one out."""
+    own = {m.target.rstrip("/") for m in step.mounts} | {
+        w.mount_path.rstrip("/") for w in plan.workspaces if w.bound and (w.steps is None or step.name in w.steps)
+    }
+    mounts = [(str(run_dir / d), target, False) for d, target in POD_DIRS.items() if target not in own]
     mounts.append((str(results_dir), RESULTS_DIR, False))
     if step.script is not None:
         mounts.append((str(run_dir / "scripts"), "/tekton/scripts", True))
@@ -118,6 +125,29 @@ def step_mounts(plan: Plan, step: StepPlan, run_dir: Path, results_dir: Path) ->
             host = os.path.join(host, m.sub_path)
         mounts.append((host, m.target, m.read_only))
     return sorted(mounts, key=lambda m: m[1].rstrip("/").count("/"))
+
+
+def resolve_entrypoint(step: StepPlan, options: Options) -> StepPlan:
+    """A step without ``command`` (nor script) gets the image's Entrypoint, else its Cmd, as
+    Tekton's entrypoint lookup does; the image is pulled first (per its pull policy) to read it."""
+    if step.script is not None or step.command is not None:
+        return step
+    exists = tools.run(["podman", "image", "exists", step.image], check=False, quiet=True, stream=False)
+    pull = step.pull_policy
+    if step.pull_policy == "always" or (exists.returncode != 0 and step.pull_policy != "never"):
+        tools.run(
+            podman.pull_argv(step.image, options.tls_verify, options.authfile),
+            prefix=f"[{step.name}] ",
+            what=f"podman pull of step {step.name}'s image",
+        )
+        pull = "missing"  # just pulled
+    out = tools.run(podman.inspect_argv(step.image), quiet=True, stream=False, what="podman image inspect")
+    command = podman.lookup_command(json.loads(out.stdout or "null"))
+    if command is None:
+        raise UsageError(
+            f"step {step.name}: image {step.image} has neither Entrypoint nor Cmd, and the step no command"
+        )
+    return dataclasses.replace(step, command=tuple(command), pull_policy=pull)
 
 
 def step_argv(
@@ -156,6 +186,7 @@ def prepare(plan: Plan, options: Options) -> tuple[Path, Path]:
         _mkdir(run_dir / d)
     for s in plan.steps:
         _mkdir(run_dir / "steps" / f"step-{s.name}")
+        (run_dir / "steps" / str(s.index)).symlink_to(f"step-{s.name}")  # Tekton's /tekton/steps/<index>/
     results_dir = _mkdir(Path(options.results_dir).resolve()) if options.results_dir else _mkdir(run_dir / "results")
     scripts = _mkdir(run_dir / "scripts", 0o755)
     for s in plan.steps:
@@ -185,6 +216,7 @@ def execute(plan: Plan, options: Options) -> RunReport:
             if exit_code != 0:
                 outcomes.append(StepOutcome(step.name, step.image, None, 0.0, name))
                 continue
+            step = resolve_entrypoint(step, options)
             argv, warnings = step_argv(plan, step, run_dir, results_dir, options)
             for w in warnings:
                 log.warn(f"step {step.name}: {w}")
