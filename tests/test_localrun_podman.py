@@ -106,3 +106,21 @@ def test_task_from_a_bundle(image, registry, capsys):
     code, report = run(capsys, "--bundle", ref, "--name", "big-result", "-p", f"IMAGE={image}")
     assert report["task"] == "big-result" and report["steps"][0]["exitCode"] == 0
     assert len(report["results"]["BIG"]) == 5000 and code == 1
+
+
+@pytest.mark.parametrize(("profile", "mknod_default"), [("containerd", "0"), ("crio", "1")], ids=["containerd", "crio"])
+def test_steps_get_the_runtime_default_capabilities_then_their_security_context(image, capsys, profile, mknod_default):
+    """containerd gives a container MKNOD, CRI-O does not (podman neither); securityContext adds it
+    back; drop: [ALL] leaves none. Read from what the kernel allowed inside each step."""
+    code, report = run(capsys, str(DATA / "caps-task.yaml"), "-p", f"IMAGE={image}", "--runtime-defaults", profile)
+    assert code == 0, report
+    assert report["results"] == {
+        "MKNOD_DEFAULT": mknod_default,
+        "MKNOD_ADDED": "0",
+        "CAPEFF_DROP_ALL": "0000000000000000",
+    }
+
+
+def test_runtime_defaults_refuses_an_unknown_runtime(capsys):
+    assert cli.main(["run", str(DATA / "caps-task.yaml"), "--runtime-defaults", "docker"]) == 2
+    assert "--runtime-defaults" in capsys.readouterr().err

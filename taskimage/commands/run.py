@@ -21,6 +21,7 @@ from taskimage import log
 from taskimage.build import params
 from taskimage.errors import TaskimageError, UsageError
 from taskimage.tekton.localrun import Options, execute, load_documents, make_plan, pick_task, taskrun_task
+from taskimage.tekton.localrun.runtime import RUNTIMES
 from taskimage.tekton.localrun.task import Loaded, bundle_ref, task_from_object
 
 REGISTRY_PARAMS = tuple(params.BY_NAME[name] for name in ("TLSVERIFY", "AUTHFILE"))
@@ -61,6 +62,13 @@ def register(subparsers) -> None:
     p.add_argument("--results-dir", metavar="DIR", help="keep the results here (an empty or new directory)")
     p.add_argument("--keep", action="store_true", help="keep the step containers and the run directory")
     p.add_argument("--output", choices=("table", "json"), default="table", help="results format on stdout")
+    p.add_argument(
+        "--runtime-defaults",
+        choices=RUNTIMES,
+        default="containerd",
+        help="whose default capabilities a step gets, as in a Pod on that runtime: containerd (most "
+        "clusters) or crio (CRI-O, OpenShift: no MKNOD, NET_RAW, SETFCAP, AUDIT_WRITE)",
+    )
     params.add_arguments(p, REGISTRY_PARAMS, positional_platforms=False)
     p.set_defaults(func=run_command)
 
@@ -118,7 +126,14 @@ def run_command(args: argparse.Namespace) -> int:
     plan = make_plan(loaded, cli_params=args.param, cli_workspaces=args.workspace)
     log.phase(f"taskrun {plan.taskrun_name} (task {plan.task_name}, {len(plan.steps)} steps)")
     report = execute(
-        plan, Options(tls_verify=step_tls, authfile=authfile, keep=args.keep, results_dir=args.results_dir)
+        plan,
+        Options(
+            tls_verify=step_tls,
+            authfile=authfile,
+            keep=args.keep,
+            results_dir=args.results_dir,
+            runtime_defaults=args.runtime_defaults,
+        ),
     )
 
     log.info(

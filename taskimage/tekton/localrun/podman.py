@@ -1,8 +1,9 @@
 """``podman run`` command lines for Task steps, as pure functions.
 
-A step runs as a Pod's container would: the image's entrypoint unless ``command`` is given
-(``--entrypoint`` as a JSON array, which also drops the image's CMD, like Kubernetes), ``args``
-after the image, the step's env and workingDir, and the pod-shared directories bind-mounted:
+A step runs as a Pod's container would: ``command`` (``--entrypoint`` as a JSON array, which also
+drops the image's CMD, like Kubernetes; a step without one gets the image's Entrypoint, else its
+Cmd, by Tekton's entrypoint lookup, see :func:`lookup_command`), ``args`` after the image, the
+runtime's default capabilities (containerd's unless told, see :mod:`.runtime`), the step's env and workingDir, and the pod-shared directories bind-mounted:
 ``/workspace`` (an emptyDir), each workspace, ``/tekton/results``, ``/tekton/home``,
 ``/tekton/steps``, ``/tekton/creds`` and ``/tekton/scripts`` (read-only).
 
@@ -21,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from taskimage.errors import UsageError
+from taskimage.tekton.localrun import runtime
 
 WANTED_ULIMIT = 10000
 
@@ -41,17 +43,15 @@ def ulimit_flags(
     return ["--ulimit", f"nofile={n}:{n}", "--ulimit", f"nproc={p}:{p}"]
 
 
-def security_flags(sc: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    """podman flags for a Kubernetes container securityContext, and warnings for what is ignored."""
+def security_flags(sc: Mapping[str, Any], runtime_defaults: str = "containerd") -> tuple[list[str], list[str]]:
+    """podman flags for a Kubernetes container securityContext, and warnings for what is ignored.
+
+    Capabilities start from ``runtime_defaults``' default set (see :mod:`.runtime`), not podman's."""
     flags: list[str] = []
     warnings: list[str] = []
     if sc.get("privileged"):
         flags.append("--privileged")
-    caps = sc.get("capabilities") or {}
-    for cap in caps.get("add") or []:
-        flags += ["--cap-add", str(cap)]
-    for cap in caps.get("drop") or []:
-        flags += ["--cap-drop", str(cap)]
+    flags += runtime.capability_flags(runtime_defaults, sc)
     if sc.get("runAsUser") is not None:
         user = str(int(sc["runAsUser"]))
         if sc.get("runAsGroup") is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from taskimage import log
 from taskimage import proc as tools
 from taskimage.errors import UsageError
-from taskimage.tekton.localrun import podman
+from taskimage.tekton.localrun import podman, runtime
 from taskimage.tekton.localrun import results as results_mod
 from taskimage.tekton.localrun.plan import RESULTS_DIR, Plan, StepPlan
 
@@ -41,6 +41,7 @@ class Options:
     keep: bool = False
     results_dir: str | None = None
     runtime: str = "runc"
+    runtime_defaults: str = "containerd"  # whose default capabilities a step gets (runtime.RUNTIMES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +154,7 @@ def resolve_entrypoint(step: StepPlan, options: Options) -> StepPlan:
 def step_argv(
     plan: Plan, step: StepPlan, run_dir: Path, results_dir: Path, options: Options
 ) -> tuple[list[str], list[str]]:
-    security, warnings = podman.security_flags(step.security_context)
+    security, warnings = podman.security_flags(step.security_context, options.runtime_defaults)
     command = [step.script_path] if step.script is not None else step.command
     argv = podman.run_argv(
         name=container_name(plan, step),
@@ -234,6 +235,11 @@ def execute(plan: Plan, options: Options) -> RunReport:
                 if step.on_error == "continue":
                     log.warn(f"step {step.name} exited with {rc}; onError: continue, so the run goes on")
                 else:
+                    hint = runtime.missing_hint(
+                        options.runtime_defaults, step.security_context, result.stdout + result.stderr
+                    )
+                    if hint:
+                        log.error(f"step {step.name}: {hint}")
                     log.error(f"step {step.name} failed with exit code {rc}: later steps are not run")
                     exit_code = rc if rc > 0 else 1
         results = results_mod.read(results_dir, plan.results)
