@@ -35,8 +35,6 @@ OUTCOMES: dict[str, tuple[str, str]] = {}
 # examples the runner still gets wrong, with the cause; strict: one that starts to pass must leave
 KNOWN_WRONG = {
     "creds-init-only-mounts-provided-credentials": "ServiceAccount credentials neither set up nor refused",
-    "secret-volume": "secret volumes refused with an unclear message",
-    "workspace": "PVC/configMap/secret workspace bindings",
 }
 
 

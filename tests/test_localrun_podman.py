@@ -124,3 +124,42 @@ def test_steps_get_the_runtime_default_capabilities_then_their_security_context(
 def test_runtime_defaults_refuses_an_unknown_runtime(capsys):
     assert cli.main(["run", str(DATA / "caps-task.yaml"), "--runtime-defaults", "docker"]) == 2
     assert "--runtime-defaults" in capsys.readouterr().err
+
+
+def test_kube_objects_from_the_file_and_the_command_line(image, tmp_path, capsys):
+    """Secret, ConfigMap and PVC from the TaskRun's file, a ConfigMap from a directory: volumes,
+    workspaces (items, read-only; one claim shared with subPath), env valueFrom and envFrom. The
+    Secret's value reaches the step and appears in no log line."""
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "note").write_text("from-dir")
+    taskrun = str(DATA / "kube-objects.yaml")
+    tools.reset_stopping()
+    argv = ["run", "--taskrun", taskrun, "-p", f"IMAGE={image}", "--configmap", f"extra={extra}", "--keep"]
+    code = cli.main([*argv, "--tls-verify=false", "--output", "json"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code == 0, report
+    assert "podman run" in captured.err  # the log is there, and shows no secret:
+    assert "s3cr3t-xyz-42" not in captured.err + captured.out
+    assert report["results"] == {
+        "ENV": f"hello red {len('s3cr3t-xyz-42')}",
+        "FILES": "hello shared from-dir",
+        "SAME_TOKEN": "yes",
+        "CONF_WRITE": "1",
+    }
+    containers = [s["container"] for s in report["steps"]]
+    try:
+        inspected = tools.run(["podman", "inspect", *containers], quiet=True, stream=False).stdout
+        assert "TOKEN=s3cr3t-xyz-42" in inspected  # the step had it
+    finally:
+        tools.run(["podman", "rm", "--force", *containers], quiet=True, stream=False)
+        shutil.rmtree(report["runDir"], ignore_errors=True)
+
+
+def test_missing_kube_object_is_named_before_anything_runs(image, capsys):
+    code = cli.main(["run", "--taskrun", str(DATA / "kube-objects.yaml"), "-p", f"IMAGE={image}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "ConfigMap 'extra' is not in the file; give it with --configmap extra=DIR" in err
+    assert "podman run" not in err

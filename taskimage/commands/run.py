@@ -21,6 +21,7 @@ from taskimage import log
 from taskimage.build import params
 from taskimage.errors import TaskimageError, UsageError
 from taskimage.tekton.localrun import Options, execute, load_documents, make_plan, pick_task, taskrun_task
+from taskimage.tekton.localrun import kubeobjects as kube
 from taskimage.tekton.localrun.runtime import RUNTIMES
 from taskimage.tekton.localrun.task import Loaded, bundle_ref, task_from_object
 
@@ -58,6 +59,21 @@ def register(subparsers) -> None:
         default=[],
         metavar="NAME=DIR",
         help="bind a workspace to a directory of this machine",
+    )
+    p.add_argument(
+        "--configmap",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a ConfigMap the TaskRun uses (volume, workspace, env valueFrom/envFrom): each file in DIR is a key "
+        "(ConfigMaps in the TaskRun's file are used too)",
+    )
+    p.add_argument(
+        "--secret-volume",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a Kubernetes Secret the TaskRun uses, likewise (not the build's --secret); its values stay out of logs",
     )
     p.add_argument("--results-dir", metavar="DIR", help="keep the results here (an empty or new directory)")
     p.add_argument("--keep", action="store_true", help="keep the step containers and the run directory")
@@ -123,7 +139,9 @@ def run_command(args: argparse.Namespace) -> int:
 
         authfile = bundle.resolve_authfile(authfile, source=values["AUTHFILE"][1])
     loaded = load(args, tls_verify, authfile)
-    plan = make_plan(loaded, cli_params=args.param, cli_workspaces=args.workspace)
+    docs = [*(load_documents(args.taskrun) if args.taskrun else []), *(load_documents(args.task) if args.task else [])]
+    objects = kube.with_cli(kube.from_documents(docs), args.configmap, args.secret_volume)
+    plan = make_plan(loaded, cli_params=args.param, cli_workspaces=args.workspace, objects=objects)
     log.phase(f"taskrun {plan.taskrun_name} (task {plan.task_name}, {len(plan.steps)} steps)")
     report = execute(
         plan,

@@ -139,3 +139,71 @@ def unpin(obj: Any) -> Any:
 def write_registries_conf(path: Path, mapping: Mapping[str, str], registry_host: str) -> Path:
     path.write_text(registries_conf(mapping, registry_host))
     return path
+
+
+def device_node_image(registry_host: str, ref: str | None = None) -> str:
+    """Push a busybox image whose second layer holds device nodes (``/dev/null``, ``/dev/zero``,
+    ``/dev/random`` as in a rootfs made by debootstrap or mmdebstrap), for linux/amd64.
+
+    Unpacking it as root needs CAP_MKNOD: containerd gives it to a container, CRI-O does not."""
+    import io
+    import json
+    import tarfile
+    import tempfile
+
+    platform = parse_platforms(["linux/amd64"], source="--platform")[0]
+    base, base_diff = env._layer_from_rootfs(env._rootfs("lookalike-busybox", platform, ROOTFS["lookalike-busybox"]))
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        d = tarfile.TarInfo("dev")
+        d.type, d.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(d)
+        for name, minor in (("null", 3), ("zero", 5), ("random", 8)):
+            node = tarfile.TarInfo(f"dev/{name}")
+            node.type, node.mode, node.devmajor, node.devminor = tarfile.CHRTYPE, 0o666, 1, minor
+            tar.addfile(node)
+    dev_layer = raw.getvalue()
+    ref = ref or f"{registry_host}/lookalike/device-nodes:latest"
+    with tempfile.TemporaryDirectory(prefix="taskimage-devnodes-") as tmp:
+        layout = env.OCILayout(Path(tmp))
+        config = {
+            "created": "1970-01-01T00:00:00Z",
+            "architecture": platform.arch,
+            "os": platform.os,
+            "config": {"Env": _PATH, "Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [base_diff, env._sha256(dev_layer)]},
+        }
+        config_bytes = json.dumps(config, sort_keys=True).encode()
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": layout.blob(config_bytes),
+                "size": len(config_bytes),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": layout.blob(base),
+                    "size": len(base),
+                },
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layout.blob(dev_layer),
+                    "size": len(dev_layer),
+                },
+            ],
+        }
+        manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
+        layout.write_index(
+            [
+                {
+                    "mediaType": manifest["mediaType"],
+                    "digest": layout.blob(manifest_bytes),
+                    "size": len(manifest_bytes),
+                }
+            ]
+        )
+        env.push_layout(Path(tmp), ref)
+    return ref

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from taskimage.errors import UsageError
+from taskimage.tekton.localrun import kubeobjects as kube
 from taskimage.tekton.localrun import params as params_mod
 from taskimage.tekton.localrun import results as results_mod
 from taskimage.tekton.localrun import substitute as sub
@@ -38,6 +39,8 @@ class Workspace:
     bound: bool
     claim: str = ""
     steps: tuple[str, ...] | None = None  # isolated workspace: only these steps mount it
+    files: Mapping[str, bytes] | None = None  # a configMap/secret binding: its files
+    sub_path: str = ""  # in the claim's directory (persistentVolumeClaim bindings)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +66,7 @@ class StepPlan:
     timeout: float | None
     on_error: str  # "stopAndFail" | "continue"
     mounts: tuple[Mount, ...] = ()
+    secret_env: tuple[tuple[str, str], ...] = ()  # from Secrets: passed in a file, never on a command line
 
     @property
     def script_path(self) -> str:
@@ -81,6 +85,7 @@ class Plan:
     results: tuple[results_mod.ResultSpec, ...]
     steps: tuple[StepPlan, ...]
     warnings: tuple[str, ...] = ()
+    volume_files: Mapping[str, Mapping[str, bytes]] = dataclasses.field(default_factory=dict)  # configMap/secret
 
 
 def parse_duration(text: str, where: str) -> float:
@@ -140,7 +145,9 @@ def _cli_workspaces(items: Sequence[str], declared: Mapping[str, Mapping]) -> di
     return out
 
 
-def _workspaces(spec: Mapping, loaded: Loaded, cli: Sequence[str], steps: Sequence[Mapping]) -> tuple[Workspace, ...]:
+def _workspaces(
+    spec: Mapping, loaded: Loaded, cli: Sequence[str], steps: Sequence[Mapping], objects: kube.KubeObjects
+) -> tuple[Workspace, ...]:
     declared = {str(w["name"]): w for w in spec.get("workspaces") or []}
     given = _cli_workspaces(cli, declared)
     bindings = {str(b.get("name")): b for b in ((loaded.taskrun or {}).get("spec") or {}).get("workspaces") or []}
@@ -154,11 +161,19 @@ def _workspaces(spec: Mapping, loaded: Loaded, cli: Sequence[str], steps: Sequen
         binding = bindings.get(name, {})
         claim = str((binding.get("persistentVolumeClaim") or {}).get("claimName", ""))
         host: str | None
+        files: Mapping[str, bytes] | None = None
+        read_only = bool(decl.get("readOnly"))
         if name in given:
             host = given[name]
         elif binding:
+            kind = next((k for k in ("configMap", "secret") if k in binding), "")
             if "emptyDir" in binding or "volumeClaimTemplate" in binding:
                 host = None
+            elif claim and claim in objects.claims:
+                host = None  # the claim's directory for this run
+            elif kind:
+                host, read_only = None, True
+                files = kube.projected_files(kind, binding[kind], objects, f"workspace {name}") or {}
             else:
                 kind = next((k for k in binding if k not in ("name", "subPath")), "binding")
                 raise UsageError(
@@ -178,10 +193,12 @@ def _workspaces(spec: Mapping, loaded: Loaded, cli: Sequence[str], steps: Sequen
                 name,
                 mount,
                 host,
-                bool(decl.get("readOnly")),
+                read_only,
                 True,
                 claim,
                 tuple(isolated[name]) if name in isolated else None,
+                files,
+                str(binding.get("subPath") or "") if host is None and claim else "",
             )
         )
     if missing:
@@ -189,13 +206,20 @@ def _workspaces(spec: Mapping, loaded: Loaded, cli: Sequence[str], steps: Sequen
     return tuple(out)
 
 
-def _volumes(spec: Mapping, taskrun: Mapping | None) -> dict[str, str | None]:
-    """The Pod's volumes: the Task's and the TaskRun's ``podTemplate.volumes`` (Tekton adds both)."""
+def _volumes(
+    spec: Mapping, taskrun: Mapping | None, objects: kube.KubeObjects, files: dict[str, Mapping[str, bytes]]
+) -> dict[str, str | None]:
+    """The Pod's volumes: the Task's and the TaskRun's ``podTemplate.volumes`` (Tekton adds both).
+    configMap and secret volumes become directories holding their files (into ``files``)."""
     out: dict[str, str | None] = {}
     pod_template = ((taskrun or {}).get("spec") or {}).get("podTemplate") or {}
     for v in [*(spec.get("volumes") or []), *(pod_template.get("volumes") or [])]:
         name = str(v.get("name"))
         if "emptyDir" in v:
+            out[name] = None
+        elif "configMap" in v or "secret" in v:
+            kind = "configMap" if "configMap" in v else "secret"
+            files[name] = kube.projected_files(kind, v[kind], objects, f"volume {name}") or {}
             out[name] = None
         elif "hostPath" in v:
             out[name] = str(v["hostPath"].get("path"))
@@ -214,13 +238,6 @@ def _unsupported(spec: Mapping, steps: Sequence[Mapping]) -> None:
             raise UsageError(f"{where}: StepAction refs are not supported by taskimage run")
         if s.get("results"):
             raise UsageError(f"{where}: step results are not supported by taskimage run")
-        if s.get("envFrom"):
-            raise UsageError(f"{where}: envFrom needs a cluster (ConfigMap/Secret); not supported by taskimage run")
-        for e in s.get("env") or []:
-            if "valueFrom" in e:
-                raise UsageError(
-                    f"{where}: env {e.get('name')} uses valueFrom, which needs a cluster; not supported by taskimage run"
-                )
         if not s.get("image"):
             raise UsageError(f"{where}: no image")
         if s.get("script") and s.get("command"):
@@ -237,7 +254,9 @@ def make_plan(
     *,
     cli_params: Sequence[str] = (),
     cli_workspaces: Sequence[str] = (),
+    objects: kube.KubeObjects | None = None,
 ) -> Plan:
+    objects = objects or kube.KubeObjects()
     spec = loaded.spec
     task = loaded.task_name
     warnings: list[str] = []
@@ -257,7 +276,7 @@ def make_plan(
 
     run_name, namespace, uid = _taskrun_identity(loaded)
     result_specs = results_mod.parse_specs(spec.get("results"))
-    workspaces = _workspaces(spec, loaded, cli_workspaces, raw_steps)
+    workspaces = _workspaces(spec, loaded, cli_workspaces, raw_steps, objects)
     base_vars = sub.Variables(
         params=values,
         param_types={s.name: s.type for s in specs},
@@ -293,7 +312,8 @@ def make_plan(
     fields = [f for i, s in enumerate(raw_steps) for f in sub.step_fields(s, f"steps[{i}] ({names[i]})")]
     sub.validate(fields, variables)
 
-    volumes = _volumes(spec, loaded.taskrun)
+    volume_files: dict[str, Mapping[str, bytes]] = {}
+    volumes = _volumes(spec, loaded.taskrun, objects, volume_files)
     pod_sc = (((loaded.taskrun or {}).get("spec") or {}).get("podTemplate") or {}).get("securityContext") or {}
     tr_spec = (loaded.taskrun or {}).get("spec") or {}
     if tr_spec.get("timeout"):
@@ -304,7 +324,12 @@ def make_plan(
         s = sub.substitute_step(raw, variables, leftovers)
         for text in sorted(set(leftovers)):
             warnings.append(f"step {names[i]}: {text} came from a param value and is passed literally (as Tekton does)")
-        env = [(str(e["name"]), str(e.get("value", ""))) for e in s.get("env") or []]
+        all_env = kube.container_env(s.get("env") or [], s.get("envFrom") or [], objects, f"step {names[i]}")
+        env = [(k, v) for k, v, secret in all_env if not secret]
+        secret_env = [(k, v) for k, v, secret in all_env if secret]
+        for k, v in secret_env:
+            if "\n" in v:
+                raise UsageError(f"step {names[i]}: env {k}: a multi-line value from a Secret is not supported")
         command = [str(c) for c in s["command"]] if s.get("command") else None
         args = [str(a) for a in s.get("args") or []]
         script = script_content(s["script"]) if s.get("script") else None
@@ -318,7 +343,8 @@ def make_plan(
                 raise UsageError(f"step {names[i]}: volumeMount {vname} names no volume of the task")
             if (volumes[vname] or "").startswith("!"):
                 raise UsageError(
-                    f"step {names[i]}: volume {vname} is a {volumes[vname][1:]}; only emptyDir and hostPath volumes are supported"
+                    f"step {names[i]}: volume {vname} is a {volumes[vname][1:]}: not supported by taskimage run "
+                    "(emptyDir, hostPath, configMap and secret volumes are)"
                 )
             mounts.append(
                 Mount(f"vol:{vname}", str(vm["mountPath"]), bool(vm.get("readOnly")), str(vm.get("subPath") or ""))
@@ -348,6 +374,7 @@ def make_plan(
                 timeout=timeout,
                 on_error=on_error,
                 mounts=tuple(mounts),
+                secret_env=tuple(secret_env),
             )
         )
     return Plan(
@@ -361,4 +388,5 @@ def make_plan(
         results=result_specs,
         steps=tuple(steps),
         warnings=tuple(warnings),
+        volume_files=volume_files,
     )

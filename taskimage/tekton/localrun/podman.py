@@ -99,6 +99,7 @@ def run_argv(
     runtime: str = "runc",
     hostname: str | None = None,
     ulimits: Sequence[str] | None = None,
+    env_file: str | None = None,
 ) -> list[str]:
     argv = ["podman", "run", "--name", name]
     if not keep:
@@ -114,6 +115,8 @@ def run_argv(
     argv += list(security)
     for host, target, ro in mounts:
         argv += volume_flag(host, target, ro)
+    if env_file:  # before --env: the step's own env entries win, as later ones do in a Pod
+        argv += ["--env-file", env_file]
     for key, value in env:
         argv += ["--env", f"{key}={value}"]
     if working_dir:

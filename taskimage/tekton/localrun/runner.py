@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from taskimage import log
@@ -24,7 +25,7 @@ from taskimage import proc as tools
 from taskimage.errors import UsageError
 from taskimage.tekton.localrun import podman, runtime
 from taskimage.tekton.localrun import results as results_mod
-from taskimage.tekton.localrun.plan import RESULTS_DIR, Plan, StepPlan
+from taskimage.tekton.localrun.plan import RESULTS_DIR, Plan, StepPlan, Workspace
 
 POD_DIRS = {
     "workspace": "/workspace",
@@ -117,14 +118,14 @@ def step_mounts(plan: Plan, step: StepPlan, run_dir: Path, results_dir: Path) ->
     for w in plan.workspaces:
         if not w.bound or (w.steps is not None and step.name not in w.steps):
             continue
-        host = w.host_dir or str(run_dir / "emptydir" / f"ws-{w.name}")
-        mounts.append((host, w.mount_path, w.read_only))
+        mounts.append((workspace_host(w, run_dir), w.mount_path, w.read_only))
     for m in step.mounts:
         vname = m.source.split(":", 1)[1]
         host = plan.volumes.get(vname) or str(run_dir / "emptydir" / f"vol-{vname}")
         if m.sub_path:
             host = os.path.join(host, m.sub_path)
-        mounts.append((host, m.target, m.read_only))
+        # the kubelet mounts configMap and secret volumes read-only
+        mounts.append((host, m.target, m.read_only or vname in plan.volume_files))
     return sorted(mounts, key=lambda m: m[1].rstrip("/").count("/"))
 
 
@@ -151,6 +152,25 @@ def resolve_entrypoint(step: StepPlan, options: Options) -> StepPlan:
     return dataclasses.replace(step, command=tuple(command), pull_policy=pull)
 
 
+def workspace_host(w: Workspace, run_dir: Path) -> str:
+    """Where a bound workspace lives on this machine: the given directory, the claim's directory
+    for this run (shared by every workspace naming the claim), or a fresh one."""
+    if w.host_dir:
+        return w.host_dir
+    if w.claim and w.files is None:
+        return str(run_dir / "claims" / w.claim / w.sub_path) if w.sub_path else str(run_dir / "claims" / w.claim)
+    return str(run_dir / "emptydir" / f"ws-{w.name}")
+
+
+def _write_files(directory: Path, files: Mapping[str, bytes]) -> None:
+    _mkdir(directory, 0o755)
+    for rel, data in files.items():
+        path = directory / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.chmod(path, 0o644)  # the kubelet's defaultMode
+
+
 def step_argv(
     plan: Plan, step: StepPlan, run_dir: Path, results_dir: Path, options: Options
 ) -> tuple[list[str], list[str]]:
@@ -170,6 +190,7 @@ def step_argv(
         authfile=options.authfile,
         keep=options.keep,
         runtime=options.runtime,
+        env_file=str(run_dir / "env" / f"step-{step.index}.env") if step.secret_env else None,
         hostname=f"{plan.taskrun_name}-pod"[:63],
     )
     return argv, warnings
@@ -197,10 +218,21 @@ def prepare(plan: Plan, options: Options) -> tuple[Path, Path]:
             os.chmod(path, 0o755)
     for w in plan.workspaces:
         if w.bound and w.host_dir is None:
-            _mkdir(run_dir / "emptydir" / f"ws-{w.name}")
+            if w.files is not None:
+                _write_files(Path(workspace_host(w, run_dir)), w.files)
+            else:
+                _mkdir(Path(workspace_host(w, run_dir)))
     for name, host in plan.volumes.items():
-        if host is None:
+        if name in plan.volume_files:
+            _write_files(run_dir / "emptydir" / f"vol-{name}", plan.volume_files[name])
+        elif host is None:
             _mkdir(run_dir / "emptydir" / f"vol-{name}")
+    env_dir = _mkdir(run_dir / "env", 0o700)
+    for s in plan.steps:
+        if s.secret_env:  # values from Secrets: in a file only root can read, not on podman's command line
+            path = env_dir / f"step-{s.index}.env"
+            path.touch(0o600)
+            path.write_text("".join(f"{k}={v}\n" for k, v in s.secret_env))
     return run_dir, results_dir
 
 
