@@ -33,9 +33,7 @@ EXAMPLES = Path(os.environ.get("TASKIMAGE_TEKTON_EXAMPLES") or ROOT.parent / "sh
 TASKRUNS = sorted((EXAMPLES / "taskruns").glob("*.yaml")) if (EXAMPLES / "taskruns").is_dir() else []
 OUTCOMES: dict[str, tuple[str, str]] = {}
 # examples the runner still gets wrong, with the cause; strict: one that starts to pass must leave
-KNOWN_WRONG = {
-    "creds-init-only-mounts-provided-credentials": "ServiceAccount credentials neither set up nor refused",
-}
+KNOWN_WRONG: dict[str, str] = {}
 
 
 @pytest.fixture(scope="session")

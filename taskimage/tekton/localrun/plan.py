@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from taskimage.errors import UsageError
+from taskimage.tekton.localrun import creds as creds_mod
 from taskimage.tekton.localrun import kubeobjects as kube
 from taskimage.tekton.localrun import params as params_mod
 from taskimage.tekton.localrun import results as results_mod
@@ -86,6 +87,7 @@ class Plan:
     steps: tuple[StepPlan, ...]
     warnings: tuple[str, ...] = ()
     volume_files: Mapping[str, Mapping[str, bytes]] = dataclasses.field(default_factory=dict)  # configMap/secret
+    creds: Mapping[str, bytes] = dataclasses.field(default_factory=dict)  # ServiceAccount credentials, $HOME-relative
 
 
 def parse_duration(text: str, where: str) -> float:
@@ -316,6 +318,7 @@ def make_plan(
     volumes = _volumes(spec, loaded.taskrun, objects, volume_files)
     pod_sc = (((loaded.taskrun or {}).get("spec") or {}).get("podTemplate") or {}).get("securityContext") or {}
     tr_spec = (loaded.taskrun or {}).get("spec") or {}
+    creds = creds_mod.credential_files(str(tr_spec.get("serviceAccountName") or ""), objects, warnings)
     if tr_spec.get("timeout"):
         warnings.append("the TaskRun's timeout is not enforced by taskimage run (step timeouts are)")
     steps: list[StepPlan] = []
@@ -341,9 +344,10 @@ def make_plan(
             vname = str(vm.get("name"))
             if vname not in volumes:
                 raise UsageError(f"step {names[i]}: volumeMount {vname} names no volume of the task")
-            if (volumes[vname] or "").startswith("!"):
+            kind = volumes[vname] or ""
+            if kind.startswith("!"):
                 raise UsageError(
-                    f"step {names[i]}: volume {vname} is a {volumes[vname][1:]}: not supported by taskimage run "
+                    f"step {names[i]}: volume {vname} is a {kind[1:]}: not supported by taskimage run "
                     "(emptyDir, hostPath, configMap and secret volumes are)"
                 )
             mounts.append(
@@ -389,4 +393,5 @@ def make_plan(
         steps=tuple(steps),
         warnings=tuple(warnings),
         volume_files=volume_files,
+        creds=creds,
     )

@@ -23,6 +23,7 @@ from pathlib import Path
 from taskimage import log
 from taskimage import proc as tools
 from taskimage.errors import UsageError
+from taskimage.tekton.localrun import creds as creds_mod
 from taskimage.tekton.localrun import podman, runtime
 from taskimage.tekton.localrun import results as results_mod
 from taskimage.tekton.localrun.plan import RESULTS_DIR, Plan, StepPlan, Workspace
@@ -119,6 +120,9 @@ def step_mounts(plan: Plan, step: StepPlan, run_dir: Path, results_dir: Path) ->
         if not w.bound or (w.steps is not None and step.name not in w.steps):
             continue
         mounts.append((workspace_host(w, run_dir), w.mount_path, w.read_only))
+    home = creds_mod.step_home(dict(step.env), step.security_context)
+    for entry in sorted({rel.split("/", 1)[0] for rel in plan.creds}):  # as the entrypoint copies them to $HOME
+        mounts.append((str(run_dir / "creds" / entry), f"{home.rstrip('/')}/{entry}", False))
     for m in step.mounts:
         vname = m.source.split(":", 1)[1]
         host = plan.volumes.get(vname) or str(run_dir / "emptydir" / f"vol-{vname}")
@@ -227,6 +231,11 @@ def prepare(plan: Plan, options: Options) -> tuple[Path, Path]:
             _write_files(run_dir / "emptydir" / f"vol-{name}", plan.volume_files[name])
         elif host is None:
             _mkdir(run_dir / "emptydir" / f"vol-{name}")
+    for rel, data in plan.creds.items():
+        path = run_dir / "creds" / rel
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.touch(0o600)
+        path.write_bytes(data)
     env_dir = _mkdir(run_dir / "env", 0o700)
     for s in plan.steps:
         if s.secret_env:  # values from Secrets: in a file only root can read, not on podman's command line
