@@ -191,7 +191,13 @@ def test_workspace_errors(workspaces, taskrun_ws, message):
             },
             "step a: env T needs key 'k' of secret 's', which is not in the file; give it with --secret-volume s=DIR",
         ),
-        ({"sidecars": [{"image": "i"}], "steps": [{"image": "i"}]}, "sidecars are not supported by taskimage run"),
+        (
+            {
+                "sidecars": [{"name": "s", "image": "i", "readinessProbe": {"httpGet": {"port": 80}}}],
+                "steps": [{"image": "i"}],
+            },
+            "sidecar s: readiness and startup probes other than exec are not supported",
+        ),
         (
             {"steps": [{"name": "a", "image": "i", "timeout": "5 minutes"}]},
             "step a timeout: '5 minutes' is not a duration like 90s or 1h30m",

@@ -163,3 +163,16 @@ def test_missing_kube_object_is_named_before_anything_runs(image, capsys):
     assert code == 2
     assert "ConfigMap 'extra' is not in the file; give it with --configmap extra=DIR" in err
     assert "podman run" not in err
+
+
+def test_sidecar_is_ready_before_the_steps_and_stopped_after(image, capsys):
+    tools.reset_stopping()
+    code = cli.main(
+        ["run", str(DATA / "sidecar-task.yaml"), "-p", f"IMAGE={image}", "--tls-verify=false", "--output", "json"]
+    )
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code == 0, captured.err[-2000:]
+    assert report["results"] == {"SEEN": "from-sidecar"}  # written by the sidecar before it was ready
+    assert "[sidecar server] sidecar-log-line" in captured.err
+    assert leftover_containers(report["taskRun"]) == []  # the sleeping sidecar was stopped and removed

@@ -136,6 +136,26 @@ def unpin(obj: Any) -> Any:
     return obj
 
 
+def images(obj: Any) -> set[str]:
+    """Every literal ``image:`` value in a document (references to params left out)."""
+    if isinstance(obj, dict):
+        found = {v for k, v in obj.items() if k == "image" and isinstance(v, str) and "$(" not in v}
+        return found.union(*(images(v) for k, v in obj.items() if k != "image"))
+    if isinstance(obj, list):
+        return set().union(*(images(v) for v in obj))
+    return set()
+
+
+def stand_in(image: str, mapping: Mapping[str, str]) -> str | None:
+    """The local repository a public image is redirected to (longest prefix wins), or None."""
+    repo = _DIGEST.sub("", image).split("@", 1)[0]
+    last = repo.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo = repo[: -len(last)] + last.split(":", 1)[0]
+    matches = [p for p in mapping if repo == p or repo.startswith(p + "/")]
+    return mapping[max(matches, key=len)] if matches else None
+
+
 def write_registries_conf(path: Path, mapping: Mapping[str, str], registry_host: str) -> Path:
     path.write_text(registries_conf(mapping, registry_host))
     return path

@@ -68,10 +68,13 @@ class StepPlan:
     on_error: str  # "stopAndFail" | "continue"
     mounts: tuple[Mount, ...] = ()
     secret_env: tuple[tuple[str, str], ...] = ()  # from Secrets: passed in a file, never on a command line
+    kind: str = "step"  # or "sidecar"
+    readiness: tuple[str, ...] | None = None  # a sidecar's readinessProbe/startupProbe exec command
 
     @property
     def script_path(self) -> str:
-        return f"{SCRIPTS_DIR}/script-{self.index}-{self.name}"
+        prefix = "script" if self.kind == "step" else "sidecar-script"
+        return f"{SCRIPTS_DIR}/{prefix}-{self.index}-{self.name}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +89,8 @@ class Plan:
     results: tuple[results_mod.ResultSpec, ...]
     steps: tuple[StepPlan, ...]
     warnings: tuple[str, ...] = ()
+    sidecars: tuple[StepPlan, ...] = ()
+    workspace_volumes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # volume name -> workspace
     volume_files: Mapping[str, Mapping[str, bytes]] = dataclasses.field(default_factory=dict)  # configMap/secret
     creds: Mapping[str, bytes] = dataclasses.field(default_factory=dict)  # ServiceAccount credentials, $HOME-relative
 
@@ -232,8 +237,6 @@ def _volumes(
 
 
 def _unsupported(spec: Mapping, steps: Sequence[Mapping]) -> None:
-    if spec.get("sidecars"):
-        raise UsageError("sidecars are not supported by taskimage run")
     for i, s in enumerate(steps):
         where = f"steps[{i}] ({step_name(s, i)})"
         if s.get("ref"):
@@ -311,7 +314,13 @@ def make_plan(
         },
     )
 
+    raw_sidecars = [dict(c) for c in spec.get("sidecars") or []]
+    sidecar_names = [str(c.get("name") or f"sidecar-{i}") for i, c in enumerate(raw_sidecars)]
+    for i, c in enumerate(raw_sidecars):
+        if not c.get("image"):
+            raise UsageError(f"sidecars[{i}] ({sidecar_names[i]}): no image")
     fields = [f for i, s in enumerate(raw_steps) for f in sub.step_fields(s, f"steps[{i}] ({names[i]})")]
+    fields += [f for i, c in enumerate(raw_sidecars) for f in sub.step_fields(c, f"sidecars[{i}] ({sidecar_names[i]})")]
     sub.validate(fields, variables)
 
     volume_files: dict[str, Mapping[str, bytes]] = {}
@@ -321,18 +330,25 @@ def make_plan(
     creds = creds_mod.credential_files(str(tr_spec.get("serviceAccountName") or ""), objects, warnings)
     if tr_spec.get("timeout"):
         warnings.append("the TaskRun's timeout is not enforced by taskimage run (step timeouts are)")
+    # a workspace's volume, by the name $(workspaces.W.volume) gives it, can be mounted by name
+    for w in workspaces:
+        if w.bound:
+            volumes[str(variables.workspaces[w.name]["volume"])] = f"ws:{w.name}"
     steps: list[StepPlan] = []
-    for i, raw in enumerate(raw_steps):
+    sidecars: list[StepPlan] = []
+    containers = [("step", i, raw, names[i]) for i, raw in enumerate(raw_steps)]
+    containers += [("sidecar", i, raw, sidecar_names[i]) for i, raw in enumerate(raw_sidecars)]
+    for what, i, raw, name in containers:
         leftovers: list[str] = []
         s = sub.substitute_step(raw, variables, leftovers)
         for text in sorted(set(leftovers)):
-            warnings.append(f"step {names[i]}: {text} came from a param value and is passed literally (as Tekton does)")
-        all_env = kube.container_env(s.get("env") or [], s.get("envFrom") or [], objects, f"step {names[i]}")
+            warnings.append(f"{what} {name}: {text} came from a param value and is passed literally (as Tekton does)")
+        all_env = kube.container_env(s.get("env") or [], s.get("envFrom") or [], objects, f"{what} {name}")
         env = [(k, v) for k, v, secret in all_env if not secret]
         secret_env = [(k, v) for k, v, secret in all_env if secret]
         for k, v in secret_env:
             if "\n" in v:
-                raise UsageError(f"step {names[i]}: env {k}: a multi-line value from a Secret is not supported")
+                raise UsageError(f"{what} {name}: env {k}: a multi-line value from a Secret is not supported")
         command = [str(c) for c in s["command"]] if s.get("command") else None
         args = [str(a) for a in s.get("args") or []]
         script = script_content(s["script"]) if s.get("script") else None
@@ -343,11 +359,11 @@ def make_plan(
         for vm in s.get("volumeMounts") or []:
             vname = str(vm.get("name"))
             if vname not in volumes:
-                raise UsageError(f"step {names[i]}: volumeMount {vname} names no volume of the task")
+                raise UsageError(f"{what} {name}: volumeMount {vname} names no volume of the task")
             kind = volumes[vname] or ""
             if kind.startswith("!"):
                 raise UsageError(
-                    f"step {names[i]}: volume {vname} is a {kind[1:]}: not supported by taskimage run "
+                    f"{what} {name}: volume {vname} is a {kind[1:]}: not supported by taskimage run "
                     "(emptyDir, hostPath, configMap and secret volumes are)"
                 )
             mounts.append(
@@ -358,15 +374,18 @@ def make_plan(
             **(s.get("securityContext") or {}),
         }
         if sc.get("runAsNonRoot") and sc.get("runAsUser") == 0:
-            raise UsageError(f"step {names[i]}: securityContext has runAsNonRoot and runAsUser 0")
-        timeout = parse_duration(str(s["timeout"]), f"step {names[i]} timeout") if s.get("timeout") else None
+            raise UsageError(f"{what} {name}: securityContext has runAsNonRoot and runAsUser 0")
+        timeout = parse_duration(str(s["timeout"]), f"{what} {name} timeout") if s.get("timeout") else None
         on_error = str(s.get("onError") or "stopAndFail")
         if on_error not in ("continue", "stopAndFail"):
-            raise UsageError(f"step {names[i]}: onError {on_error!r}: accepted: continue, stopAndFail")
-        steps.append(
+            raise UsageError(f"{what} {name}: onError {on_error!r}: accepted: continue, stopAndFail")
+        probe = (s.get("readinessProbe") or s.get("startupProbe") or {}) if what == "sidecar" else {}
+        if probe and not (probe.get("exec") or {}).get("command"):
+            raise UsageError(f"{what} {name}: readiness and startup probes other than exec are not supported")
+        (steps if what == "step" else sidecars).append(
             StepPlan(
                 index=i,
-                name=names[i],
+                name=name,
                 image=str(s["image"]),
                 command=tuple(command) if command is not None else None,
                 args=tuple(args),
@@ -379,6 +398,8 @@ def make_plan(
                 on_error=on_error,
                 mounts=tuple(mounts),
                 secret_env=tuple(secret_env),
+                kind=what,
+                readiness=tuple(str(c) for c in probe["exec"]["command"]) if probe else None,
             )
         )
     return Plan(
@@ -388,10 +409,12 @@ def make_plan(
         uid=uid,
         params=values,
         workspaces=workspaces,
-        volumes={k: v for k, v in volumes.items() if not (v or "").startswith("!")},
+        volumes={k: v for k, v in volumes.items() if not (v or "").startswith(("!", "ws:"))},
+        workspace_volumes={k: str(v)[3:] for k, v in volumes.items() if (v or "").startswith("ws:")},
         results=result_specs,
         steps=tuple(steps),
         warnings=tuple(warnings),
+        sidecars=tuple(sidecars),
         volume_files=volume_files,
         creds=creds,
     )

@@ -100,9 +100,12 @@ def run_argv(
     hostname: str | None = None,
     ulimits: Sequence[str] | None = None,
     env_file: str | None = None,
+    detach: bool = False,
 ) -> list[str]:
     argv = ["podman", "run", "--name", name]
-    if not keep:
+    if detach:  # a sidecar: removed by the runner once its log is shown
+        argv.append("--detach")
+    elif not keep:
         argv.append("--rm")
     argv += ["--runtime", runtime, *(ulimits if ulimits is not None else ulimit_flags())]
     argv += ["--network", "host", "--pull", pull]

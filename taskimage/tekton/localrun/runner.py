@@ -26,6 +26,7 @@ from taskimage.errors import UsageError
 from taskimage.tekton.localrun import creds as creds_mod
 from taskimage.tekton.localrun import podman, runtime
 from taskimage.tekton.localrun import results as results_mod
+from taskimage.tekton.localrun import sidecars as sidecars_mod
 from taskimage.tekton.localrun.plan import RESULTS_DIR, Plan, StepPlan, Workspace
 
 POD_DIRS = {
@@ -101,30 +102,41 @@ def _mkdir(path: Path, mode: int = 0o777) -> Path:
 
 
 def container_name(plan: Plan, step: StepPlan) -> str:
-    return f"{plan.taskrun_name}-step-{step.name}"[:250]
+    return f"{plan.taskrun_name}-{step.kind}-{step.name}"[:250]
 
 
 def step_mounts(plan: Plan, step: StepPlan, run_dir: Path, results_dir: Path) -> list[tuple[str, str, bool]]:
     """(host, container, read-only) for one step, parents before children.
 
     A step's own volumeMount or a workspace at one of the Pod's paths (``/workspace``,
-    ``/tekton/home``, …) replaces the runner's mount there, as Tekton leaves the implicit one out."""
-    own = {m.target.rstrip("/") for m in step.mounts} | {
-        w.mount_path.rstrip("/") for w in plan.workspaces if w.bound and (w.steps is None or step.name in w.steps)
-    }
-    mounts = [(str(run_dir / d), target, False) for d, target in POD_DIRS.items() if target not in own]
-    mounts.append((str(results_dir), RESULTS_DIR, False))
+    ``/tekton/home``, …) replaces the runner's mount there, as Tekton leaves the implicit one out.
+    A sidecar gets none of the Pod's paths, only the workspaces (where it mounts nothing itself)
+    and its own volumes."""
+    own = {m.target.rstrip("/") for m in step.mounts}
+    workspaces = [
+        w
+        for w in plan.workspaces
+        if w.bound and (w.steps is None or step.name in w.steps) and w.mount_path.rstrip("/") not in own
+    ]
+    own |= {w.mount_path.rstrip("/") for w in workspaces}
+    mounts: list[tuple[str, str, bool]] = []
+    if step.kind == "step":
+        mounts += [(str(run_dir / d), target, False) for d, target in POD_DIRS.items() if target not in own]
+        mounts.append((str(results_dir), RESULTS_DIR, False))
     if step.script is not None:
         mounts.append((str(run_dir / "scripts"), "/tekton/scripts", True))
-    for w in plan.workspaces:
-        if not w.bound or (w.steps is not None and step.name not in w.steps):
-            continue
+    for w in workspaces:
         mounts.append((workspace_host(w, run_dir), w.mount_path, w.read_only))
     home = creds_mod.step_home(dict(step.env), step.security_context)
-    for entry in sorted({rel.split("/", 1)[0] for rel in plan.creds}):  # as the entrypoint copies them to $HOME
+    for entry in sorted({rel.split("/", 1)[0] for rel in plan.creds} if step.kind == "step" else ()):
+        # as the entrypoint copies them to $HOME
         mounts.append((str(run_dir / "creds" / entry), f"{home.rstrip('/')}/{entry}", False))
     for m in step.mounts:
         vname = m.source.split(":", 1)[1]
+        if vname in plan.workspace_volumes:  # mounted by $(workspaces.W.volume)
+            ws = next(w for w in plan.workspaces if w.name == plan.workspace_volumes[vname])
+            mounts.append((workspace_host(ws, run_dir), m.target, m.read_only or ws.read_only))
+            continue
         host = plan.volumes.get(vname) or str(run_dir / "emptydir" / f"vol-{vname}")
         if m.sub_path:
             host = os.path.join(host, m.sub_path)
@@ -144,7 +156,7 @@ def resolve_entrypoint(step: StepPlan, options: Options) -> StepPlan:
         tools.run(
             podman.pull_argv(step.image, options.tls_verify, options.authfile),
             prefix=f"[{step.name}] ",
-            what=f"podman pull of step {step.name}'s image",
+            what=f"podman pull of {step.kind} {step.name}'s image",
         )
         pull = "missing"  # just pulled
     out = tools.run(podman.inspect_argv(step.image), quiet=True, stream=False, what="podman image inspect")
@@ -194,7 +206,8 @@ def step_argv(
         authfile=options.authfile,
         keep=options.keep,
         runtime=options.runtime,
-        env_file=str(run_dir / "env" / f"step-{step.index}.env") if step.secret_env else None,
+        env_file=str(run_dir / "env" / f"{step.kind}-{step.index}.env") if step.secret_env else None,
+        detach=step.kind == "sidecar",
         hostname=f"{plan.taskrun_name}-pod"[:63],
     )
     return argv, warnings
@@ -215,7 +228,7 @@ def prepare(plan: Plan, options: Options) -> tuple[Path, Path]:
         (run_dir / "steps" / str(s.index)).symlink_to(f"step-{s.name}")  # Tekton's /tekton/steps/<index>/
     results_dir = _mkdir(Path(options.results_dir).resolve()) if options.results_dir else _mkdir(run_dir / "results")
     scripts = _mkdir(run_dir / "scripts", 0o755)
-    for s in plan.steps:
+    for s in (*plan.steps, *plan.sidecars):
         if s.script is not None:
             path = scripts / os.path.basename(s.script_path)
             path.write_text(s.script)
@@ -237,9 +250,9 @@ def prepare(plan: Plan, options: Options) -> tuple[Path, Path]:
         path.touch(0o600)
         path.write_bytes(data)
     env_dir = _mkdir(run_dir / "env", 0o700)
-    for s in plan.steps:
+    for s in (*plan.steps, *plan.sidecars):
         if s.secret_env:  # values from Secrets: in a file only root can read, not on podman's command line
-            path = env_dir / f"step-{s.index}.env"
+            path = env_dir / f"{s.kind}-{s.index}.env"
             path.touch(0o600)
             path.write_text("".join(f"{k}={v}\n" for k, v in s.secret_env))
     return run_dir, results_dir
@@ -252,7 +265,19 @@ def execute(plan: Plan, options: Options) -> RunReport:
     outcomes: list[StepOutcome] = []
     exit_code = 0
     current = ""
+    started: list[tuple[str, str]] = []  # sidecars: (container, name)
     try:
+        for sidecar in plan.sidecars:
+            sidecar = resolve_entrypoint(sidecar, options)
+            argv, warnings = step_argv(plan, sidecar, run_dir, results_dir, options)
+            for w in warnings:
+                log.warn(f"sidecar {sidecar.name}: {w}")
+            log.phase(f"sidecar {sidecar.name} ({sidecar.image})")
+            started.append((container_name(plan, sidecar), sidecar.name))
+            tools.run(argv, prefix=f"[sidecar {sidecar.name}] ", what=f"podman run of sidecar {sidecar.name}")
+        for container, name in started:
+            sidecar_plan = next(s for s in plan.sidecars if s.name == name)
+            sidecars_mod.wait_ready(container, name, sidecar_plan.readiness)
         for step in plan.steps:
             name = container_name(plan, step)
             if exit_code != 0:
@@ -285,6 +310,13 @@ def execute(plan: Plan, options: Options) -> RunReport:
                     exit_code = rc if rc > 0 else 1
         results = results_mod.read(results_dir, plan.results)
     finally:
+        for container, name in started:
+            if options.keep:
+                continue
+            try:
+                sidecars_mod.stop(container, name)
+            except Exception:  # interrupted: still remove it
+                sidecars_mod.remove(container)
         if current and not options.keep:
             _remove_container(current)
         if not options.keep:
