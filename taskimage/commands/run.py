@@ -20,7 +20,7 @@ import sys
 from taskimage import log
 from taskimage.build import params
 from taskimage.errors import TaskimageError, UsageError
-from taskimage.tekton.localrun import Options, execute, load_documents, make_plan, pick_task, taskrun_task
+from taskimage.tekton.localrun import Options, execute, load_documents, make_plan, pick_task, stepactions, taskrun_task
 from taskimage.tekton.localrun import kubeobjects as kube
 from taskimage.tekton.localrun.runtime import RUNTIMES
 from taskimage.tekton.localrun.task import Loaded, bundle_ref, task_from_object
@@ -74,6 +74,13 @@ def register(subparsers) -> None:
         default=[],
         metavar="NAME=DIR",
         help="a Kubernetes Secret the TaskRun uses, likewise (not the build's --secret); its values stay out of logs",
+    )
+    p.add_argument(
+        "--stepaction",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="StepActions the steps refer to by name (those in the TaskRun's or Task's file are used too)",
     )
     p.add_argument("--results-dir", metavar="DIR", help="keep the results here (an empty or new directory)")
     p.add_argument("--keep", action="store_true", help="keep the step containers and the run directory")
@@ -141,7 +148,13 @@ def run_command(args: argparse.Namespace) -> int:
     loaded = load(args, tls_verify, authfile)
     docs = [*(load_documents(args.taskrun) if args.taskrun else []), *(load_documents(args.task) if args.task else [])]
     objects = kube.with_cli(kube.from_documents(docs), args.configmap, args.secret_volume)
-    plan = make_plan(loaded, cli_params=args.param, cli_workspaces=args.workspace, objects=objects)
+    plan = make_plan(
+        loaded,
+        cli_params=args.param,
+        cli_workspaces=args.workspace,
+        objects=objects,
+        stepactions=stepactions.collect([*docs, *(d for f in args.stepaction for d in load_documents(f))]),
+    )
     log.phase(f"taskrun {plan.taskrun_name} (task {plan.task_name}, {len(plan.steps)} steps)")
     report = execute(
         plan,

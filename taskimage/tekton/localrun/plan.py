@@ -21,6 +21,7 @@ from taskimage.tekton.localrun import creds as creds_mod
 from taskimage.tekton.localrun import kubeobjects as kube
 from taskimage.tekton.localrun import params as params_mod
 from taskimage.tekton.localrun import results as results_mod
+from taskimage.tekton.localrun import stepactions as stepactions_mod
 from taskimage.tekton.localrun import substitute as sub
 from taskimage.tekton.localrun.task import Loaded, merge_step_template, step_name
 
@@ -93,6 +94,9 @@ class Plan:
     workspace_volumes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # volume name -> workspace
     volume_files: Mapping[str, Mapping[str, bytes]] = dataclasses.field(default_factory=dict)  # configMap/secret
     creds: Mapping[str, bytes] = dataclasses.field(default_factory=dict)  # ServiceAccount credentials, $HOME-relative
+    results_from_steps: Mapping[str, tuple[str, str]] = dataclasses.field(
+        default_factory=dict
+    )  # result -> (step, its result)
 
 
 def parse_duration(text: str, where: str) -> float:
@@ -239,10 +243,6 @@ def _volumes(
 def _unsupported(spec: Mapping, steps: Sequence[Mapping]) -> None:
     for i, s in enumerate(steps):
         where = f"steps[{i}] ({step_name(s, i)})"
-        if s.get("ref"):
-            raise UsageError(f"{where}: StepAction refs are not supported by taskimage run")
-        if s.get("results"):
-            raise UsageError(f"{where}: step results are not supported by taskimage run")
         if not s.get("image"):
             raise UsageError(f"{where}: no image")
         if s.get("script") and s.get("command"):
@@ -260,14 +260,13 @@ def make_plan(
     cli_params: Sequence[str] = (),
     cli_workspaces: Sequence[str] = (),
     objects: kube.KubeObjects | None = None,
+    stepactions: Mapping[str, Mapping] | None = None,
 ) -> Plan:
     objects = objects or kube.KubeObjects()
     spec = loaded.spec
     task = loaded.task_name
     warnings: list[str] = []
-    raw_steps = merge_step_template(spec.get("stepTemplate"), spec.get("steps") or [])
-    _unsupported(spec, raw_steps)
-    names = [step_name(s, i) for i, s in enumerate(raw_steps)]
+    names = [step_name(s, i) for i, s in enumerate(spec.get("steps") or [])]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise UsageError(f"task {task}: step names must be unique: {', '.join(dup)}")
@@ -278,6 +277,12 @@ def make_plan(
         given[str(p.get("name"))] = p.get("value")
     given.update(params_mod.parse_cli(cli_params, specs, task))
     values = params_mod.resolve(specs, given, task, warnings=warnings)
+    params_only = sub.Variables(
+        params=values, param_types={s.name: s.type for s in specs}, context={}, workspaces={}, results={}
+    )
+    resolved = stepactions_mod.resolve(spec.get("steps") or [], stepactions or {}, params_only, warnings)
+    raw_steps = merge_step_template(spec.get("stepTemplate"), resolved)
+    _unsupported(spec, raw_steps)
 
     run_name, namespace, uid = _taskrun_identity(loaded)
     result_specs = results_mod.parse_specs(spec.get("results"))
@@ -417,4 +422,5 @@ def make_plan(
         sidecars=tuple(sidecars),
         volume_files=volume_files,
         creds=creds,
+        results_from_steps=stepactions_mod.results_from_steps(spec.get("results") or []),
     )

@@ -225,6 +225,7 @@ def prepare(plan: Plan, options: Options) -> tuple[Path, Path]:
         _mkdir(run_dir / d)
     for s in plan.steps:
         _mkdir(run_dir / "steps" / f"step-{s.name}")
+        _mkdir(run_dir / "steps" / f"step-{s.name}" / "results")  # $(step.results.R.path)
         (run_dir / "steps" / str(s.index)).symlink_to(f"step-{s.name}")  # Tekton's /tekton/steps/<index>/
     results_dir = _mkdir(Path(options.results_dir).resolve()) if options.results_dir else _mkdir(run_dir / "results")
     scripts = _mkdir(run_dir / "scripts", 0o755)
@@ -308,6 +309,10 @@ def execute(plan: Plan, options: Options) -> RunReport:
                         log.error(f"step {step.name}: {hint}")
                     log.error(f"step {step.name} failed with exit code {rc}: later steps are not run")
                     exit_code = rc if rc > 0 else 1
+        for task_result, (step_name, step_result) in plan.results_from_steps.items():
+            source = run_dir / "steps" / f"step-{step_name}" / "results" / step_result
+            if source.is_file() and not (results_dir / task_result).exists():
+                shutil.copyfile(source, results_dir / task_result)
         results = results_mod.read(results_dir, plan.results)
     finally:
         for container, name in started:
