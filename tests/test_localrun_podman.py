@@ -176,3 +176,10 @@ def test_sidecar_is_ready_before_the_steps_and_stopped_after(image, capsys):
     assert report["results"] == {"SEEN": "from-sidecar"}  # written by the sidecar before it was ready
     assert "[sidecar server] sidecar-log-line" in captured.err
     assert leftover_containers(report["taskRun"]) == []  # the sleeping sidecar was stopped and removed
+
+
+def test_missing_working_dir_is_created(image, tmp_path, capsys):
+    code, report = run(capsys, str(DATA / "workingdir-task.yaml"), "-p", f"IMAGE={image}", "-w", f"data={tmp_path}")
+    assert code == 0, report
+    assert report["results"] == {"A": "/workspace/not/there/yet", "B": "/workspace/data/deeper/dir"}
+    assert (tmp_path / "deeper" / "dir").is_dir()

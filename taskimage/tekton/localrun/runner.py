@@ -187,11 +187,34 @@ def _write_files(directory: Path, files: Mapping[str, bytes]) -> None:
         os.chmod(path, 0o644)  # the kubelet's defaultMode
 
 
+def make_working_dir(step: StepPlan, mounts: list[tuple[str, str, bool]]) -> None:
+    """Create a missing workingDir that lies in a mounted directory (``/workspace``, a workspace,
+    a volume), as Tekton's working-dir initializer does for /workspace. (One elsewhere in the image
+    is for the runtime: containerd creates it, podman refuses to start.)"""
+    wd = step.working_dir.rstrip("/")
+    inside = [
+        (h, t.rstrip("/"))
+        for h, t, ro in mounts
+        if not ro and (wd == t.rstrip("/") or wd.startswith(t.rstrip("/") + "/"))
+    ]
+    if not wd or not inside:
+        return
+    host, target = max(inside, key=lambda m: len(m[1]))
+    path = Path(host)
+    for part in Path(wd[len(target) :].lstrip("/")).parts:
+        path = path / part
+        if not path.exists():
+            path.mkdir()
+            os.chmod(path, 0o777)  # any step user may use it, as in an emptyDir
+
+
 def step_argv(
     plan: Plan, step: StepPlan, run_dir: Path, results_dir: Path, options: Options
 ) -> tuple[list[str], list[str]]:
     security, warnings = podman.security_flags(step.security_context, options.runtime_defaults)
     command = [step.script_path] if step.script is not None else step.command
+    mounts = step_mounts(plan, step, run_dir, results_dir)
+    make_working_dir(step, mounts)
     argv = podman.run_argv(
         name=container_name(plan, step),
         image=step.image,
@@ -199,7 +222,7 @@ def step_argv(
         args=step.args,
         env=step.env,
         working_dir=step.working_dir,
-        mounts=step_mounts(plan, step, run_dir, results_dir),
+        mounts=mounts,
         security=security,
         pull=step.pull_policy,
         tls_verify=options.tls_verify,
