@@ -183,3 +183,24 @@ def test_missing_working_dir_is_created(image, tmp_path, capsys):
     assert code == 0, report
     assert report["results"] == {"A": "/workspace/not/there/yet", "B": "/workspace/data/deeper/dir"}
     assert (tmp_path / "deeper" / "dir").is_dir()
+
+
+def test_stepactions_from_a_bundle_and_by_name_with_step_results(image, registry, capsys):
+    tools.reset_stopping()
+    bundle = f"{registry.host}/localrun/stepactions:1"
+    assert cli.main(["bundle", "push", bundle, str(DATA / "stepaction.yaml"), "--tls-verify=false"]) == 0
+    capsys.readouterr()
+    code, report = run(
+        capsys,
+        str(DATA / "stepaction-task.yaml"),
+        "--stepaction",
+        str(DATA / "stepaction.yaml"),
+        "-p",
+        f"IMAGE={image}",
+        "-p",
+        f"BUNDLE={bundle}",
+        "-p",
+        "WHO=tekton",
+    )
+    assert code == 0, report
+    assert report["results"] == {"FROM_BUNDLE": "hello tekton", "BY_NAME": "hello world"}

@@ -148,12 +148,14 @@ def run_command(args: argparse.Namespace) -> int:
     loaded = load(args, tls_verify, authfile)
     docs = [*(load_documents(args.taskrun) if args.taskrun else []), *(load_documents(args.task) if args.task else [])]
     objects = kube.with_cli(kube.from_documents(docs), args.configmap, args.secret_volume)
+    actions = stepactions.collect([*docs, *(d for f in args.stepaction for d in load_documents(f))])
     plan = make_plan(
         loaded,
         cli_params=args.param,
         cli_workspaces=args.workspace,
         objects=objects,
-        stepactions=stepactions.collect([*docs, *(d for f in args.stepaction for d in load_documents(f))]),
+        stepactions=actions,
+        fetch_stepaction=lambda bundle, name: _fetch(bundle, name, "stepaction", tls_verify, authfile),
     )
     log.phase(f"taskrun {plan.taskrun_name} (task {plan.task_name}, {len(plan.steps)} steps)")
     report = execute(

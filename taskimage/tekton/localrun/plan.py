@@ -13,7 +13,7 @@ import re
 import secrets
 import string
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from taskimage.errors import UsageError
@@ -261,6 +261,7 @@ def make_plan(
     cli_workspaces: Sequence[str] = (),
     objects: kube.KubeObjects | None = None,
     stepactions: Mapping[str, Mapping] | None = None,
+    fetch_stepaction: Callable[[str, str], Mapping] | None = None,
 ) -> Plan:
     objects = objects or kube.KubeObjects()
     spec = loaded.spec
@@ -280,7 +281,9 @@ def make_plan(
     params_only = sub.Variables(
         params=values, param_types={s.name: s.type for s in specs}, context={}, workspaces={}, results={}
     )
-    resolved = stepactions_mod.resolve(spec.get("steps") or [], stepactions or {}, params_only, warnings)
+    resolved = stepactions_mod.resolve(
+        spec.get("steps") or [], stepactions or {}, params_only, warnings, fetch_stepaction
+    )
     raw_steps = merge_step_template(spec.get("stepTemplate"), resolved)
     _unsupported(spec, raw_steps)
 

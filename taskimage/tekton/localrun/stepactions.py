@@ -1,7 +1,7 @@
 """StepActions (``steps[].ref``) and step results, resolved as Tekton resolves them.
 
 A step with ``ref: {name: N}`` takes the StepAction N (from the same file as the TaskRun or Task,
-or a ``--stepaction FILE``): its image, command, args, script, env, workingDir, securityContext,
+or a ``--stepaction FILE``; with ``resolver: bundles``, from a Tekton bundle, through ``fetch``): its image, command, args, script, env, workingDir, securityContext,
 volumeMounts and results; the step keeps its name, onError, timeout, workspaces and the
 stepTemplate's fields that the StepAction leaves unset. The step's ``params`` are first
 substituted with the Task's params (a whole ``$(params.X[*])`` gives an array or object), then
@@ -17,7 +17,7 @@ taken from there once the steps are done.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from taskimage.errors import UsageError
@@ -38,6 +38,21 @@ _FROM_ACTION = (
     "volumeMounts",
     "results",
 )
+
+
+def bundle_ref(ref: Mapping, task_vars: sub.Variables, where: str) -> tuple[str, str] | None:
+    """(bundle, name) for a ``ref`` through the bundles resolver, the Task's params substituted
+    in its params (as Tekton does before resolving), else None."""
+    if ref.get("resolver") != "bundles":
+        return None
+    params = {
+        p.get("name"): sub.substitute_string(str(p.get("value") or ""), task_vars) for p in ref.get("params") or []
+    }
+    if not params.get("bundle") or not params.get("name"):
+        raise UsageError(f"{where}: a StepAction ref with resolver bundles needs params bundle and name")
+    if params.get("kind", "stepaction").lower() != "stepaction":
+        raise UsageError(f"{where}: the bundle ref names a {params['kind']}, not a stepaction")
+    return params["bundle"], params["name"]
 
 
 def step_results_dir(step_name: str) -> str:
@@ -101,6 +116,7 @@ def resolve(
     actions: Mapping[str, Mapping],
     task_vars: sub.Variables,
     warnings: list[str],
+    fetch: Callable[[str, str], Mapping] | None = None,
 ) -> list[dict]:
     """``steps`` with every ``ref`` replaced by its StepAction, and ``$(step.results.R.path)``
     replaced in every step."""
@@ -112,11 +128,18 @@ def resolve(
             out.append(_step_results(dict(step), name))
             continue
         where = f"steps[{i}] ({name})"
-        if ref.get("resolver") or ref.get("bundle"):
+        from_bundle = bundle_ref(ref, task_vars, where)
+        if ref.get("resolver") and from_bundle is None:
             raise UsageError(
-                f"{where}: a StepAction from resolver {ref.get('resolver')!r} is not supported (give it in the file)"
+                f"{where}: a StepAction from resolver {ref.get('resolver')!r} is not supported "
+                "(bundles is; or give it with --stepaction FILE)"
             )
-        action = actions.get(str(ref.get("name")))
+        if from_bundle is not None:
+            if fetch is None:
+                raise UsageError(f"{where}: StepActions from bundles need a registry client here")
+            action: Mapping | None = fetch(*from_bundle).get("spec") or {}
+        else:
+            action = actions.get(str(ref.get("name")))
         if action is None:
             raise UsageError(
                 f"{where}: StepAction {ref.get('name')!r} is not in the file (known: {', '.join(sorted(actions)) or 'none'})"
