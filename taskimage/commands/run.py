@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from taskimage import log
 from taskimage.build import params
 from taskimage.errors import TaskimageError, UsageError
-from taskimage.tekton.localrun import Options, execute, load_documents, make_plan, pick_task, taskrun_task
+from taskimage.tekton.localrun import Options, execute, load_documents, make_plan, pick_task, stepactions, taskrun_task
+from taskimage.tekton.localrun import kubeobjects as kube
+from taskimage.tekton.localrun.runtime import RUNTIMES
 from taskimage.tekton.localrun.task import Loaded, bundle_ref, task_from_object
 
 REGISTRY_PARAMS = tuple(params.BY_NAME[name] for name in ("TLSVERIFY", "AUTHFILE"))
@@ -57,9 +60,38 @@ def register(subparsers) -> None:
         metavar="NAME=DIR",
         help="bind a workspace to a directory of this machine",
     )
+    p.add_argument(
+        "--configmap",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a ConfigMap the TaskRun uses (volume, workspace, env valueFrom/envFrom): each file in DIR is a key "
+        "(ConfigMaps in the TaskRun's file are used too)",
+    )
+    p.add_argument(
+        "--secret-volume",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a Kubernetes Secret the TaskRun uses, likewise (not the build's --secret); its values stay out of logs",
+    )
+    p.add_argument(
+        "--stepaction",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="StepActions the steps refer to by name (those in the TaskRun's or Task's file are used too)",
+    )
     p.add_argument("--results-dir", metavar="DIR", help="keep the results here (an empty or new directory)")
     p.add_argument("--keep", action="store_true", help="keep the step containers and the run directory")
     p.add_argument("--output", choices=("table", "json"), default="table", help="results format on stdout")
+    p.add_argument(
+        "--runtime-defaults",
+        choices=RUNTIMES,
+        default="containerd",
+        help="whose default capabilities a step gets, as in a Pod on that runtime: containerd (most "
+        "clusters) or crio (CRI-O, OpenShift: no MKNOD, NET_RAW, SETFCAP, AUDIT_WRITE)",
+    )
     g = p.add_argument_group("Pipelines and PipelineRuns")
     g.add_argument(
         "--task",
@@ -222,6 +254,9 @@ def _bundle_has_pipeline(args: argparse.Namespace, tls_verify: bool, authfile: s
 def run_command(args: argparse.Namespace) -> int:
     values = params.resolve(args, REGISTRY_PARAMS)
     tls_verify = values["TLSVERIFY"][0]
+    tls_param = params.BY_NAME["TLSVERIFY"]
+    # steps' pulls follow registries.conf (as a node's do) unless --tls-verify is given
+    step_tls = tls_verify if getattr(args, tls_param.dest, None) is not None or os.environ.get(tls_param.env) else None
     authfile = values["AUTHFILE"][0] or None
     if authfile:
         from taskimage.tekton import bundle
@@ -229,7 +264,7 @@ def run_command(args: argparse.Namespace) -> int:
         authfile = bundle.resolve_authfile(authfile, source=values["AUTHFILE"][1])
     pac_docs = _pipelines_as_code(args)
     if pac_docs is not None:
-        return run_pipeline(args, pac_docs, tls_verify, authfile) if pac_docs else 0
+        return run_pipeline(args, pac_docs, tls_verify, authfile, step_tls) if pac_docs else 0
     docs = _is_pipeline(args)
     if (
         docs is None
@@ -257,14 +292,31 @@ def run_command(args: argparse.Namespace) -> int:
         ]
         args.task = f"{args.bundle} ({args.name})"
     if docs is not None:
-        return run_pipeline(args, docs, tls_verify, authfile)
+        return run_pipeline(args, docs, tls_verify, authfile, step_tls)
     if args.task_files or args.stand_in:
         raise UsageError("--task and --stand-in apply to Pipelines and PipelineRuns")
     loaded = load(args, tls_verify, authfile)
-    plan = make_plan(loaded, cli_params=args.param, cli_workspaces=args.workspace)
+    docs = [*(load_documents(args.taskrun) if args.taskrun else []), *(load_documents(args.task) if args.task else [])]
+    objects = kube.with_cli(kube.from_documents(docs), args.configmap, args.secret_volume)
+    actions = stepactions.collect([*docs, *(d for f in args.stepaction for d in load_documents(f))])
+    plan = make_plan(
+        loaded,
+        cli_params=args.param,
+        cli_workspaces=args.workspace,
+        objects=objects,
+        stepactions=actions,
+        fetch_stepaction=lambda bundle, name: _fetch(bundle, name, "stepaction", tls_verify, authfile),
+    )
     log.phase(f"taskrun {plan.taskrun_name} (task {plan.task_name}, {len(plan.steps)} steps)")
     report = execute(
-        plan, Options(tls_verify=tls_verify, authfile=authfile, keep=args.keep, results_dir=args.results_dir)
+        plan,
+        Options(
+            tls_verify=step_tls,
+            authfile=authfile,
+            keep=args.keep,
+            results_dir=args.results_dir,
+            runtime_defaults=args.runtime_defaults,
+        ),
     )
 
     log.info(
@@ -299,7 +351,9 @@ def run_command(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-def run_pipeline(args: argparse.Namespace, docs: list[dict], tls_verify: bool, authfile: str | None) -> int:
+def run_pipeline(
+    args: argparse.Namespace, docs: list[dict], tls_verify: bool, authfile: str | None, step_tls: bool | None
+) -> int:
     from taskimage.tekton.localrun.pipeline import PipelineRunner, RunOptions, load_source
     from taskimage.tekton.localrun.resolve import Resolver
 
@@ -315,6 +369,18 @@ def run_pipeline(args: argparse.Namespace, docs: list[dict], tls_verify: bool, a
     resolver = Resolver(
         docs + extra, tls_verify=tls_verify, authfile=authfile, hub_url=args.hub_url, stand_ins=stand_ins
     )
+    everything = [*docs, *extra]
+    options = RunOptions(
+        tls_verify=tls_verify,
+        authfile=authfile,
+        keep=args.keep,
+        parallel=args.parallel,
+        step_tls=step_tls,
+        runtime_defaults=args.runtime_defaults,
+        objects=kube.with_cli(kube.from_documents(everything), args.configmap, args.secret_volume),
+        stepactions=stepactions.collect([*everything, *(d for f in args.stepaction for d in load_documents(f))]),
+        fetch_stepaction=lambda bundle, name: _fetch(bundle, name, "stepaction", tls_verify, authfile),
+    )
     runs = [d for d in docs if d.get("kind") == "PipelineRun"]
     others = [d for d in docs if d.get("kind") != "PipelineRun"]
     groups = [[r, *others] for r in runs] or [docs]  # several PipelineRuns in a file: one after another
@@ -328,7 +394,7 @@ def run_pipeline(args: argparse.Namespace, docs: list[dict], tls_verify: bool, a
                     PipelineRunner(
                         source,
                         resolver,
-                        RunOptions(tls_verify=tls_verify, authfile=authfile, keep=args.keep, parallel=args.parallel),
+                        options,
                         cli_params=args.param,
                         cli_workspaces=args.workspace,
                     )

@@ -92,11 +92,16 @@ class WsBinding:
 
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
-    tls_verify: bool = True
+    tls_verify: bool = True  # resolving refs (bundles)
     authfile: str | None = None
     keep: bool = False
     parallel: int = 0  # 0: the CPU count
     runtime: str = "runc"
+    step_tls: bool | None = None  # step image pulls (None: registries.conf decides)
+    runtime_defaults: str = "containerd"
+    objects: Any = None  # kubeobjects.KubeObjects: ConfigMaps/Secrets/PVCs for the TaskRuns
+    stepactions: Mapping[str, Mapping] | None = None
+    fetch_stepaction: Callable[[str, str], Mapping] | None = None
 
 
 @dataclasses.dataclass
@@ -678,7 +683,7 @@ class PipelineRunner:
             combos = self._combos(t, scope)
             for i, combo in enumerate(combos or [{}]):
                 loaded, cli_ws = self._taskrun(t, scope, combo, i if combos else None, f"{self.name}-{t.name}")
-                make_plan(loaded, cli_workspaces=cli_ws)
+                self._plan(loaded, cli_ws)
 
     # --- making TaskRuns ----------------------------------------------------------------------
 
@@ -898,6 +903,16 @@ class PipelineRunner:
             label = t.name + (f"[{i}]" if combos else "")
             futures[pool.submit(self._run_one, t, label, combo, loaded, cli_ws)] = (t.name, i)
 
+    def _plan(self, loaded: Loaded, cli_ws: list[str]):
+        o = self.options
+        return make_plan(
+            loaded,
+            cli_workspaces=cli_ws,
+            objects=o.objects,
+            stepactions=o.stepactions,
+            fetch_stepaction=o.fetch_stepaction,
+        )
+
     def _run_one(
         self, t: PTask, label: str, combo: Mapping[str, str], loaded: Loaded, cli_ws: list[str]
     ) -> TaskRunReport:
@@ -907,7 +922,7 @@ class PipelineRunner:
                 taskrun = dict(loaded.taskrun or {})
                 taskrun["status"] = {"retriesStatus": [{"attempt": i} for i in range(attempt)]}
                 loaded = dataclasses.replace(loaded, taskrun=taskrun)
-            plan = make_plan(loaded, cli_workspaces=cli_ws)
+            plan = self._plan(loaded, cli_ws)
             shown = ", ".join(f"{k}={v}" for k, v in combo.items())
             retry = f", retry {attempt}/{t.retries}" if attempt else ""
             log.phase(
@@ -923,10 +938,11 @@ class PipelineRunner:
                 report = execute(
                     plan,
                     Options(
-                        tls_verify=self.options.tls_verify,
+                        tls_verify=self.options.step_tls,
                         authfile=self.options.authfile,
                         keep=self.options.keep,
                         runtime=self.options.runtime,
+                        runtime_defaults=self.options.runtime_defaults,
                         log_prefix=f"{label} : ",
                     ),
                 )
