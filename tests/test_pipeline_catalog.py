@@ -109,6 +109,7 @@ def run(capsys, *argv) -> tuple[int, dict, str]:
     tools.reset_stopping()
     code = cli.main(["run", *argv, "--tls-verify=false", "--output", "json"])
     captured = capsys.readouterr()
+    assert captured.out, f"exit {code}, nothing on stdout: {captured.err[-3000:]}"
     return code, json.loads(captured.out), captured.err
 
 
@@ -160,7 +161,9 @@ def test_catalog_pipeline_source_file(
     assert (tmp_path / "src" / "Containerfile").is_file()  # the subPath of the shared workspace
 
 
-def test_matrix_pipeline_from_the_bundle(released, git_image, app_repo, registry, busybox_base, task_image, capsys):
+def test_matrix_pipeline_from_the_bundle(
+    released, git_image, app_repo, registry, busybox_base, task_image, tmp_path, capsys
+):
     url, commit, _ = app_repo
     code, report, err = run(
         capsys,
@@ -173,6 +176,8 @@ def test_matrix_pipeline_from_the_bundle(released, git_image, app_repo, registry
         f"REPOSITORY={registry.host}/pipeline/matrix",
         "-p",
         "TAG=m1",
+        "-w",
+        f"source={tmp_path}",
         "--parallel",
         "2",
     )
