@@ -62,3 +62,50 @@ def test_catalog_task_runs_unchanged(task_image, registry, busybox_base, tmp_pat
     platforms = sorted(f"{m['platform']['os']}/{m['platform']['architecture']}" for m in index["manifests"])
     assert platforms == ["linux/amd64", "linux/arm64"]
     assert [p for p in report["problems"] if p["failsTaskRun"]] == []
+
+
+@pytest.fixture(scope="module")
+def device_node_base(registry) -> str:
+    from taskimage.dev import lookalikes
+
+    need(have_tools("mmdebstrap", "skopeo"), "mmdebstrap and skopeo are needed")
+    return lookalikes.device_node_image(registry.host)
+
+
+@pytest.mark.parametrize("profile", ["containerd", "crio"])
+def test_base_image_with_device_nodes_builds_on_containerd_and_names_mknod_on_crio(
+    profile, task_image, registry, device_node_base, tmp_path, capsys
+):
+    """A base layer holding device nodes (as debootstrap/mmdebstrap rootfs images have) unpacks as
+    root only with CAP_MKNOD: containerd's default set has it, CRI-O's does not. Under the crio
+    profile the run fails and says MKNOD is missing; under containerd the image is pushed."""
+    need(have_tools("podman", "runc", "skopeo"), "podman, runc and skopeo are needed")
+    source = tmp_path / "source"
+    shutil.copytree(APP, source)
+    image = f"{registry.host}/localrun/devnodes-{profile}:e2e"
+    argv = ["run", str(TASK), "-w", f"source={source}", "--tls-verify=false", "--output", "json"]
+    argv += ["--runtime-defaults", profile, "-p", f"IMAGE={image}", "-p", "PLATFORMS=linux/amd64"]
+    argv += [
+        "-p",
+        f"BUILD_ARGS={'BASE=' + device_node_base}",
+        "-p",
+        "TLSVERIFY=false",
+        "-p",
+        f"BUILDER_IMAGE={task_image}",
+    ]
+    tools.reset_stopping()
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    if profile == "containerd":
+        assert code == 0, captured.err[-3000:]
+        pushed = f"{registry.host}/localrun/devnodes-{profile}@{report['results']['IMAGE_DIGEST']}"
+        raw = skopeo_raw(pushed)
+        if "manifests" in raw:  # an image index
+            assert [m["platform"]["architecture"] for m in raw["manifests"]] == ["amd64"]
+        else:
+            assert skopeo_raw(pushed, config=True)["architecture"] == "amd64"
+    else:
+        assert code != 0
+        assert "operation not permitted" in captured.err
+        assert "without capabilities" in captured.err and "MKNOD" in captured.err

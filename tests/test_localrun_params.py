@@ -160,7 +160,7 @@ def test_taskrun_emptydir_binding_and_cli_override(tmp_path):
         (
             ["source=/tmp"],
             [{"name": "conf", "secret": {"secretName": "s"}}],
-            "workspace conf is bound to a secret in the TaskRun: give a directory with -w conf=DIR",
+            "workspace conf: Secret 's' is not in the file; give it with --secret-volume s=DIR",
         ),
     ],
 )
@@ -189,9 +189,15 @@ def test_workspace_errors(workspaces, taskrun_ws, message):
                     }
                 ]
             },
-            "steps[0] (a): env T uses valueFrom, which needs a cluster; not supported by taskimage run",
+            "step a: env T needs key 'k' of secret 's', which is not in the file; give it with --secret-volume s=DIR",
         ),
-        ({"sidecars": [{"image": "i"}], "steps": [{"image": "i"}]}, "sidecars are not supported by taskimage run"),
+        (
+            {
+                "sidecars": [{"name": "s", "image": "i", "readinessProbe": {"httpGet": {"port": 80}}}],
+                "steps": [{"image": "i"}],
+            },
+            "sidecar s: readiness and startup probes other than exec are not supported",
+        ),
         (
             {"steps": [{"name": "a", "image": "i", "timeout": "5 minutes"}]},
             "step a timeout: '5 minutes' is not a duration like 90s or 1h30m",
@@ -226,18 +232,19 @@ def test_pull_policy_timeout_and_security_flags():
             "readOnlyRootFilesystem": True,
         }
     )
-    assert flags == [
+    assert flags == [  # privileged: every capability, add/drop ignored (as containerd's CRI does)
         "--privileged",
-        "--cap-add",
-        "SYS_ADMIN",
-        "--cap-drop",
-        "ALL",
         "--user",
         "1000:1000",
         "--read-only",
         "--security-opt",
         "no-new-privileges",
     ]
+    flags, _ = security_flags({"capabilities": {"add": ["SYS_ADMIN", "CAP_NET_ADMIN"], "drop": ["MKNOD"]}}, "crio")
+    crio = "CHOWN DAC_OVERRIDE FOWNER FSETID KILL NET_ADMIN NET_BIND_SERVICE SETGID SETPCAP SETUID SYS_ADMIN SYS_CHROOT"
+    assert flags == ["--cap-drop", "all", *[f for c in crio.split() for f in ("--cap-add", c)]]
+    flags, _ = security_flags({"capabilities": {"add": ["ALL"], "drop": ["NET_RAW"]}})
+    assert flags == ["--cap-add", "all", "--cap-drop", "NET_RAW"]
     assert ulimit_flags(20000, 96365) == ["--ulimit", "nofile=10000:10000", "--ulimit", "nproc=10000:10000"]
     assert ulimit_flags(4096, 500) == ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=500:500"]
 
@@ -255,3 +262,13 @@ def test_taskrun_file_with_inline_spec(tmp_path):
     assert step.image == "other.example/bb:2"
     assert step.args == ("a", "b", "builds", "/workspace/scratch")
     assert [(w.name, w.bound, w.host_dir) for w in plan.workspaces] == [("scratch", True, None)]
+
+
+def test_step_pulls_follow_registries_conf_unless_tls_verify_is_given():
+    from taskimage.tekton.localrun import podman
+
+    common = dict(
+        name="n", image="i", command=None, args=(), env=(), working_dir="", mounts=(), security=(), pull="missing"
+    )
+    assert not [a for a in podman.run_argv(tls_verify=None, **common) if a.startswith("--tls-verify")]
+    assert "--tls-verify=false" in podman.run_argv(tls_verify=False, **common)

@@ -104,3 +104,101 @@ def test_task_from_a_bundle(image, registry, capsys):
     code, report = run(capsys, "--bundle", ref, "--name", "big-result", "-p", f"IMAGE={image}")
     assert report["task"] == "big-result" and report["steps"][0]["exitCode"] == 0
     assert len(report["results"]["BIG"]) == 5000 and code == 1
+
+
+@pytest.mark.parametrize(("profile", "mknod_default"), [("containerd", "0"), ("crio", "1")], ids=["containerd", "crio"])
+def test_steps_get_the_runtime_default_capabilities_then_their_security_context(image, capsys, profile, mknod_default):
+    """containerd gives a container MKNOD, CRI-O does not (podman neither); securityContext adds it
+    back; drop: [ALL] leaves none. Read from what the kernel allowed inside each step."""
+    code, report = run(capsys, str(DATA / "caps-task.yaml"), "-p", f"IMAGE={image}", "--runtime-defaults", profile)
+    assert code == 0, report
+    assert report["results"] == {
+        "MKNOD_DEFAULT": mknod_default,
+        "MKNOD_ADDED": "0",
+        "CAPEFF_DROP_ALL": "0000000000000000",
+    }
+
+
+def test_runtime_defaults_refuses_an_unknown_runtime(capsys):
+    assert cli.main(["run", str(DATA / "caps-task.yaml"), "--runtime-defaults", "docker"]) == 2
+    assert "--runtime-defaults" in capsys.readouterr().err
+
+
+def test_kube_objects_from_the_file_and_the_command_line(image, tmp_path, capsys):
+    """Secret, ConfigMap and PVC from the TaskRun's file, a ConfigMap from a directory: volumes,
+    workspaces (items, read-only; one claim shared with subPath), env valueFrom and envFrom. The
+    Secret's value reaches the step and appears in no log line."""
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "note").write_text("from-dir")
+    taskrun = str(DATA / "kube-objects.yaml")
+    tools.reset_stopping()
+    argv = ["run", "--taskrun", taskrun, "-p", f"IMAGE={image}", "--configmap", f"extra={extra}", "--keep"]
+    code = cli.main([*argv, "--tls-verify=false", "--output", "json"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code == 0, report
+    assert "podman run" in captured.err  # the log is there, and shows no secret:
+    assert "s3cr3t-xyz-42" not in captured.err + captured.out
+    assert report["results"] == {
+        "ENV": f"hello red {len('s3cr3t-xyz-42')}",
+        "FILES": "hello shared from-dir",
+        "SAME_TOKEN": "yes",
+        "CONF_WRITE": "1",
+    }
+    containers = [s["container"] for s in report["steps"]]
+    try:
+        inspected = tools.run(["podman", "inspect", *containers], quiet=True, stream=False).stdout
+        assert "TOKEN=s3cr3t-xyz-42" in inspected  # the step had it
+    finally:
+        tools.run(["podman", "rm", "--force", *containers], quiet=True, stream=False)
+        shutil.rmtree(report["runDir"], ignore_errors=True)
+
+
+def test_missing_kube_object_is_named_before_anything_runs(image, capsys):
+    code = cli.main(["run", "--taskrun", str(DATA / "kube-objects.yaml"), "-p", f"IMAGE={image}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "ConfigMap 'extra' is not in the file; give it with --configmap extra=DIR" in err
+    assert "podman run" not in err
+
+
+def test_sidecar_is_ready_before_the_steps_and_stopped_after(image, capsys):
+    tools.reset_stopping()
+    code = cli.main(
+        ["run", str(DATA / "sidecar-task.yaml"), "-p", f"IMAGE={image}", "--tls-verify=false", "--output", "json"]
+    )
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code == 0, captured.err[-2000:]
+    assert report["results"] == {"SEEN": "from-sidecar"}  # written by the sidecar before it was ready
+    assert "[sidecar server] sidecar-log-line" in captured.err
+    assert leftover_containers(report["taskRun"]) == []  # the sleeping sidecar was stopped and removed
+
+
+def test_missing_working_dir_is_created(image, tmp_path, capsys):
+    code, report = run(capsys, str(DATA / "workingdir-task.yaml"), "-p", f"IMAGE={image}", "-w", f"data={tmp_path}")
+    assert code == 0, report
+    assert report["results"] == {"A": "/workspace/not/there/yet", "B": "/workspace/data/deeper/dir"}
+    assert (tmp_path / "deeper" / "dir").is_dir()
+
+
+def test_stepactions_from_a_bundle_and_by_name_with_step_results(image, registry, capsys):
+    tools.reset_stopping()
+    bundle = f"{registry.host}/localrun/stepactions:1"
+    assert cli.main(["bundle", "push", bundle, str(DATA / "stepaction.yaml"), "--tls-verify=false"]) == 0
+    capsys.readouterr()
+    code, report = run(
+        capsys,
+        str(DATA / "stepaction-task.yaml"),
+        "--stepaction",
+        str(DATA / "stepaction.yaml"),
+        "-p",
+        f"IMAGE={image}",
+        "-p",
+        f"BUNDLE={bundle}",
+        "-p",
+        "WHO=tekton",
+    )
+    assert code == 0, report
+    assert report["results"] == {"FROM_BUNDLE": "hello tekton", "BY_NAME": "hello world"}

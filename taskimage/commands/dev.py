@@ -42,6 +42,11 @@ def register(sub) -> None:
         "--platform", action="append", default=[], metavar="OS/ARCH[,...]", help="default linux/amd64,linux/arm64"
     )
     t.set_defaults(func=_task_image)
+    g = verbs.add_parser(
+        "git-image",
+        help="make the image of the git-clone stand-in (taskimage/dev/git-clone.yaml) in podman's storage",
+    )
+    g.set_defaults(func=_git_image)
     p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
 
 
@@ -49,6 +54,12 @@ def _task_image(args) -> int:
     platforms = [str(p) for p in parse_platforms(args.platform)] or list(devenv.TASK_IMAGE_PLATFORMS)
     image = devenv.build_task_image(args.registry, args.ref, platforms)
     print(image.by_digest)
+    return 0
+
+
+def _git_image(args) -> int:
+    print(devenv.git_image())
+    log.info(f"the stand-in Task using it: {devenv.GIT_CLONE_STAND_IN}")
     return 0
 
 

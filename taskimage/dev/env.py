@@ -261,13 +261,29 @@ FLAVOURS = {
     "busybox": ("extract", "bookworm", ["busybox-static"]),
     "bookworm": ("minbase", "bookworm", []),
     "trixie": ("minbase", "trixie", []),
+    "git": ("minbase", "trixie", ["git", "ca-certificates"]),  # the git-clone stand-in's image
+}
+DEFAULT_CONFIG = {
+    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+    "Cmd": ["/bin/sh"],
 }
 
 
-def _rootfs(flavour: str, p: Platform) -> Path:
-    variant, suite, packages = FLAVOURS[flavour]
+@dataclasses.dataclass(frozen=True)
+class RootfsSpec:
+    """How mmdebstrap makes a rootfs: for flavours beyond :data:`FLAVOURS` (e.g. look-alikes)."""
+
+    name: str  # the rootfs cache key (several images may share one rootfs)
+    variant: str
+    suite: str
+    packages: tuple[str, ...] = ()
+    hooks: tuple[str, ...] = ()  # extra mmdebstrap options (--extract-hook=..., --customize-hook=...)
+
+
+def _rootfs(flavour: str, p: Platform, spec: RootfsSpec | None = None) -> Path:
+    variant, suite, packages = (spec.variant, spec.suite, list(spec.packages)) if spec else FLAVOURS[flavour]
     arch = _debian_arch(p)
-    out = cache_dir() / "rootfs" / f"{flavour}-{arch}-v{CACHE_VERSION}.tar"
+    out = cache_dir() / "rootfs" / f"{spec.name if spec else flavour}-{arch}-v{CACHE_VERSION}.tar"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -275,7 +291,9 @@ def _rootfs(flavour: str, p: Platform) -> Path:
     argv = ["mmdebstrap", "--quiet", f"--variant={variant}", f"--arch={arch}"]
     if packages:
         argv.append("--include=" + ",".join(packages))
-    if flavour == "busybox":
+    if spec is not None:
+        argv += list(spec.hooks)
+    elif flavour == "busybox":
         links = " ".join(BUSYBOX_APPLETS)
         argv.append(
             "--extract-hook=for a in " + links + '; do ln -sf busybox "$1/bin/$a"; done; '
@@ -296,7 +314,7 @@ def _rootfs(flavour: str, p: Platform) -> Path:
         # only the main archive: the security archive's index for some foreign arches has been
         # seen failing ("File has unexpected size") and a base image for tests does not need it
         argv.append(f"deb {mirror} {suite} main")
-    log.info(f"making {flavour} rootfs for {p} with mmdebstrap (cached in {out.parent})")
+    log.info(f"making {spec.name if spec else flavour} rootfs for {p} with mmdebstrap (cached in {out.parent})")
     for attempt in range(1, 4):  # Debian mirrors answer "Mirror sync in progress?" at times
         try:
             tools.run(argv, prefix=f"[{p}] ", stream=False, what="mmdebstrap")
@@ -311,10 +329,15 @@ def _rootfs(flavour: str, p: Platform) -> Path:
     return out
 
 
-def build_layout(flavour: str, platforms: Iterable[Platform]) -> Path:
-    """An OCI layout holding a multi-arch ``flavour`` base image for ``platforms`` (cached)."""
+def build_layout(
+    flavour: str, platforms: Iterable[Platform], *, spec: RootfsSpec | None = None, config: dict | None = None
+) -> Path:
+    """An OCI layout holding a multi-arch ``flavour`` base image for ``platforms`` (cached).
+
+    ``spec`` and ``config`` (the image config's ``config`` object) make other flavours than
+    :data:`FLAVOURS`; the flavour name is then the cache key and must change with them."""
     platforms = list(platforms)
-    if flavour not in FLAVOURS:
+    if spec is None and flavour not in FLAVOURS:
         raise UsageError(f"--flavour: unknown base image {flavour!r}; accepted: {', '.join(FLAVOURS)}")
     key = f"{flavour}-v{CACHE_VERSION}-" + "_".join(p.slug for p in platforms)
     layout_dir = cache_dir() / "layouts" / key
@@ -324,17 +347,14 @@ def build_layout(flavour: str, platforms: Iterable[Platform]) -> Path:
     layout = OCILayout(tmp_dir)
     manifests = []
     for p in platforms:
-        layer, diff_id = _layer_from_rootfs(_rootfs(flavour, p))
+        layer, diff_id = _layer_from_rootfs(_rootfs(flavour, p, spec))
         layer_digest = layout.blob(layer)
         config = {
             "created": "1970-01-01T00:00:00Z",
             "architecture": p.arch,
             "os": p.os,
             **({"variant": p.variant} if p.variant else {}),
-            "config": {
-                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-                "Cmd": ["/bin/sh"],
-            },
+            "config": config if config is not None else DEFAULT_CONFIG,
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
             "history": [{"created": "1970-01-01T00:00:00Z", "created_by": f"mmdebstrap {flavour}"}],
         }
@@ -598,3 +618,62 @@ def build_task_image(
         seconds=seconds,
         layer_cache=storage_root,
     )
+
+
+# --- stand-ins for what this machine cannot reach -------------------------------------------
+
+GIT_IMAGE = "localhost/taskimage-dev/git:trixie"
+GIT_CLONE_STAND_IN = Path(__file__).with_name("git-clone.yaml")
+
+
+def git_image() -> str:
+    """The git-clone stand-in's image (Debian trixie minbase + git, for this host's platform), in
+    podman's local storage as :data:`GIT_IMAGE` (made once, then cached)."""
+    from taskimage.oci.platforms import host_platform
+
+    layout = build_layout("git", [parse_platforms([str(host_platform())], source="--platform")[0]])
+    tools.run(
+        ["skopeo", "copy", "--quiet", f"oci:{layout}:latest", f"containers-storage:{GIT_IMAGE}"], what="skopeo copy"
+    )
+    return GIT_IMAGE
+
+
+class GitServer:
+    """``git daemon`` serving every repository below ``root`` read-only on 127.0.0.1:PORT
+    (git://127.0.0.1:PORT/NAME), so step containers on the host network can clone them."""
+
+    def __init__(self, root: str | os.PathLike, port: int | None = None):
+        self.root = Path(root)
+        self.port = port or free_port()
+        self._proc: tools.Spawned | None = None
+
+    def url(self, name: str) -> str:
+        return f"git://127.0.0.1:{self.port}/{name}"
+
+    def start(self, timeout: float = 15) -> GitServer:
+        argv = [
+            "git",
+            "daemon",
+            "--export-all",
+            "--reuseaddr",
+            "--listen=127.0.0.1",
+            f"--port={self.port}",
+            f"--base-path={self.root}",
+            str(self.root),
+        ]
+        self._proc = tools.spawn(argv, str(self.root.parent / f"git-daemon-{self.port}.log"))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._proc.alive():
+                raise ToolError("git daemon exited at start")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise ToolError(f"git daemon did not listen on 127.0.0.1:{self.port} within {timeout} s")
+
+    def stop(self) -> None:
+        if self._proc:
+            self._proc.stop()
+            self._proc = None

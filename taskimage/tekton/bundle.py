@@ -494,13 +494,21 @@ def skopeo_push_argv(layout: Path, ref: ImageReference, options: RegistryOptions
     ]
 
 
+def _registries_conf() -> list[str]:
+    """``--registries-conf`` from $CONTAINERS_REGISTRIES_CONF: podman reads the variable, skopeo
+    1.9 (Debian bookworm) does not, so a redirect (mirror, look-alike) would reach podman only."""
+    path = os.environ.get("CONTAINERS_REGISTRIES_CONF")
+    return ["--registries-conf", path] if path else []
+
+
 def skopeo_inspect_raw_argv(ref: str, options: RegistryOptions) -> list[str]:
-    return ["skopeo", "inspect", "--raw", *_skopeo_flags(options, ""), f"docker://{ref}"]
+    return ["skopeo", *_registries_conf(), "inspect", "--raw", *_skopeo_flags(options, ""), f"docker://{ref}"]
 
 
 def skopeo_pull_argv(ref: str, layout: Path, options: RegistryOptions) -> list[str]:
     return [
         "skopeo",
+        *_registries_conf(),
         "copy",
         "--quiet",
         "--preserve-digests",

@@ -8,6 +8,13 @@ Split by concern:
 - :mod:`.plan` decides everything before anything runs (every input error surfaces there);
 - :mod:`.podman` builds ``podman run`` command lines (pure functions);
 - :mod:`.runner` runs the steps in order and :mod:`.results` reads results back and checks them.
+
+Pipelines and PipelineRuns, on top of the TaskRun runner:
+
+- :mod:`.pipeline` the engine (checks, substitution, scheduling, finally, retries, timeouts);
+- :mod:`.resolve` taskRef/pipelineRef resolution (files, bundles, git, hub, stand-ins);
+- :mod:`.dag`, :mod:`.matrix`, :mod:`.when` Tekton's graph, matrix fan-out and when expressions;
+- :mod:`.report` the PipelineRun's table and JSON; :mod:`.pac` Pipelines-as-Code events.
 """
 
 from taskimage.tekton.localrun.plan import Plan, StepPlan, make_plan

@@ -13,12 +13,15 @@ import re
 import secrets
 import string
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from taskimage.errors import UsageError
+from taskimage.tekton.localrun import creds as creds_mod
+from taskimage.tekton.localrun import kubeobjects as kube
 from taskimage.tekton.localrun import params as params_mod
 from taskimage.tekton.localrun import results as results_mod
+from taskimage.tekton.localrun import stepactions as stepactions_mod
 from taskimage.tekton.localrun import substitute as sub
 from taskimage.tekton.localrun.task import Loaded, merge_step_template, step_name
 
@@ -38,6 +41,8 @@ class Workspace:
     bound: bool
     claim: str = ""
     steps: tuple[str, ...] | None = None  # isolated workspace: only these steps mount it
+    files: Mapping[str, bytes] | None = None  # a configMap/secret binding: its files
+    sub_path: str = ""  # in the claim's directory (persistentVolumeClaim bindings)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +68,14 @@ class StepPlan:
     timeout: float | None
     on_error: str  # "stopAndFail" | "continue"
     mounts: tuple[Mount, ...] = ()
+    secret_env: tuple[tuple[str, str], ...] = ()  # from Secrets: passed in a file, never on a command line
+    kind: str = "step"  # or "sidecar"
+    readiness: tuple[str, ...] | None = None  # a sidecar's readinessProbe/startupProbe exec command
 
     @property
     def script_path(self) -> str:
-        return f"{SCRIPTS_DIR}/script-{self.index}-{self.name}"
+        prefix = "script" if self.kind == "step" else "sidecar-script"
+        return f"{SCRIPTS_DIR}/{prefix}-{self.index}-{self.name}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +90,13 @@ class Plan:
     results: tuple[results_mod.ResultSpec, ...]
     steps: tuple[StepPlan, ...]
     warnings: tuple[str, ...] = ()
+    sidecars: tuple[StepPlan, ...] = ()
+    workspace_volumes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # volume name -> workspace
+    volume_files: Mapping[str, Mapping[str, bytes]] = dataclasses.field(default_factory=dict)  # configMap/secret
+    creds: Mapping[str, bytes] = dataclasses.field(default_factory=dict)  # ServiceAccount credentials, $HOME-relative
+    results_from_steps: Mapping[str, tuple[str, str]] = dataclasses.field(
+        default_factory=dict
+    )  # result -> (step, its result)
 
 
 def parse_duration(text: str, where: str) -> float:
@@ -140,7 +156,9 @@ def _cli_workspaces(items: Sequence[str], declared: Mapping[str, Mapping]) -> di
     return out
 
 
-def _workspaces(spec: Mapping, loaded: Loaded, cli: Sequence[str], steps: Sequence[Mapping]) -> tuple[Workspace, ...]:
+def _workspaces(
+    spec: Mapping, loaded: Loaded, cli: Sequence[str], steps: Sequence[Mapping], objects: kube.KubeObjects
+) -> tuple[Workspace, ...]:
     declared = {str(w["name"]): w for w in spec.get("workspaces") or []}
     given = _cli_workspaces(cli, declared)
     bindings = {str(b.get("name")): b for b in ((loaded.taskrun or {}).get("spec") or {}).get("workspaces") or []}
@@ -154,11 +172,19 @@ def _workspaces(spec: Mapping, loaded: Loaded, cli: Sequence[str], steps: Sequen
         binding = bindings.get(name, {})
         claim = str((binding.get("persistentVolumeClaim") or {}).get("claimName", ""))
         host: str | None
+        files: Mapping[str, bytes] | None = None
+        read_only = bool(decl.get("readOnly"))
         if name in given:
             host = given[name]
         elif binding:
+            kind = next((k for k in ("configMap", "secret") if k in binding), "")
             if "emptyDir" in binding or "volumeClaimTemplate" in binding:
                 host = None
+            elif claim and claim in objects.claims:
+                host = None  # the claim's directory for this run
+            elif kind:
+                host, read_only = None, True
+                files = kube.projected_files(kind, binding[kind], objects, f"workspace {name}") or {}
             else:
                 kind = next((k for k in binding if k not in ("name", "subPath")), "binding")
                 raise UsageError(
@@ -178,10 +204,12 @@ def _workspaces(spec: Mapping, loaded: Loaded, cli: Sequence[str], steps: Sequen
                 name,
                 mount,
                 host,
-                bool(decl.get("readOnly")),
+                read_only,
                 True,
                 claim,
                 tuple(isolated[name]) if name in isolated else None,
+                files,
+                str(binding.get("subPath") or "") if host is None and claim else "",
             )
         )
     if missing:
@@ -189,11 +217,20 @@ def _workspaces(spec: Mapping, loaded: Loaded, cli: Sequence[str], steps: Sequen
     return tuple(out)
 
 
-def _volumes(spec: Mapping) -> dict[str, str | None]:
+def _volumes(
+    spec: Mapping, taskrun: Mapping | None, objects: kube.KubeObjects, files: dict[str, Mapping[str, bytes]]
+) -> dict[str, str | None]:
+    """The Pod's volumes: the Task's and the TaskRun's ``podTemplate.volumes`` (Tekton adds both).
+    configMap and secret volumes become directories holding their files (into ``files``)."""
     out: dict[str, str | None] = {}
-    for v in spec.get("volumes") or []:
+    pod_template = ((taskrun or {}).get("spec") or {}).get("podTemplate") or {}
+    for v in [*(spec.get("volumes") or []), *(pod_template.get("volumes") or [])]:
         name = str(v.get("name"))
         if "emptyDir" in v:
+            out[name] = None
+        elif "configMap" in v or "secret" in v:
+            kind = "configMap" if "configMap" in v else "secret"
+            files[name] = kube.projected_files(kind, v[kind], objects, f"volume {name}") or {}
             out[name] = None
         elif "hostPath" in v:
             out[name] = str(v["hostPath"].get("path"))
@@ -204,21 +241,8 @@ def _volumes(spec: Mapping) -> dict[str, str | None]:
 
 
 def _unsupported(spec: Mapping, steps: Sequence[Mapping]) -> None:
-    if spec.get("sidecars"):
-        raise UsageError("sidecars are not supported by taskimage run")
     for i, s in enumerate(steps):
         where = f"steps[{i}] ({step_name(s, i)})"
-        if s.get("ref"):
-            raise UsageError(f"{where}: StepAction refs are not supported by taskimage run")
-        if s.get("results"):
-            raise UsageError(f"{where}: step results are not supported by taskimage run")
-        if s.get("envFrom"):
-            raise UsageError(f"{where}: envFrom needs a cluster (ConfigMap/Secret); not supported by taskimage run")
-        for e in s.get("env") or []:
-            if "valueFrom" in e:
-                raise UsageError(
-                    f"{where}: env {e.get('name')} uses valueFrom, which needs a cluster; not supported by taskimage run"
-                )
         if not s.get("image"):
             raise UsageError(f"{where}: no image")
         if s.get("script") and s.get("command"):
@@ -235,13 +259,15 @@ def make_plan(
     *,
     cli_params: Sequence[str] = (),
     cli_workspaces: Sequence[str] = (),
+    objects: kube.KubeObjects | None = None,
+    stepactions: Mapping[str, Mapping] | None = None,
+    fetch_stepaction: Callable[[str, str], Mapping] | None = None,
 ) -> Plan:
+    objects = objects or kube.KubeObjects()
     spec = loaded.spec
     task = loaded.task_name
     warnings: list[str] = []
-    raw_steps = merge_step_template(spec.get("stepTemplate"), spec.get("steps") or [])
-    _unsupported(spec, raw_steps)
-    names = [step_name(s, i) for i, s in enumerate(raw_steps)]
+    names = [step_name(s, i) for i, s in enumerate(spec.get("steps") or [])]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise UsageError(f"task {task}: step names must be unique: {', '.join(dup)}")
@@ -252,10 +278,18 @@ def make_plan(
         given[str(p.get("name"))] = p.get("value")
     given.update(params_mod.parse_cli(cli_params, specs, task))
     values = params_mod.resolve(specs, given, task, warnings=warnings)
+    params_only = sub.Variables(
+        params=values, param_types={s.name: s.type for s in specs}, context={}, workspaces={}, results={}
+    )
+    resolved = stepactions_mod.resolve(
+        spec.get("steps") or [], stepactions or {}, params_only, warnings, fetch_stepaction
+    )
+    raw_steps = merge_step_template(spec.get("stepTemplate"), resolved)
+    _unsupported(spec, raw_steps)
 
     run_name, namespace, uid = _taskrun_identity(loaded)
     result_specs = results_mod.parse_specs(spec.get("results"))
-    workspaces = _workspaces(spec, loaded, cli_workspaces, raw_steps)
+    workspaces = _workspaces(spec, loaded, cli_workspaces, raw_steps, objects)
     base_vars = sub.Variables(
         params=values,
         param_types={s.name: s.type for s in specs},
@@ -264,7 +298,8 @@ def make_plan(
             "taskRun.namespace": namespace,
             "taskRun.uid": uid,
             "task.name": task,
-            "task.retry-count": "0",
+            # retries so far: a Pipeline's retried TaskRun carries them in status.retriesStatus
+            "task.retry-count": str(len(((loaded.taskrun or {}).get("status") or {}).get("retriesStatus") or [])),
         },
         workspaces={},
         results={r.name: f"{RESULTS_DIR}/{r.name}" for r in result_specs},
@@ -288,21 +323,41 @@ def make_plan(
         },
     )
 
+    raw_sidecars = [dict(c) for c in spec.get("sidecars") or []]
+    sidecar_names = [str(c.get("name") or f"sidecar-{i}") for i, c in enumerate(raw_sidecars)]
+    for i, c in enumerate(raw_sidecars):
+        if not c.get("image"):
+            raise UsageError(f"sidecars[{i}] ({sidecar_names[i]}): no image")
     fields = [f for i, s in enumerate(raw_steps) for f in sub.step_fields(s, f"steps[{i}] ({names[i]})")]
+    fields += [f for i, c in enumerate(raw_sidecars) for f in sub.step_fields(c, f"sidecars[{i}] ({sidecar_names[i]})")]
     sub.validate(fields, variables)
 
-    volumes = _volumes(spec)
+    volume_files: dict[str, Mapping[str, bytes]] = {}
+    volumes = _volumes(spec, loaded.taskrun, objects, volume_files)
     pod_sc = (((loaded.taskrun or {}).get("spec") or {}).get("podTemplate") or {}).get("securityContext") or {}
     tr_spec = (loaded.taskrun or {}).get("spec") or {}
+    creds = creds_mod.credential_files(str(tr_spec.get("serviceAccountName") or ""), objects, warnings)
     if tr_spec.get("timeout"):
         warnings.append("the TaskRun's timeout is not enforced by taskimage run (step timeouts are)")
+    # a workspace's volume, by the name $(workspaces.W.volume) gives it, can be mounted by name
+    for w in workspaces:
+        if w.bound:
+            volumes[str(variables.workspaces[w.name]["volume"])] = f"ws:{w.name}"
     steps: list[StepPlan] = []
-    for i, raw in enumerate(raw_steps):
+    sidecars: list[StepPlan] = []
+    containers = [("step", i, raw, names[i]) for i, raw in enumerate(raw_steps)]
+    containers += [("sidecar", i, raw, sidecar_names[i]) for i, raw in enumerate(raw_sidecars)]
+    for what, i, raw, name in containers:
         leftovers: list[str] = []
         s = sub.substitute_step(raw, variables, leftovers)
         for text in sorted(set(leftovers)):
-            warnings.append(f"step {names[i]}: {text} came from a param value and is passed literally (as Tekton does)")
-        env = [(str(e["name"]), str(e.get("value", ""))) for e in s.get("env") or []]
+            warnings.append(f"{what} {name}: {text} came from a param value and is passed literally (as Tekton does)")
+        all_env = kube.container_env(s.get("env") or [], s.get("envFrom") or [], objects, f"{what} {name}")
+        env = [(k, v) for k, v, secret in all_env if not secret]
+        secret_env = [(k, v) for k, v, secret in all_env if secret]
+        for k, v in secret_env:
+            if "\n" in v:
+                raise UsageError(f"{what} {name}: env {k}: a multi-line value from a Secret is not supported")
         command = [str(c) for c in s["command"]] if s.get("command") else None
         args = [str(a) for a in s.get("args") or []]
         script = script_content(s["script"]) if s.get("script") else None
@@ -313,11 +368,12 @@ def make_plan(
         for vm in s.get("volumeMounts") or []:
             vname = str(vm.get("name"))
             if vname not in volumes:
-                raise UsageError(f"step {names[i]}: volumeMount {vname} names no volume of the task")
-            source = volumes[vname] or ""
-            if source.startswith("!"):
+                raise UsageError(f"{what} {name}: volumeMount {vname} names no volume of the task")
+            kind = volumes[vname] or ""
+            if kind.startswith("!"):
                 raise UsageError(
-                    f"step {names[i]}: volume {vname} is a {source[1:]}; only emptyDir and hostPath volumes are supported"
+                    f"{what} {name}: volume {vname} is a {kind[1:]}: not supported by taskimage run "
+                    "(emptyDir, hostPath, configMap and secret volumes are)"
                 )
             mounts.append(
                 Mount(f"vol:{vname}", str(vm["mountPath"]), bool(vm.get("readOnly")), str(vm.get("subPath") or ""))
@@ -327,15 +383,18 @@ def make_plan(
             **(s.get("securityContext") or {}),
         }
         if sc.get("runAsNonRoot") and sc.get("runAsUser") == 0:
-            raise UsageError(f"step {names[i]}: securityContext has runAsNonRoot and runAsUser 0")
-        timeout = parse_duration(str(s["timeout"]), f"step {names[i]} timeout") if s.get("timeout") else None
+            raise UsageError(f"{what} {name}: securityContext has runAsNonRoot and runAsUser 0")
+        timeout = parse_duration(str(s["timeout"]), f"{what} {name} timeout") if s.get("timeout") else None
         on_error = str(s.get("onError") or "stopAndFail")
         if on_error not in ("continue", "stopAndFail"):
-            raise UsageError(f"step {names[i]}: onError {on_error!r}: accepted: continue, stopAndFail")
-        steps.append(
+            raise UsageError(f"{what} {name}: onError {on_error!r}: accepted: continue, stopAndFail")
+        probe = (s.get("readinessProbe") or s.get("startupProbe") or {}) if what == "sidecar" else {}
+        if probe and not (probe.get("exec") or {}).get("command"):
+            raise UsageError(f"{what} {name}: readiness and startup probes other than exec are not supported")
+        (steps if what == "step" else sidecars).append(
             StepPlan(
                 index=i,
-                name=names[i],
+                name=name,
                 image=str(s["image"]),
                 command=tuple(command) if command is not None else None,
                 args=tuple(args),
@@ -347,6 +406,9 @@ def make_plan(
                 timeout=timeout,
                 on_error=on_error,
                 mounts=tuple(mounts),
+                secret_env=tuple(secret_env),
+                kind=what,
+                readiness=tuple(str(c) for c in probe["exec"]["command"]) if probe else None,
             )
         )
     return Plan(
@@ -356,8 +418,13 @@ def make_plan(
         uid=uid,
         params=values,
         workspaces=workspaces,
-        volumes={k: v for k, v in volumes.items() if not (v or "").startswith("!")},
+        volumes={k: v for k, v in volumes.items() if not (v or "").startswith(("!", "ws:"))},
+        workspace_volumes={k: str(v)[3:] for k, v in volumes.items() if (v or "").startswith("ws:")},
         results=result_specs,
         steps=tuple(steps),
         warnings=tuple(warnings),
+        sidecars=tuple(sidecars),
+        volume_files=volume_files,
+        creds=creds,
+        results_from_steps=stepactions_mod.results_from_steps(spec.get("results") or []),
     )

@@ -1,8 +1,9 @@
 """``podman run`` command lines for Task steps, as pure functions.
 
-A step runs as a Pod's container would: the image's entrypoint unless ``command`` is given
-(``--entrypoint`` as a JSON array, which also drops the image's CMD, like Kubernetes), ``args``
-after the image, the step's env and workingDir, and the pod-shared directories bind-mounted:
+A step runs as a Pod's container would: ``command`` (``--entrypoint`` as a JSON array, which also
+drops the image's CMD, like Kubernetes; a step without one gets the image's Entrypoint, else its
+Cmd, by Tekton's entrypoint lookup, see :func:`lookup_command`), ``args`` after the image, the
+runtime's default capabilities (containerd's unless told, see :mod:`.runtime`), the step's env and workingDir, and the pod-shared directories bind-mounted:
 ``/workspace`` (an emptyDir), each workspace, ``/tekton/results``, ``/tekton/home``,
 ``/tekton/steps``, ``/tekton/creds`` and ``/tekton/scripts`` (read-only).
 
@@ -21,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from taskimage.errors import UsageError
+from taskimage.tekton.localrun import runtime
 
 WANTED_ULIMIT = 10000
 
@@ -41,17 +43,15 @@ def ulimit_flags(
     return ["--ulimit", f"nofile={n}:{n}", "--ulimit", f"nproc={p}:{p}"]
 
 
-def security_flags(sc: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    """podman flags for a Kubernetes container securityContext, and warnings for what is ignored."""
+def security_flags(sc: Mapping[str, Any], runtime_defaults: str = "containerd") -> tuple[list[str], list[str]]:
+    """podman flags for a Kubernetes container securityContext, and warnings for what is ignored.
+
+    Capabilities start from ``runtime_defaults``' default set (see :mod:`.runtime`), not podman's."""
     flags: list[str] = []
     warnings: list[str] = []
     if sc.get("privileged"):
         flags.append("--privileged")
-    caps = sc.get("capabilities") or {}
-    for cap in caps.get("add") or []:
-        flags += ["--cap-add", str(cap)]
-    for cap in caps.get("drop") or []:
-        flags += ["--cap-drop", str(cap)]
+    flags += runtime.capability_flags(runtime_defaults, sc)
     if sc.get("runAsUser") is not None:
         user = str(int(sc["runAsUser"]))
         if sc.get("runAsGroup") is not None:
@@ -93,18 +93,24 @@ def run_argv(
     mounts: Sequence[tuple[str, str, bool]],
     security: Sequence[str],
     pull: str,
-    tls_verify: bool,
+    tls_verify: bool | None,
     authfile: str | None = None,
     keep: bool = False,
     runtime: str = "runc",
     hostname: str | None = None,
     ulimits: Sequence[str] | None = None,
+    env_file: str | None = None,
+    detach: bool = False,
 ) -> list[str]:
     argv = ["podman", "run", "--name", name]
-    if not keep:
+    if detach:  # a sidecar: removed by the runner once its log is shown
+        argv.append("--detach")
+    elif not keep:
         argv.append("--rm")
     argv += ["--runtime", runtime, *(ulimits if ulimits is not None else ulimit_flags())]
-    argv += ["--network", "host", f"--tls-verify={'true' if tls_verify else 'false'}", "--pull", pull]
+    argv += ["--network", "host", "--pull", pull]
+    if tls_verify is not None:  # else registries.conf decides per registry, as on a node
+        argv.append(f"--tls-verify={'true' if tls_verify else 'false'}")
     if hostname:
         argv += ["--hostname", hostname]
     if authfile:
@@ -112,6 +118,8 @@ def run_argv(
     argv += list(security)
     for host, target, ro in mounts:
         argv += volume_flag(host, target, ro)
+    if env_file:  # before --env: the step's own env entries win, as later ones do in a Pod
+        argv += ["--env-file", env_file]
     for key, value in env:
         argv += ["--env", f"{key}={value}"]
     if working_dir:
@@ -121,3 +129,23 @@ def run_argv(
     argv.append(image)
     argv += list(args)
     return argv
+
+
+def pull_argv(image: str, tls_verify: bool | None, authfile: str | None) -> list[str]:
+    argv = ["podman", "pull", "--quiet"]
+    if tls_verify is not None:
+        argv.append(f"--tls-verify={'true' if tls_verify else 'false'}")
+    if authfile:
+        argv += ["--authfile", authfile]
+    return [*argv, image]
+
+
+def inspect_argv(image: str) -> list[str]:
+    return ["podman", "image", "inspect", "--format", "{{json .Config}}", image]
+
+
+def lookup_command(config: Mapping[str, Any] | None) -> list[str] | None:
+    """The command Tekton's entrypoint lookup gives a step without ``command``: the image's
+    Entrypoint, else its Cmd (the step's ``args`` then follow it); None when the image has neither."""
+    config = config or {}
+    return list(config.get("Entrypoint") or []) or list(config.get("Cmd") or []) or None

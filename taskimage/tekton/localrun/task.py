@@ -89,6 +89,29 @@ def bundle_ref(taskrun: Mapping) -> tuple[str, str, str] | None:
     return None
 
 
+def propagate(task_spec: Mapping, run_spec: Mapping) -> dict:
+    """An inline taskSpec with the TaskRun's params and workspaces it does not declare added, as
+    Tekton propagates them into embedded specs (a param's type follows its value)."""
+    out = dict(task_spec)
+    declared = {p.get("name") for p in task_spec.get("params") or []}
+    extra = [
+        {"name": p["name"], "type": _value_type(p.get("value"))}
+        for p in run_spec.get("params") or []
+        if p.get("name") and p["name"] not in declared
+    ]
+    if extra:
+        out["params"] = [*(task_spec.get("params") or []), *extra]
+    declared_ws = {w.get("name") for w in task_spec.get("workspaces") or []}
+    extra_ws = [{"name": w["name"]} for w in run_spec.get("workspaces") or [] if w.get("name") not in declared_ws]
+    if extra_ws:
+        out["workspaces"] = [*(task_spec.get("workspaces") or []), *extra_ws]
+    return out
+
+
+def _value_type(value: Any) -> str:
+    return "array" if isinstance(value, list) else "object" if isinstance(value, dict) else "string"
+
+
 def taskrun_task(
     taskrun: Mapping, source: str, task_docs: Sequence[Mapping] = (), *, fetched: Mapping | None = None
 ) -> Loaded:
@@ -103,7 +126,7 @@ def taskrun_task(
         name = meta.get("name") or str(meta.get("generateName", "task")).rstrip("-")
         if not spec["taskSpec"].get("steps"):
             raise UsageError(f"{source}: taskSpec has no steps")
-        return Loaded(name, spec["taskSpec"], taskrun, source)
+        return Loaded(name, propagate(spec["taskSpec"], spec), taskrun, source)
     if fetched is not None:
         return dataclasses.replace(task_from_object(fetched, source), taskrun=taskrun)
     ref = spec.get("taskRef") or {}
