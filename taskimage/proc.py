@@ -59,14 +59,17 @@ def run(
     on_line: Callable[[str], None] | None = None,
     timeout: float | None = None,
     what: str | None = None,
+    cleanup: bool = False,
 ) -> Result:
     """Run ``argv``; raise :class:`ToolError` on a non-zero exit when ``check``.
 
     ``quiet`` hides the command line; ``stream=False`` keeps output out of the log (it is still
     returned and shown in the error on failure). ``env`` entries are added to os.environ.
+    ``cleanup`` marks a command that undoes our own work (e.g. removing our container): it runs
+    even while a stop is under way, when nothing else may start.
     """
     argv = [str(a) for a in argv]
-    if _stopping.is_set():
+    if _stopping.is_set() and not cleanup:
         raise Interrupted("interrupted")
     if not quiet:
         log.command(argv, prefix)
@@ -111,7 +114,7 @@ def run(
         process = command(*argv[1:], **kwargs)
         with _running_lock:
             _running[id(process)] = process
-        if _stopping.is_set():  # a stop began while it started (signal_all may have missed it)
+        if _stopping.is_set() and not cleanup:  # a stop began while it started (signal_all may have missed it)
             raise Interrupted(f"interrupted while starting {os.path.basename(argv[0])}")
         process.wait()
         returncode = process.exit_code
@@ -130,7 +133,7 @@ def run(
         if process is not None:
             with _running_lock:
                 _running.pop(id(process), None)
-    if _stopping.is_set():
+    if _stopping.is_set() and not cleanup:
         raise Interrupted(f"interrupted while running {os.path.basename(argv[0])}")
     result = Result(tuple(argv), returncode, "".join(out), "".join(err))
     if check and returncode != 0:

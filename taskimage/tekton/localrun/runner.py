@@ -341,10 +341,10 @@ def execute(plan: Plan, options: Options) -> RunReport:
         for container, name in started:
             if options.keep:
                 continue
-            try:
-                sidecars_mod.stop(container, name)
-            except Exception:  # interrupted: still remove it
+            if tools.stopping():  # SIGINT/SIGTERM: remove it, no time for its log
                 sidecars_mod.remove(container)
+            else:
+                sidecars_mod.stop(container, name)
         if current and not options.keep:
             _remove_container(current)
         if not options.keep:
@@ -364,7 +364,4 @@ def execute(plan: Plan, options: Options) -> RunReport:
 
 def _remove_container(name: str) -> None:
     """Remove our own step container, left behind when its podman client was stopped."""
-    try:
-        tools.run(["podman", "rm", "--force", "--ignore", name], check=False, quiet=True, stream=False)
-    except Exception:  # interrupted: tools refuses to start anything new
-        pass
+    tools.run(["podman", "rm", "--force", "--ignore", name], check=False, quiet=True, stream=False, cleanup=True)
