@@ -231,3 +231,18 @@ def test_a_signal_stops_every_step_and_sidecar_container(image, tmp_path, sig):
             proc.kill()
     assert rc != 0
     assert [n for n in leftover_containers("interrupt-sidecar-run-") if n in names] == []
+
+
+def test_service_account_credentials_in_the_steps_home(image, capsys):
+    tools.reset_stopping()
+    argv = ["run", "--taskrun", str(DATA / "creds-taskrun.yaml"), "-p", f"IMAGE={image}", "--tls-verify=false"]
+    code = cli.main([*argv, "--output", "json"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code == 0, captured.err[-2000:]
+    assert report["results"] == {
+        "GIT": "1 1",
+        "DOCKER": "1 0",  # the Secret the ServiceAccount does not name is not there
+        "SSH": "not-a-real-key|1|config id_sshkey ",
+    }
+    assert "pw-9f3k2" not in captured.err
