@@ -151,6 +151,7 @@ def test_kube_objects_from_the_file_and_the_command_line(image, tmp_path, capsys
         "FILES": "hello shared from-dir",
         "SAME_TOKEN": "yes",
         "CONF_WRITE": "1",
+        "PROJECTED": "c.txt value red",  # a projected workspace: Secret keys and ConfigMap items
     }
     containers = [s["container"] for s in report["steps"]]
     try:
