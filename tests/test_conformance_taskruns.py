@@ -1,7 +1,7 @@
 """Conformance tier: Tekton's own example TaskRuns under `taskimage run`.
 
 Tekton's CI applies each file to a cluster and expects success; most check their own results in
-their steps. Here each runs as a new user would run it (`taskimage run FILE --taskrun FILE`), with
+their steps. Here each runs as a new user would run it (`taskimage run --taskrun FILE`), with
 the public images redirected by a ``registries.conf`` to local look-alikes
 (:mod:`taskimage.dev.lookalikes`) and digest pins removed in a temporary copy. The outcome is one
 of: ``ok`` (exit 0), ``refused`` (exit 2 with a one-line "not supported" before any step started)
@@ -100,7 +100,7 @@ def test_example_taskrun_succeeds_or_is_refused(example, registries_conf, lookal
     copy.write_text(yaml.safe_dump_all(docs))
     env = {**os.environ, "CONTAINERS_REGISTRIES_CONF": str(registries_conf)}
     proc = subprocess.run(
-        [sys.executable, "-m", "taskimage", "run", str(copy), "--taskrun", str(copy), "--output", "json"],
+        [sys.executable, "-m", "taskimage", "run", "--taskrun", str(copy), "--output", "json"],
         env=env,
         capture_output=True,
         text=True,

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -145,6 +149,7 @@ def test_kube_objects_from_the_file_and_the_command_line(image, tmp_path, capsys
         "FILES": "hello shared from-dir",
         "SAME_TOKEN": "yes",
         "CONF_WRITE": "1",
+        "PROJECTED": "c.txt value red",  # a projected workspace: Secret keys and ConfigMap items
     }
     containers = [s["container"] for s in report["steps"]]
     try:
@@ -202,3 +207,41 @@ def test_stepactions_from_a_bundle_and_by_name_with_step_results(image, registry
     )
     assert code == 0, report
     assert report["results"] == {"FROM_BUNDLE": "hello tekton", "BY_NAME": "hello world"}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_every_step_and_sidecar_container(image, tmp_path, sig):
+    log_path = tmp_path / "stderr"
+    argv = [sys.executable, "-m", "taskimage", "run", str(DATA / "interrupt-sidecar-task.yaml")]
+    argv += ["-p", f"IMAGE={image}", "--tls-verify=false"]
+    with log_path.open("w") as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 120
+        while "step-started" not in log_path.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()[-2000:]
+            time.sleep(0.2)
+        names = leftover_containers("interrupt-sidecar-run-")
+        assert any(n.endswith("-sidecar-idle") for n in names) and any(n.endswith("-step-long") for n in names)
+        proc.send_signal(sig)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc != 0
+    assert [n for n in leftover_containers("interrupt-sidecar-run-") if n in names] == []
+
+
+def test_service_account_credentials_in_the_steps_home(image, capsys):
+    tools.reset_stopping()
+    argv = ["run", "--taskrun", str(DATA / "creds-taskrun.yaml"), "-p", f"IMAGE={image}", "--tls-verify=false"]
+    code = cli.main([*argv, "--output", "json"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code == 0, captured.err[-2000:]
+    assert report["results"] == {
+        "GIT": "1 1",
+        "DOCKER": "1 0",  # the Secret the ServiceAccount does not name is not there
+        "SSH": "not-a-real-key|1|config id_sshkey ",
+    }
+    assert "pw-9f3k2" not in captured.err

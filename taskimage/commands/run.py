@@ -160,11 +160,13 @@ def load(args: argparse.Namespace, tls_verify: bool, authfile: str | None) -> Lo
         obj = _fetch(args.bundle, args.name, "task", tls_verify, authfile)
         return task_from_object(obj, f"{args.bundle} ({args.name})")
     if args.taskrun:
-        runs = [d for d in load_documents(args.taskrun) if d.get("kind") == "TaskRun"]
+        run_docs = load_documents(args.taskrun)
+        runs = [d for d in run_docs if d.get("kind") == "TaskRun"]
         if len(runs) != 1:
             raise UsageError(f"--taskrun {args.taskrun}: expected exactly one TaskRun, found {len(runs)}")
         taskrun = runs[0]
-        task_docs = load_documents(args.task) if args.task else []
+        # the Task it names may sit in the same file (as kubectl apply -f takes them)
+        task_docs = load_documents(args.task) if args.task else [d for d in run_docs if d.get("kind") == "Task"]
         ref = bundle_ref(taskrun)
         fetched = None
         if ref and not task_docs and not (taskrun.get("spec") or {}).get("taskSpec"):

@@ -7,7 +7,12 @@ Split by concern:
 - :mod:`.substitute` is Tekton's variable substitution (and kubelet's ``$(VAR)`` expansion);
 - :mod:`.plan` decides everything before anything runs (every input error surfaces there);
 - :mod:`.podman` builds ``podman run`` command lines (pure functions);
-- :mod:`.runner` runs the steps in order and :mod:`.results` reads results back and checks them.
+- :mod:`.runner` runs the steps in order and :mod:`.results` reads results back and checks them;
+- :mod:`.runtime` gives a step a Pod's default capabilities (containerd's or CRI-O's);
+- :mod:`.sidecars` starts sidecars, awaits their readiness and stops them;
+- :mod:`.stepactions` resolves ``steps[].ref`` (file, ``--stepaction``, bundles) and step results;
+- :mod:`.kubeobjects` binds ConfigMaps, Secrets and PVCs (from the file or directories) and
+  :mod:`.creds` sets up a ServiceAccount's credentials as Tekton's creds-init does.
 
 Pipelines and PipelineRuns, on top of the TaskRun runner:
 

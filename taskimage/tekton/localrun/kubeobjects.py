@@ -129,6 +129,29 @@ def projected_files(kind: str, source: Mapping[str, Any], objects: KubeObjects, 
     return out
 
 
+def volume_files(binding: Mapping[str, Any], objects: KubeObjects, where: str) -> dict[str, bytes] | None:
+    """The files of a configMap, secret or projected (configMap/secret sources) volume or
+    workspace binding; None when the binding is none of these."""
+    if "configMap" in binding:
+        return projected_files("configMap", binding["configMap"], objects, where) or {}
+    if "secret" in binding:
+        return projected_files("secret", binding["secret"], objects, where) or {}
+    if "projected" in binding:
+        out: dict[str, bytes] = {}
+        for source in (binding["projected"] or {}).get("sources") or []:
+            if "configMap" in source:
+                out.update(projected_files("configMap", source["configMap"], objects, where) or {})
+            elif "secret" in source:
+                secret = dict(source["secret"])
+                secret.setdefault("secretName", secret.get("name"))
+                out.update(projected_files("secret", secret, objects, where) or {})
+            else:
+                kind = next(iter(source), "?")
+                raise UsageError(f"{where}: projected source {kind} is not supported (configMap and secret are)")
+        return out
+    return None
+
+
 def container_env(
     env: Sequence[Mapping], env_from: Sequence[Mapping], objects: KubeObjects, where: str
 ) -> list[tuple[str, str, bool]]:

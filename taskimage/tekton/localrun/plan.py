@@ -177,14 +177,13 @@ def _workspaces(
         if name in given:
             host = given[name]
         elif binding:
-            kind = next((k for k in ("configMap", "secret") if k in binding), "")
+            projected = kube.volume_files(binding, objects, f"workspace {name}")
             if "emptyDir" in binding or "volumeClaimTemplate" in binding:
                 host = None
             elif claim and claim in objects.claims:
                 host = None  # the claim's directory for this run
-            elif kind:
-                host, read_only = None, True
-                files = kube.projected_files(kind, binding[kind], objects, f"workspace {name}") or {}
+            elif projected is not None:
+                host, read_only, files = None, True, projected
             else:
                 kind = next((k for k in binding if k not in ("name", "subPath")), "binding")
                 raise UsageError(
@@ -228,9 +227,8 @@ def _volumes(
         name = str(v.get("name"))
         if "emptyDir" in v:
             out[name] = None
-        elif "configMap" in v or "secret" in v:
-            kind = "configMap" if "configMap" in v else "secret"
-            files[name] = kube.projected_files(kind, v[kind], objects, f"volume {name}") or {}
+        elif any(k in v for k in ("configMap", "secret", "projected")):
+            files[name] = kube.volume_files(v, objects, f"volume {name}") or {}
             out[name] = None
         elif "hostPath" in v:
             out[name] = str(v["hostPath"].get("path"))

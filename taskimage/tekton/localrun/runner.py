@@ -342,10 +342,10 @@ def execute(plan: Plan, options: Options) -> RunReport:
         for container, name in started:
             if options.keep:
                 continue
-            try:
-                sidecars_mod.stop(container, name)
-            except Exception:  # interrupted: still remove it
+            if tools.stopping():  # SIGINT/SIGTERM: remove it, no time for its log
                 sidecars_mod.remove(container)
+            else:
+                sidecars_mod.stop(container, name)
         if current and not options.keep:
             _remove_container(current)
         if not options.keep:

@@ -65,7 +65,11 @@ def stop(name: str, sidecar: str) -> None:
 
 
 def remove(name: str) -> None:
-    try:
-        tools.run(["podman", "rm", "--force", "--ignore", "--time", "1", name], check=False, quiet=True, stream=False)
-    except Exception:  # interrupted: proc refuses to start anything new
-        pass
+    """Remove our sidecar container, also while the run is being stopped (SIGINT/SIGTERM)."""
+    tools.run(
+        ["podman", "rm", "--force", "--ignore", "--time", "1", name],
+        check=False,
+        quiet=True,
+        stream=False,
+        cleanup=True,
+    )
