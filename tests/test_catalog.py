@@ -203,11 +203,17 @@ SAMPLE = {
     "BUILD_ARGS": ["A=1", "B=two words"],
     "LABELS": ["org.example=x"],
     "ANNOTATIONS": [],
+    "SECRETS": ["npmrc", "id=pip,src=pip.conf"],
     "REPOSITORY": "reg.example/team/app",
     "PLATFORM": "arm64",
     "IMAGE_REFS": [f"reg.example/team/app@{DIGEST}", f"reg.example/team/app@sha256:{'cd' * 32}"],
 }
-WORKSPACES = {"source": "/workspace/source", "dockerconfig": "/workspace/dockerconfig", "sslcertdir": ""}
+WORKSPACES = {
+    "source": "/workspace/source",
+    "dockerconfig": "/workspace/dockerconfig",
+    "sslcertdir": "",
+    "build-secrets": "/workspace/build-secrets",
+}
 
 
 def _substitute(value: str, task_run_name: str) -> str:
@@ -250,7 +256,7 @@ def test_build_task_params_are_exactly_the_build_flags():
         assert p.dest in flags, f"{p.name}: no flag in `taskimage build`"
     # Every CLI-only flag is either bound to a workspace or meaningless in a pod.
     cli_only = {p.name for p in params.BUILD_PARAMS if not p.in_task}
-    assert cli_only == {"SOURCE_ROOT", "AUTHFILE", "CERT_DIR", "CREDS", "ROOT", "RUNROOT", "RESULTS_DIR"}
+    assert cli_only == {"SOURCE_ROOT", "AUTHFILE", "CERT_DIR", "SECRETS_ROOT", "CREDS", "ROOT", "RUNROOT", "RESULTS_DIR"}
 
 
 def test_build_task_values_reach_the_cli_unchanged():

@@ -93,6 +93,8 @@ def test_step_args_and_env_shapes():
         "$(params.LABELS[*])",
         "--annotation",
         "$(params.ANNOTATIONS[*])",
+        "--secret",
+        "$(params.SECRETS[*])",
     ]
     env = {e["name"]: e["value"] for e in params.step_env()}
     assert env["TASKIMAGE_IMAGE"] == "$(params.IMAGE)"

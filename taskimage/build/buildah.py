@@ -56,6 +56,7 @@ class BuildSpec:
     format: str = "oci"  # oci | docker
     cache_repo: str = ""
     ulimits: tuple[str, ...] = ()  # e.g. "nofile=20000:20000", for RUN steps (see run_limits)
+    secrets: tuple[str, ...] = ()  # buildah --secret values: id=ID,src=PATH | id=ID,env=VAR (no secret bytes)
 
 
 def build(
@@ -85,6 +86,8 @@ def build(
         argv += ["--target", spec.target]
     for limit in spec.ulimits:
         argv += ["--ulimit", limit]
+    for secret in spec.secrets:
+        argv += ["--secret", secret]
     if layers or spec.cache_repo:
         argv.append("--layers")
     if spec.cache_repo:

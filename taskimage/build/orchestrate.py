@@ -25,7 +25,7 @@ from pathlib import Path
 
 from taskimage import __version__, log
 from taskimage import proc as tools
-from taskimage.build import buildah, index, results, storage, verify
+from taskimage.build import buildah, index, inputs, results, storage, verify
 from taskimage.build import key as buildkey
 from taskimage.emulation import binfmt
 from taskimage.errors import TaskimageError, ToolError, UsageError
@@ -135,6 +135,17 @@ def options_from_values(values: dict) -> BuildOptions:
         else:
             raise UsageError(f"{src['DOCKERFILE']}: no Containerfile or Dockerfile in the context {context}")
 
+    secrets_root = Path(v["SECRETS_ROOT"]) if v["SECRETS_ROOT"] else None
+    if secrets_root is not None and not secrets_root.is_dir():
+        raise UsageError(f"{src['SECRETS_ROOT']}: {v['SECRETS_ROOT']!r} is not a directory")
+    secrets = inputs.parse_secrets(v["SECRETS"], src["SECRETS"], secrets_root)
+    try:
+        unused = inputs.check_secret_mounts(containerfile.read_text(errors="replace"), secrets, src["SECRETS"])
+    except OSError as exc:
+        raise UsageError(f"{src['DOCKERFILE']}: cannot read {containerfile}: {exc.strerror}") from None
+    for sid in unused:
+        log.warn(f"secret {sid!r} is given but the Containerfile mounts no secret of that id")
+
     spec = buildah.BuildSpec(
         context=context,
         containerfile=containerfile,
@@ -145,6 +156,7 @@ def options_from_values(values: dict) -> BuildOptions:
         format=v["FORMAT"],
         cache_repo=_cache_repo(v["CACHE_REPO"], src["CACHE_REPO"]),
         ulimits=buildah.run_limits(),
+        secrets=tuple(s.arg() for s in secrets),
     )
     registry, creds = remote.access(v, src)
     return BuildOptions(

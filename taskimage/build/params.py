@@ -113,6 +113,17 @@ BUILD_PARAMS: tuple[Param, ...] = (
         default=[],
         metavar="KEY=VALUE",
     ),
+    Param(
+        "SECRETS",
+        "--secret",
+        "Build secrets for RUN --mount=type=secret,id=ID (mounted at /run/secrets/ID, never stored in "
+        "the image), each id=ID,src=PATH or id=ID,env=VAR or just ID (the file ID). In the Task, PATH is "
+        "relative to the build-secrets workspace (e.g. a Secret volume) and may not leave it. A secret the "
+        "Containerfile mounts but is not given is an error, unless the mount says required=false.",
+        type="array",
+        default=[],
+        metavar="id=ID,src=PATH",
+    ),
     Param("TARGET", "--target", "Build this stage of a multi-stage Containerfile; empty: the last.", metavar="STAGE"),
     Param(
         "FORMAT",
@@ -190,6 +201,15 @@ BUILD_PARAMS: tuple[Param, ...] = (
         in_task=False,
         metavar="DIR",
         task_env_value="$(workspaces.source.path)",
+    ),
+    Param(
+        "SECRETS_ROOT",
+        "--secrets-root",
+        "Directory relative --secret files are read from, and may not leave (the Task passes its "
+        "build-secrets workspace); empty: the working directory, no limit.",
+        in_task=False,
+        metavar="DIR",
+        task_env_value="$(workspaces.build-secrets.path)",
     ),
     Param(
         "AUTHFILE",

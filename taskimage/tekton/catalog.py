@@ -85,6 +85,13 @@ WS_SSLCERTDIR = {
     "readOnly": True,
     "description": "CA certificates (*.crt) for registries with a private CA (buildah --cert-dir).",
 }
+WS_BUILD_SECRETS = {
+    "name": "build-secrets",
+    "optional": True,
+    "readOnly": True,
+    "description": "Files for SECRETS (e.g. a Secret volume holding an .npmrc): each is mounted only into the "
+    "RUN steps that ask for it (RUN --mount=type=secret,id=ID) and is never stored in the image.",
+}
 WS_STORAGE = {
     "name": "storage",
     "optional": True,
@@ -203,10 +210,10 @@ def _bindings(names: Iterable[str]) -> list[dict]:
 
 
 def task_defs() -> tuple[TaskDef, ...]:
-    build_ws = (WS_SOURCE, WS_DOCKERCONFIG, WS_SSLCERTDIR, WS_STORAGE)
+    build_ws = (WS_SOURCE, WS_DOCKERCONFIG, WS_SSLCERTDIR, WS_BUILD_SECRETS, WS_STORAGE)
     platform_params = _platform_params()
     platform_env = [_env_var(p) for p in platform_params if p.in_task and p.type != "array"]
-    platform_env += _bindings(("SOURCE_ROOT", "AUTHFILE", "CERT_DIR"))
+    platform_env += _bindings(("SOURCE_ROOT", "AUTHFILE", "CERT_DIR", "SECRETS_ROOT"))
     index_params = tuple(
         dataclasses.replace(p, name="IMAGE_REFS", required=True) if p.name == "REFS" else p for p in index.PARAMS
     )

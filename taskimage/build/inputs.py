@@ -1,0 +1,151 @@
+"""Build inputs beyond the context: build secrets, extra tags, scoped annotations, SOURCE_DATE_EPOCH.
+
+Pure parsing and validation (no tool runs): every problem is a :class:`UsageError` naming the
+flag (and the Task param) and the value, raised before anything is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from taskimage.errors import UsageError
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _named(source: str, param: str) -> str:
+    """``--secret (SECRETS)``: the flag for CLI users, the Task param for Task users."""
+    return source if param in source else f"{source} ({param})"
+
+
+# --- build secrets ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Secret:
+    """One ``--secret``: its id and where buildah reads it (a file or an environment variable).
+
+    Only the id and the file's path or the variable's name are ever held or logged; the bytes are
+    read by buildah alone, into a tmpfs mount of the RUN step that asks for them.
+    """
+
+    id: str
+    src: str = ""  # absolute path of a regular file
+    env: str = ""  # or the name of an environment variable
+
+    def arg(self) -> str:
+        return f"id={self.id},env={self.env}" if self.env else f"id={self.id},src={self.src}"
+
+
+def parse_secrets(
+    values: Sequence[str], source: str, root: Path | None, environ: Mapping[str, str] | None = None
+) -> tuple[Secret, ...]:
+    """``id=ID[,src=PATH]``, ``id=ID,env=VAR`` (buildah's and buildx's spelling; ``type=file|env``
+    and ``source=`` accepted too) or a bare ``ID`` (the file ``ID``). A relative PATH is taken in
+    ``root`` (the Task's build-secrets workspace) when it is given, and may not leave it."""
+    environ = os.environ if environ is None else environ
+    named = _named(source, "SECRETS")
+    out: list[Secret] = []
+    seen: set[str] = set()
+    for value in values:
+        if not value.strip():
+            continue  # an empty array element from Tekton
+        fields: dict[str, str] = {}
+        if "=" not in value:
+            fields = {"id": value.strip()}
+        else:
+            for part in value.split(","):
+                key, sep, val = part.partition("=")
+                key = key.strip().lower()
+                if not sep or key not in ("id", "src", "source", "env", "type") or key in fields:
+                    raise UsageError(
+                        f"{named}: {value!r} is not id=ID[,src=PATH] or id=ID,env=VAR "
+                        f"(unknown or repeated field {part.strip()!r})"
+                    )
+                fields["src" if key == "source" else key] = val.strip()
+        sid = fields.get("id", "")
+        if not _ID_RE.match(sid):
+            raise UsageError(f"{named}: {value!r}: the secret id {sid!r} must be letters, digits, '.', '_' or '-'")
+        if sid in seen:
+            raise UsageError(f"{named}: secret {sid!r} is given twice")
+        seen.add(sid)
+        kind = fields.get("type", "")
+        if kind not in ("", "file", "env"):
+            raise UsageError(f"{named}: secret {sid!r}: type {kind!r}: use file or env")
+        if "env" in fields or kind == "env":
+            if "src" in fields:
+                raise UsageError(f"{named}: secret {sid!r}: give src= or env=, not both")
+            var = fields.get("env") or sid
+            if not _ENV_RE.match(var):
+                raise UsageError(f"{named}: secret {sid!r}: {var!r} is not an environment variable name")
+            if var not in environ:
+                raise UsageError(f"{named}: secret {sid!r}: the environment variable {var} is not set")
+            out.append(Secret(sid, env=var))
+            continue
+        out.append(Secret(sid, src=str(_secret_file(fields.get("src") or sid, sid, named, root))))
+    return tuple(out)
+
+
+def _secret_file(src: str, sid: str, named: str, root: Path | None) -> Path:
+    path = Path(src)
+    where = "the build-secrets workspace" if root is not None else "the working directory"
+    if not path.is_absolute():
+        path = (root if root is not None else Path.cwd()) / path
+    if root is not None:
+        try:
+            # Kubernetes Secret volumes hold symlinks into ..data/: resolve, then check.
+            path.resolve().relative_to(root.resolve())
+        except ValueError:
+            raise UsageError(f"{named}: secret {sid!r}: {src!r} is outside the build-secrets workspace") from None
+    if not path.exists():
+        raise UsageError(f"{named}: secret {sid!r}: no file {src!r} in {where}")
+    if not path.resolve().is_file():
+        raise UsageError(f"{named}: secret {sid!r}: {src!r} is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{named}: secret {sid!r}: {src!r} is not readable")
+    return path.resolve()
+
+
+_MOUNT_RE = re.compile(r"--mount=(\S+)")
+
+
+def secret_mounts(containerfile: str) -> dict[str, bool]:
+    """The secret ids the Containerfile's ``RUN --mount=type=secret`` name, each with whether it
+    may be missing (``required=false`` given explicitly). buildkit's default id is the target's
+    basename."""
+    found: dict[str, bool] = {}
+    for match in _MOUNT_RE.finditer(containerfile):
+        opts: dict[str, str] = {}
+        for part in match.group(1).strip("'\"").split(","):
+            key, sep, val = part.partition("=")
+            opts[key.strip().lower()] = val.strip() if sep else "true"
+        if opts.get("type") != "secret":
+            continue
+        target = opts.get("target") or opts.get("dst") or opts.get("destination") or ""
+        sid = opts.get("id") or os.path.basename(target)
+        if sid:
+            optional = opts.get("required", "").lower() in ("false", "0", "no")
+            found[sid] = found.get(sid, True) and optional
+    return found
+
+
+def check_secret_mounts(containerfile: str, secrets: Sequence[Secret], source: str) -> list[str]:
+    """Refuse a secret the Containerfile mounts but nobody gave (buildah would run the step
+    without it and fail somewhere inside it, or worse, succeed without); return the ids given
+    but never mounted (a typo on either side, worth a warning)."""
+    named = _named(source, "SECRETS")
+    mounts = secret_mounts(containerfile)
+    given = {s.id for s in secrets}
+    for sid, optional in mounts.items():
+        if sid not in given and not optional:
+            raise UsageError(
+                f"{named}: the Containerfile mounts secret {sid!r}, which is not given: pass "
+                f"--secret id={sid},src=PATH (Task: SECRETS with the file in the build-secrets workspace), "
+                "or mark the mount required=false"
+            )
+    return sorted(given - set(mounts))

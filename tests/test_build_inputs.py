@@ -1,0 +1,215 @@
+"""Build inputs of real applications (issue 15), for real: buildah, qemu, a real registry, read back.
+
+Build secrets reach RUN steps of every platform (arm64 under qemu) and nowhere else: every pushed
+layer blob, image config and history, the log and the results are searched for the secret's bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import secrets as pysecrets
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import emulation_ready, have_tools, need, skopeo_raw, skopeo_raw_bytes
+
+pytestmark = [pytest.mark.tools]
+
+
+@pytest.fixture
+def storage_env(tmp_path):
+    need(have_tools("buildah", "skopeo"), "buildah and skopeo are not installed (see .ci/run)")
+    need(os.geteuid() == 0, "buildah builds here run as root")
+    return {
+        "TASKIMAGE_ROOT": str(tmp_path / "storage" / "root"),
+        "TASKIMAGE_RUNROOT": str(tmp_path / "storage" / "run"),
+        "TASKIMAGE_TLSVERIFY": "false",
+    }
+
+
+def taskimage(argv, env=None, cwd=None, timeout=900):
+    full = dict(os.environ)
+    full.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "taskimage", *argv], capture_output=True, text=True, env=full, timeout=timeout, cwd=cwd
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def pull_dir(ref: str, out: Path) -> Path:
+    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}", f"dir:{out}"], check=True)
+    return out
+
+
+def layer_files(layer: bytes) -> dict[str, bytes]:
+    """Every regular file of a gzip tar layer, by path."""
+    import io
+
+    out = {}
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer))) as tar:
+        for m in tar.getmembers():
+            if m.isfile():
+                out[m.name.lstrip("./")] = tar.extractfile(m).read()
+    return out
+
+
+def k8s_secret_volume(root: Path, files: dict[str, bytes]) -> Path:
+    """A directory laid out like a Kubernetes Secret volume: each key a symlink into ..data/."""
+    data = root / "..2026_12_02_21_00_00.000000001"
+    data.mkdir(parents=True)
+    for name, content in files.items():
+        (data / name).write_bytes(content)
+    (root / "..data").symlink_to(data.name)
+    for name in files:
+        (root / name).symlink_to(f"..data/{name}")
+    return root
+
+
+@pytest.mark.emulation
+def test_secret_reaches_run_steps_of_every_platform_and_no_image_log_or_result(
+    tmp_path, registry, busybox_base, storage_env
+):
+    ok, why = emulation_ready(("linux/arm64",))
+    need(ok, why)
+    secret = ("//npm.example.com/:_authToken=" + pysecrets.token_hex(16) + "\n").encode()
+    token = pysecrets.token_hex(12)
+    workspace = k8s_secret_volume(tmp_path / "build-secrets", {"npmrc": secret})
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(
+        f"FROM {busybox_base}\n"
+        "RUN --mount=type=secret,id=npmrc cat /run/secrets/npmrc >/dev/null && "
+        "sha256sum /run/secrets/npmrc | cut -c1-64 > /npmrc.sha256 && uname -m > /uname.txt\n"
+        "RUN --mount=type=secret,id=token sha256sum /run/secrets/token | cut -c1-64 > /token.sha256\n"
+    )
+    results = tmp_path / "results"
+    results.mkdir()
+    image = f"{registry.host}/inputs/secret:1"
+    env = dict(storage_env, TASKIMAGE_SECRETS_ROOT=str(workspace), APP_TOKEN=token)
+    rc, out, err = taskimage(
+        [
+            "build",
+            "--image",
+            image,
+            "--context",
+            str(ctx),
+            "--results-dir",
+            str(results),
+            "--secret",
+            "npmrc",
+            "--secret",
+            "id=token,env=APP_TOKEN",
+            "--platform",
+            "linux/amd64,linux/arm64",
+        ],
+        env,
+    )
+    assert rc == 0, err[-3000:]
+    forms = [secret.strip(), secret.strip().split(b"=", 1)[1], token.encode()]
+
+    index = skopeo_raw(image)
+    assert sorted(e["platform"]["architecture"] for e in index["manifests"]) == ["amd64", "arm64"]
+    for entry in index["manifests"]:
+        arch = entry["platform"]["architecture"]
+        d = pull_dir(f"{registry.host}/inputs/secret@{entry['digest']}", tmp_path / f"pulled-{arch}")
+        manifest = json.loads((d / "manifest.json").read_text())
+        config = (d / manifest["config"]["digest"].split(":", 1)[1]).read_bytes()
+        blobs = [config, (d / "manifest.json").read_bytes()]
+        files: dict[str, bytes] = {}
+        for layer in manifest["layers"]:
+            raw = (d / layer["digest"].split(":", 1)[1]).read_bytes()
+            blobs.append(raw)
+            contents = layer_files(raw)
+            blobs += list(contents.values())
+            files.update(contents)
+        # the RUN step of this platform (arm64 under qemu) saw the exact bytes of both secrets ...
+        assert files["npmrc.sha256"].decode().strip() == hashlib.sha256(secret).hexdigest()
+        assert files["token.sha256"].decode().strip() == hashlib.sha256(token.encode()).hexdigest()
+        assert files["uname.txt"].decode().strip() == {"amd64": "x86_64", "arm64": "aarch64"}[arch]
+        # ... and neither is anywhere in the image: layers (compressed and not), config, history
+        assert not any(f.endswith(("npmrc", "token")) and files[f] for f in files), sorted(files)
+        for blob in blobs:
+            for form in forms:
+                assert form not in blob
+        history = json.dumps(json.loads(config).get("history", []))
+        assert "npmrc" in history  # the step is recorded (its command), the secret is not
+    for text in (out, err, *(f.read_text() for f in results.iterdir())):
+        for form in forms:
+            assert form.decode() not in text
+    assert (results / "IMAGE_DIGEST").read_text() == "sha256:" + hashlib.sha256(skopeo_raw_bytes(image)).hexdigest()
+
+
+def _cli_bad(tmp_path, registry, storage_env, containerfile, argv, env=None):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir(exist_ok=True)
+    (ctx / "Containerfile").write_text(containerfile)
+    image = f"{registry.host}/inputs/bad:1"
+    rc, out, err = taskimage(
+        ["build", "--image", image, "--context", str(ctx), *argv], dict(storage_env, **(env or {}))
+    )
+    return rc, err, image
+
+
+@pytest.mark.parametrize(
+    "argv, env, message",
+    [
+        (
+            ["--secret", "npmrc"],
+            {},
+            "--secret (SECRETS): secret 'npmrc': no file 'npmrc' in the build-secrets workspace",
+        ),
+        (
+            ["--secret", "id=npmrc,src=../outside"],
+            {},
+            "--secret (SECRETS): secret 'npmrc': '../outside' is outside the build-secrets workspace",
+        ),
+        (
+            ["--secret", "id=npmrc,src=leak"],
+            {},
+            "--secret (SECRETS): secret 'npmrc': 'leak' is outside the build-secrets workspace",
+        ),
+        ([], {}, "--secret (SECRETS): the Containerfile mounts secret 'npmrc', which is not given"),
+        (
+            ["--secret", "id=npmrc,env=NO_SUCH_VAR_F15"],
+            {},
+            "--secret (SECRETS): secret 'npmrc': the environment variable NO_SUCH_VAR_F15 is not set",
+        ),
+        (["--secret", "id=a b"], {}, "--secret (SECRETS): 'id=a b': the secret id 'a b' must be"),
+    ],
+)
+def test_bad_secrets_exit_2_naming_secrets_and_the_id_before_any_build(
+    tmp_path, registry, storage_env, argv, env, message
+):
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (tmp_path / "outside").write_text("x")
+    (workspace / "leak").symlink_to(tmp_path / "outside")  # a symlink out of the workspace
+    rc, err, image = _cli_bad(
+        tmp_path,
+        registry,
+        storage_env,
+        "FROM scratch\nRUN --mount=type=secret,id=npmrc true\n",
+        argv,
+        dict(env, TASKIMAGE_SECRETS_ROOT=str(workspace)),
+    )
+    assert rc == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], err
+    assert not (tmp_path / "storage").exists()  # nothing ran: buildah never made its storage
+    assert subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{image}"], capture_output=True
+    ).returncode
+
+
+def test_optional_secret_mount_may_be_missing(tmp_path):
+    from taskimage.build import inputs
+
+    text = "RUN --mount=type=secret,id=a,required=false true\nRUN --mount=type=secret,target=/run/secrets/b x\n"
+    assert inputs.secret_mounts(text) == {"a": True, "b": False}
+    assert inputs.check_secret_mounts("RUN --mount=type=secret,id=a,required=false true\n", (), "--secret") == []
