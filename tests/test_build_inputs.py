@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import secrets as pysecrets
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import emulation_ready, have_tools, need, skopeo_raw, skopeo_raw_bytes
+from faultproxy import Fault, FaultProxy
 
 pytestmark = [pytest.mark.tools]
 
@@ -213,3 +215,79 @@ def test_optional_secret_mount_may_be_missing(tmp_path):
     text = "RUN --mount=type=secret,id=a,required=false true\nRUN --mount=type=secret,target=/run/secrets/b x\n"
     assert inputs.secret_mounts(text) == {"a": True, "b": False}
     assert inputs.check_secret_mounts("RUN --mount=type=secret,id=a,required=false true\n", (), "--secret") == []
+
+
+# --- extra tags -----------------------------------------------------------------------------------
+
+
+def digest_at(ref: str) -> str:
+    return "sha256:" + hashlib.sha256(skopeo_raw_bytes(ref)).hexdigest()
+
+
+@pytest.mark.emulation
+def test_extra_tags_all_name_the_list_and_none_moves_when_the_list_push_fails(
+    tmp_path, registry, busybox_base, storage_env
+):
+    ok, why = emulation_ready(("linux/arm64",))
+    need(ok, why)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(f"FROM {busybox_base}\nCOPY v.txt /v.txt\n")
+    repo = "inputs/tags"
+    tags = ["1.2.3", "1.2", "1", "latest"]
+
+    def build(host, version, results):
+        extra = ["--tag", "1.2", "-t", "1", "--tag", f"{host}/{repo}:latest"]  # bare tags and a full one
+        (ctx / "v.txt").write_text(version)
+        results.mkdir()
+        return taskimage(
+            [
+                "build",
+                "--image",
+                f"{host}/{repo}:1.2.3",
+                "--context",
+                str(ctx),
+                "--retry",
+                "0",
+                "--retry-delay",
+                "0",
+                "--results-dir",
+                str(results),
+                *extra,
+                "--platform",
+                "linux/amd64,linux/arm64",
+            ],
+            storage_env,
+        )
+
+    rc, _, err = build(registry.host, "one", tmp_path / "r1")
+    assert rc == 0, err[-3000:]
+    first = (tmp_path / "r1" / "IMAGE_DIGEST").read_text()
+    assert {t: digest_at(f"{registry.host}/{repo}:{t}") for t in tags} == dict.fromkeys(tags, first)
+    assert (tmp_path / "r1" / "IMAGE_TAGS").read_text() == ",".join(f"{registry.host}/{repo}:{t}" for t in tags)
+    assert err.index("==> verify pushed index") < err.index("==> move tags")  # tags move after the read-back
+
+    # the second build's list PUT (to IMAGE's tag) fails: no tag may move, the extra ones included
+    fault = Fault("503", ("PUT",), r"^/v2/.+/manifests/1\.2\.3$")
+    with FaultProxy(registry.host, [fault]) as proxy:
+        rc, _, err = build(proxy.host, "two", tmp_path / "r2")
+        assert rc == 1, err[-3000:]
+        assert fault.fired >= 1
+        moved = [r.path for r in proxy.log if r.method == "PUT" and re.search(r"/manifests/(?!sha256:)", r.path)]
+    assert [m.rsplit("/", 1)[1] for m in moved] == ["1.2.3"] * len(moved)  # only the failed list PUT(s)
+    assert {t: digest_at(f"{registry.host}/{repo}:{t}") for t in tags} == dict.fromkeys(tags, first)
+    assert not (tmp_path / "r2" / "IMAGE_TAGS").exists()
+
+
+def test_bad_tags_are_usage_errors(tmp_path):
+    from taskimage.build import inputs
+    from taskimage.errors import UsageError
+    from taskimage.oci.reference import parse_image
+
+    image = parse_image("reg.example/app:1.2.3")
+    got = inputs.parse_tags(["1.2", "", "1.2", "reg.example/app:1.2.3", "reg.example/other:x"], "--tag", image)
+    assert [t.url for t in got] == ["reg.example/app:1.2", "reg.example/other:x"]
+    with pytest.raises(UsageError, match=r"--tag \(ADDITIONAL_TAGS\): 'other.example/app:1' is on other.example"):
+        inputs.parse_tags(["other.example/app:1"], "--tag", image)
+    with pytest.raises(UsageError, match=r"--tag \(ADDITIONAL_TAGS\): invalid tag '-x'"):
+        inputs.parse_tags(["-x"], "--tag", image)

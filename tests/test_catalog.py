@@ -204,6 +204,7 @@ SAMPLE = {
     "LABELS": ["org.example=x"],
     "ANNOTATIONS": [],
     "SECRETS": ["npmrc", "id=pip,src=pip.conf"],
+    "ADDITIONAL_TAGS": ["1.2", "latest"],
     "REPOSITORY": "reg.example/team/app",
     "PLATFORM": "arm64",
     "IMAGE_REFS": [f"reg.example/team/app@{DIGEST}", f"reg.example/team/app@sha256:{'cd' * 32}"],
@@ -256,7 +257,16 @@ def test_build_task_params_are_exactly_the_build_flags():
         assert p.dest in flags, f"{p.name}: no flag in `taskimage build`"
     # Every CLI-only flag is either bound to a workspace or meaningless in a pod.
     cli_only = {p.name for p in params.BUILD_PARAMS if not p.in_task}
-    assert cli_only == {"SOURCE_ROOT", "AUTHFILE", "CERT_DIR", "SECRETS_ROOT", "CREDS", "ROOT", "RUNROOT", "RESULTS_DIR"}
+    assert cli_only == {
+        "SOURCE_ROOT",
+        "AUTHFILE",
+        "CERT_DIR",
+        "SECRETS_ROOT",
+        "CREDS",
+        "ROOT",
+        "RUNROOT",
+        "RESULTS_DIR",
+    }
 
 
 def test_build_task_values_reach_the_cli_unchanged():
@@ -289,7 +299,7 @@ def test_platform_task_builds_one_platform_to_a_per_run_tag():
     assert values["PLATFORMS"][0] == ["arm64"]
     assert values["IMAGE"][0] == "reg.example/team/app:run-abc-build-1"
     assert values["BUILD_ARGS"][0] == SAMPLE["BUILD_ARGS"]
-    others = {p.name for p in params.BUILD_PARAMS if p.in_task} - {"IMAGE", "PLATFORMS"}
+    others = {p.name for p in params.BUILD_PARAMS if p.in_task} - {"IMAGE", "PLATFORMS", "ADDITIONAL_TAGS"}
     assert others <= set(spec)
 
 

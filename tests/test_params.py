@@ -87,6 +87,8 @@ def test_step_args_and_env_shapes():
     args = params.step_args()
     assert args[:2] == ["build", "$(params.PLATFORMS[*])"]
     assert args[2:] == [
+        "--tag",
+        "$(params.ADDITIONAL_TAGS[*])",
         "--build-arg",
         "$(params.BUILD_ARGS[*])",
         "--label",

@@ -177,6 +177,22 @@ def skopeo_copy_image(registry: Registry, source: str, destination: str) -> list
     ]
 
 
+def skopeo_copy_list(registry: Registry, source: str, destination: str) -> list[str]:
+    """Copy a pushed manifest list and its images, by digest, to another tag, unchanged."""
+    return [
+        "skopeo",
+        "copy",
+        "--quiet",
+        "--all",
+        "--preserve-digests",
+        *copy_flags(registry, src=True),
+        *copy_flags(registry, src=False),
+        *(["--authfile", registry.authfile] if registry.authfile else []),
+        f"docker://{source}",
+        f"docker://{destination}",
+    ]
+
+
 def skopeo_push_list_dir(registry: Registry, directory: Path, destination: str, fmt: str = "") -> list[str]:
     """Push a list and its images' manifests (``dir:``, no layers) unchanged; the tag moves last.
 

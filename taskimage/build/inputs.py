@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from taskimage.errors import UsageError
+from taskimage.oci.reference import ImageReference, parse_image
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -149,3 +150,33 @@ def check_secret_mounts(containerfile: str, secrets: Sequence[Secret], source: s
                 "or mark the mount required=false"
             )
     return sorted(given - set(mounts))
+
+
+# --- extra tags ---------------------------------------------------------------------------------
+
+_TAG_ONLY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def parse_tags(values: Sequence[str], source: str, image: ImageReference) -> tuple[ImageReference, ...]:
+    """Each ``--tag``: a bare tag (``1.2``, in IMAGE's repository) or a full REPOSITORY:TAG on
+    IMAGE's registry (the one set of credentials the build has). IMAGE's own tag and repeats are
+    dropped, in order."""
+    named = _named(source, "ADDITIONAL_TAGS")
+    out: list[ImageReference] = []
+    for value in values:
+        text = value.strip()
+        if not text:
+            continue
+        if "/" not in text and ":" not in text:
+            if not _TAG_ONLY_RE.match(text):
+                raise UsageError(f"{named}: invalid tag {value!r} (letters, digits, '_', '.', '-'; at most 128)")
+            ref = image.with_tag(text)
+        else:
+            ref = parse_image(text, source=named)
+            if ref.registry != image.registry:
+                raise UsageError(
+                    f"{named}: {value!r} is on {ref.registry}, not on {image.registry} where {image.url} goes"
+                )
+        if ref.url != image.url and ref not in out:
+            out.append(ref)
+    return tuple(out)

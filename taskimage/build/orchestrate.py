@@ -51,6 +51,7 @@ class BuildOptions:
     evict: bool = False
     results_dir: Path | None = None
     creds: str | None = dataclasses.field(default=None, repr=False)
+    tags: tuple[ImageReference, ...] = ()  # ADDITIONAL_TAGS: moved after the list is read back
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +175,7 @@ def options_from_values(values: dict) -> BuildOptions:
         evict=v["EVICT"],
         results_dir=results.check_dir(v["RESULTS_DIR"], src["RESULTS_DIR"]),
         creds=creds,
+        tags=inputs.parse_tags(v["ADDITIONAL_TAGS"], src["ADDITIONAL_TAGS"], image),
     )
 
 
@@ -682,7 +684,7 @@ def run(opts: BuildOptions) -> Outcome:
             builds = _build_all(opts, store, registry, workdir, jobs, order, before, keys)
             if opts.skip_push:
                 log.phase("push skipped (--skip-push)")
-                out = {"IMAGE_URL": opts.image.url, "IMAGE_DIGEST": "", "IMAGE_REF": "", "IMAGES": ""}
+                out = {"IMAGE_URL": opts.image.url, "IMAGE_DIGEST": "", "IMAGE_REF": "", "IMAGES": "", "IMAGE_TAGS": ""}
                 outcome = Outcome(opts.image, "", (), builds, out)
             else:
                 digest, images = index.push_list(
@@ -694,7 +696,8 @@ def run(opts: BuildOptions) -> Outcome:
                     opts.retry,
                     opts.retry_delay,
                 )
-                out = remote.results_for(opts.image, digest, images)
+                move_tags(opts, registry, digest)
+                out = remote.results_for(opts.image, digest, images, opts.tags)
                 outcome = Outcome(opts.image, digest, images, builds, out)
             if opts.results_dir:
                 results.write(opts.results_dir, outcome.results)
@@ -703,6 +706,37 @@ def run(opts: BuildOptions) -> Outcome:
             return outcome
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def move_tags(opts: BuildOptions, registry: buildah.Registry, digest: str) -> None:
+    """Point every ADDITIONAL_TAGS tag at the list just pushed and read back, and check each.
+
+    Runs only after IMAGE's tag holds the verified list; the list is copied by digest, so every
+    tag names exactly that list (a failure here leaves IMAGE moved and names the tags not moved).
+    """
+    if not opts.tags:
+        return
+    log.phase("move tags")
+    source = opts.image.with_digest(digest)
+    for i, tag in enumerate(opts.tags):
+        argv = buildah.skopeo_copy_list(registry, source, tag.url)
+        try:
+            remote.with_retry(
+                lambda argv=argv: tools.run(argv, what="skopeo copy"),
+                what=f"tagging {tag.url}",
+                image=tag,
+                retry=opts.retry,
+                retry_delay=opts.retry_delay,
+            )
+            raw = remote.inspect_raw(registry, tag.url, opts.retry, opts.retry_delay)
+        except TaskimageError:
+            left = ", ".join(t.url for t in opts.tags[i:])
+            log.warn(f"{opts.image.url} names the new list; not moved: {left}")
+            raise
+        got = "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
+        if got != digest:
+            raise TaskimageError(f"{tag.url} names {got} after tagging, not the pushed list {digest}")
+        log.info(f"{tag.url} = {source}")
 
 
 def _build_all(

@@ -75,6 +75,17 @@ BUILD_PARAMS: tuple[Param, ...] = (
         metavar="REPO[:TAG]",
     ),
     Param(
+        "ADDITIONAL_TAGS",
+        "--tag",
+        "More tags for the same manifest list, each a bare TAG (in IMAGE's repository) or "
+        "REPOSITORY:TAG on IMAGE's registry, e.g. 1.2, 1, latest. They move after the list is pushed "
+        "and read back, never when anything failed; the IMAGE_TAGS result lists every tag moved.",
+        type="array",
+        default=[],
+        metavar="TAG",
+        short="-t",
+    ),
+    Param(
         "PLATFORMS",
         "--platform",
         "Platforms to build, e.g. linux/amd64, linux/arm64, linux/arm/v7, linux/s390x, "

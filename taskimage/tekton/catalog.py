@@ -64,6 +64,7 @@ RESULTS = (
     ("IMAGE_URL", "The image as pushed, REPOSITORY:TAG."),
     ("IMAGE_REF", "The manifest list by digest, REPOSITORY@sha256:... (what to deploy or sign)."),
     ("IMAGES", "Comma-separated per-platform images, each REPOSITORY@sha256:..., in platform order."),
+    ("IMAGE_TAGS", "Comma-separated REPOSITORY:TAG of every tag that names the list: IMAGE's, then ADDITIONAL_TAGS."),
 )
 
 WS_SOURCE = {
@@ -166,6 +167,8 @@ def _platform_params() -> tuple[P.Param, ...]:
     IMAGE becomes REPOSITORY (the tag is the TaskRun's name, unique per run)."""
     out = []
     for p in P.BUILD_PARAMS:
+        if p.name == "ADDITIONAL_TAGS":
+            continue  # the list, and so its tags, is made by buildah-multiarch-index
         if p.name == "PLATFORMS":
             out.append(
                 dataclasses.replace(
