@@ -291,3 +291,81 @@ def test_bad_tags_are_usage_errors(tmp_path):
         inputs.parse_tags(["other.example/app:1"], "--tag", image)
     with pytest.raises(UsageError, match=r"--tag \(ADDITIONAL_TAGS\): invalid tag '-x'"):
         inputs.parse_tags(["-x"], "--tag", image)
+
+
+# --- annotations ----------------------------------------------------------------------------------
+
+
+@pytest.mark.emulation
+def test_index_and_per_platform_annotations_land_where_buildx_puts_them(tmp_path, registry, busybox_base, storage_env):
+    ok, why = emulation_ready(("linux/arm64",))
+    need(ok, why)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(f"FROM {busybox_base}\nCOPY Containerfile /Containerfile\n")
+    image = f"{registry.host}/inputs/annotated:1"
+    rc, _, err = taskimage(
+        [
+            "build",
+            "--image",
+            image,
+            "--context",
+            str(ctx),
+            "--annotation",
+            "com.example.everywhere=plain",
+            "manifest:com.example.manifests=all",
+            "manifest[linux/arm64]:com.example.arm=only-arm64",
+            "index:org.opencontainers.image.source=https://git.example/team/app.git",
+            "index:org.opencontainers.image.revision=0123abc",
+            "--platform",
+            "linux/amd64,linux/arm64",
+        ],
+        storage_env,
+    )
+    assert rc == 0, err[-3000:]
+    index = skopeo_raw(image)
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert index["annotations"] == {
+        "org.opencontainers.image.source": "https://git.example/team/app.git",
+        "org.opencontainers.image.revision": "0123abc",
+    }
+    got = {}
+    for entry in index["manifests"]:
+        manifest = skopeo_raw(f"{registry.host}/inputs/annotated@{entry['digest']}")
+        got[entry["platform"]["architecture"]] = {
+            k: v for k, v in manifest.get("annotations", {}).items() if k.startswith("com.example.")
+        }
+        assert "org.opencontainers.image.source" not in manifest.get("annotations", {})
+    assert got == {
+        "amd64": {"com.example.everywhere": "plain", "com.example.manifests": "all"},
+        "arm64": {"com.example.everywhere": "plain", "com.example.manifests": "all", "com.example.arm": "only-arm64"},
+    }
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("manifest[linux/s390x]:k=v", "linux/s390x is not built"),
+        ("index[linux/arm64]:k=v", "an index annotation takes no platforms"),
+        ("index-descriptor:k=v", "index-descriptor annotations are not supported"),
+        ("manifest:novalue", "is not [TYPE[PLATFORMS]:]KEY=VALUE"),
+        ("manifest[linux/nosuch]:k=v", "nosuch"),
+    ],
+)
+def test_bad_annotations_are_usage_errors(value, message):
+    from taskimage.build import inputs
+    from taskimage.errors import UsageError
+    from taskimage.oci.platforms import normalize
+
+    with pytest.raises(UsageError, match=r"^--annotation \(ANNOTATIONS\): .*" + re.escape(message)):
+        inputs.parse_annotations([value], "--annotation", [normalize("linux/amd64"), normalize("linux/arm64")])
+
+
+def test_annotation_keys_with_colons_stay_plain():
+    from taskimage.build import inputs
+    from taskimage.oci.platforms import normalize
+
+    got = inputs.parse_annotations(
+        ["com.example:x=a:b", "index:k=https://x"], "--annotation", [normalize("linux/amd64")]
+    )
+    assert got.manifest == (("com.example:x", "a:b"),) and got.index == (("k", "https://x"),)

@@ -56,6 +56,7 @@ class BuildSpec:
     format: str = "oci"  # oci | docker
     cache_repo: str = ""
     ulimits: tuple[str, ...] = ()  # e.g. "nofile=20000:20000", for RUN steps (see run_limits)
+    platform_annotations: tuple[tuple[Platform, str, str], ...] = ()  # manifest[PLATFORM]:KEY=VALUE
     secrets: tuple[str, ...] = ()  # buildah --secret values: id=ID,src=PATH | id=ID,env=VAR (no secret bytes)
 
 
@@ -82,6 +83,9 @@ def build(
         argv += ["--label", f"{key}={value}"]
     for key, value in spec.annotations:
         argv += ["--annotation", f"{key}={value}"]
+    for only, key, value in spec.platform_annotations:
+        if only == platform:
+            argv += ["--annotation", f"{key}={value}"]
     if spec.target:
         argv += ["--target", spec.target]
     for limit in spec.ulimits:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from taskimage.errors import UsageError
+from taskimage.oci.platforms import Platform, normalize
 from taskimage.oci.reference import ImageReference, parse_image
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -180,3 +181,62 @@ def parse_tags(values: Sequence[str], source: str, image: ImageReference) -> tup
         if ref.url != image.url and ref not in out:
             out.append(ref)
     return tuple(out)
+
+
+# --- annotations ----------------------------------------------------------------------------------
+
+_SCOPED_RE = re.compile(r"^(?P<type>[a-z-]+)(?:\[(?P<platforms>[^\]]*)\])?:(?P<rest>.*)$", re.DOTALL)
+_BUILDX_TYPES = ("index", "manifest", "index-descriptor", "manifest-descriptor")
+
+
+@dataclasses.dataclass(frozen=True)
+class Annotations:
+    """ANNOTATIONS sorted by where they go, in buildx's syntax: ``KEY=VALUE`` and
+    ``manifest:KEY=VALUE`` on every platform's image manifest, ``manifest[linux/arm64,...]:KEY=VALUE``
+    on those platforms' only, ``index:KEY=VALUE`` on the manifest list."""
+
+    manifest: tuple[tuple[str, str], ...] = ()
+    platform: tuple[tuple[Platform, str, str], ...] = ()
+    index: tuple[tuple[str, str], ...] = ()
+
+    def for_platform(self, p: Platform) -> tuple[tuple[str, str], ...]:
+        return self.manifest + tuple((k, v) for q, k, v in self.platform if q == p)
+
+
+def parse_annotations(values: Sequence[str], source: str, platforms: Sequence[Platform]) -> Annotations:
+    named = _named(source, "ANNOTATIONS")
+    manifest: list[tuple[str, str]] = []
+    per_platform: list[tuple[Platform, str, str]] = []
+    index: list[tuple[str, str]] = []
+    for value in values:
+        if not value.strip():
+            continue  # an empty array element from Tekton
+        head = value.partition("=")[0]
+        m = _SCOPED_RE.match(value) if ":" in head else None
+        kind, selected, rest = "manifest", None, value
+        if m and m.group("type") in _BUILDX_TYPES:
+            kind, rest = m.group("type"), m.group("rest")
+            selected = m.group("platforms")
+        key, sep, val = rest.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{named}: {value!r} is not [TYPE[PLATFORMS]:]KEY=VALUE")
+        key = key.strip()
+        if kind.endswith("-descriptor"):
+            raise UsageError(f"{named}: {value!r}: {kind} annotations are not supported; use index: or manifest:")
+        if kind == "index":
+            if selected is not None:
+                raise UsageError(f"{named}: {value!r}: an index annotation takes no platforms")
+            index.append((key, val))
+        elif selected is None:
+            manifest.append((key, val))
+        else:
+            wanted = [normalize(x.strip(), source=named) for x in selected.split(",") if x.strip()]
+            if not wanted:
+                raise UsageError(f"{named}: {value!r}: no platform between the brackets")
+            for p in wanted:
+                if p not in platforms:
+                    raise UsageError(
+                        f"{named}: {value!r}: {p} is not built (platforms: {', '.join(map(str, platforms))})"
+                    )
+                per_platform.append((p, key, val))
+    return Annotations(tuple(manifest), tuple(per_platform), tuple(index))

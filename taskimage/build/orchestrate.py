@@ -52,6 +52,7 @@ class BuildOptions:
     results_dir: Path | None = None
     creds: str | None = dataclasses.field(default=None, repr=False)
     tags: tuple[ImageReference, ...] = ()  # ADDITIONAL_TAGS: moved after the list is read back
+    index_annotations: tuple[tuple[str, str], ...] = ()  # ANNOTATIONS index:KEY=VALUE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,12 +148,20 @@ def options_from_values(values: dict) -> BuildOptions:
     for sid in unused:
         log.warn(f"secret {sid!r} is given but the Containerfile mounts no secret of that id")
 
+    annotations = inputs.parse_annotations(v["ANNOTATIONS"], src["ANNOTATIONS"], platforms)
+    if annotations.index and v["FORMAT"] == "docker":
+        raise UsageError(
+            f"{src['ANNOTATIONS']}: index: annotations need an OCI index; a docker manifest list has no "
+            f"annotations (--format docker)"
+        )
+
     spec = buildah.BuildSpec(
         context=context,
         containerfile=containerfile,
         build_args=_pairs(v["BUILD_ARGS"], src["BUILD_ARGS"]),
         labels=_pairs(v["LABELS"], src["LABELS"]),
-        annotations=_pairs(v["ANNOTATIONS"], src["ANNOTATIONS"]),
+        annotations=annotations.manifest,
+        platform_annotations=annotations.platform,
         target=v["TARGET"],
         format=v["FORMAT"],
         cache_repo=_cache_repo(v["CACHE_REPO"], src["CACHE_REPO"]),
@@ -176,6 +185,7 @@ def options_from_values(values: dict) -> BuildOptions:
         results_dir=results.check_dir(v["RESULTS_DIR"], src["RESULTS_DIR"]),
         creds=creds,
         tags=inputs.parse_tags(v["ADDITIONAL_TAGS"], src["ADDITIONAL_TAGS"], image),
+        index_annotations=annotations.index,
     )
 
 
@@ -425,7 +435,8 @@ def build_keys(opts: BuildOptions, registry: buildah.Registry) -> dict[Platform,
             target=opts.spec.target,
             build_args=opts.spec.build_args,
             labels=opts.spec.labels,
-            annotations=opts.spec.annotations,
+            annotations=opts.spec.annotations
+            + tuple((k, val) for q, k, val in opts.spec.platform_annotations if q == p),
             images=resolved,
         )
     log.info(f"whole-build keys for {len(keys)} of {len(opts.platforms)} platform(s) in {timer.seconds:.1f} s")
@@ -695,6 +706,7 @@ def run(opts: BuildOptions) -> Outcome:
                     Path(workdir),
                     opts.retry,
                     opts.retry_delay,
+                    annotations=opts.index_annotations,
                 )
                 move_tags(opts, registry, digest)
                 out = remote.results_for(opts.image, digest, images, opts.tags)

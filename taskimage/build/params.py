@@ -119,10 +119,12 @@ BUILD_PARAMS: tuple[Param, ...] = (
     Param(
         "ANNOTATIONS",
         "--annotation",
-        "Annotations for every image manifest, each KEY=VALUE.",
+        "Annotations in buildx's syntax: KEY=VALUE or manifest:KEY=VALUE on every image manifest, "
+        "manifest[linux/arm64]:KEY=VALUE on that platform's only (a comma list of platforms accepted), "
+        "index:KEY=VALUE on the manifest list (an OCI index; e.g. org.opencontainers.image.source).",
         type="array",
         default=[],
-        metavar="KEY=VALUE",
+        metavar="[TYPE:]KEY=VALUE",
     ),
     Param(
         "SECRETS",
