@@ -369,3 +369,72 @@ def test_annotation_keys_with_colons_stay_plain():
         ["com.example:x=a:b", "index:k=https://x"], "--annotation", [normalize("linux/amd64")]
     )
     assert got.manifest == (("com.example:x", "a:b"),) and got.index == (("k", "https://x"),)
+
+
+# --- SOURCE_DATE_EPOCH ----------------------------------------------------------------------------
+
+
+@pytest.mark.emulation
+def test_two_cold_builds_with_one_source_date_epoch_give_identical_digests(tmp_path, registry, busybox_base):
+    """Empty storage each time, no cache, RUN steps on amd64 and (under qemu) arm64: same epoch, same
+    bytes; another epoch, other digests (so the first comparison can fail)."""
+    ok, why = emulation_ready(("linux/arm64",))
+    need(ok, why)
+    need(have_tools("buildah", "skopeo"), "buildah and skopeo are not installed (see .ci/run)")
+    need(os.geteuid() == 0, "buildah builds here run as root")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "app.txt").write_text("app\n")
+    (ctx / "Containerfile").write_text(
+        f"FROM {busybox_base}\n"
+        "ARG SOURCE_DATE_EPOCH\n"
+        "RUN mkdir -p /data && echo built-at-$SOURCE_DATE_EPOCH > /data/epoch && uname -m > /data/arch\n"
+        "COPY app.txt /data/app.txt\n"
+    )
+
+    def cold_build(name: str, epoch: str) -> tuple[str, dict[str, str], dict[str, dict]]:
+        store = tmp_path / f"storage-{name}"
+        assert not store.exists()
+        env = {
+            "TASKIMAGE_ROOT": str(store / "root"),
+            "TASKIMAGE_RUNROOT": str(store / "run"),
+            "TASKIMAGE_TLSVERIFY": "false",
+            "TASKIMAGE_SOURCE_DATE_EPOCH": epoch,
+        }
+        image = f"{registry.host}/inputs/reproducible:{name}"
+        rc, _, err = taskimage(
+            ["build", "--image", image, "--context", str(ctx), "--platform", "linux/amd64,linux/arm64"], env
+        )
+        assert rc == 0, err[-3000:]
+        assert "--source-date-epoch: one platform at a time" in err
+        index = skopeo_raw(image)
+        digests = {e["platform"]["architecture"]: e["digest"] for e in index["manifests"]}
+        configs = {
+            arch: skopeo_raw(f"{registry.host}/inputs/reproducible@{d}", config=True) for arch, d in digests.items()
+        }
+        return digest_at(image), digests, configs
+
+    first = cold_build("a", "1700000000")
+    second = cold_build("b", "1700000000")
+    other = cold_build("c", "1700000001")
+    assert second[0] == first[0]  # the index
+    assert second[1] == first[1]  # every platform's manifest (so config and layers too)
+    for arch in ("amd64", "arm64"):
+        cfg = first[2][arch]
+        assert cfg["created"] == "2023-11-14T22:13:20Z"
+        ours = cfg["history"][-3:]  # ARG, RUN, COPY of this Containerfile
+        assert [h["created"] for h in ours] == ["2023-11-14T22:13:20Z"] * 3
+        assert other[1][arch] != first[1][arch]
+    assert other[0] != first[0]
+
+
+def test_bad_source_date_epoch_is_a_usage_error():
+    from taskimage.build import inputs
+    from taskimage.errors import UsageError
+
+    assert inputs.parse_epoch(" 0 ", "--source-date-epoch") == 0
+    assert inputs.parse_epoch("", "--source-date-epoch") is None
+    with pytest.raises(UsageError, match=r"^--source-date-epoch \(SOURCE_DATE_EPOCH\): '2023-11-14' is not a number"):
+        inputs.parse_epoch("2023-11-14", "--source-date-epoch")
+    with pytest.raises(UsageError, match=r"^TASKIMAGE_SOURCE_DATE_EPOCH: '-5' is not a number"):
+        inputs.parse_epoch("-5", "TASKIMAGE_SOURCE_DATE_EPOCH")

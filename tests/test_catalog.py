@@ -205,6 +205,7 @@ SAMPLE = {
     "ANNOTATIONS": [],
     "SECRETS": ["npmrc", "id=pip,src=pip.conf"],
     "ADDITIONAL_TAGS": ["1.2", "latest"],
+    "SOURCE_DATE_EPOCH": "1700000000",
     "REPOSITORY": "reg.example/team/app",
     "PLATFORM": "arm64",
     "IMAGE_REFS": [f"reg.example/team/app@{DIGEST}", f"reg.example/team/app@sha256:{'cd' * 32}"],

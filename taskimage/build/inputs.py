@@ -240,3 +240,22 @@ def parse_annotations(values: Sequence[str], source: str, platforms: Sequence[Pl
                     )
                 per_platform.append((p, key, val))
     return Annotations(tuple(manifest), tuple(per_platform), tuple(index))
+
+
+# --- SOURCE_DATE_EPOCH ----------------------------------------------------------------------------
+
+
+def parse_epoch(value: str, source: str) -> int | None:
+    """Whole seconds since 1970-01-01 UTC, or None when empty."""
+    text = value.strip()
+    if not text:
+        return None
+    named = _named(source, "SOURCE_DATE_EPOCH")
+    if not text.isdigit():
+        raise UsageError(
+            f"{named}: {value!r} is not a number of seconds since 1970-01-01 (e.g. git log -1 --format=%ct)"
+        )
+    seconds = int(text)
+    if seconds > 253402300799:  # 9999-12-31T23:59:59Z: past that, RFC 3339 times (image configs) end
+        raise UsageError(f"{named}: {value!r} is after the year 9999")
+    return seconds

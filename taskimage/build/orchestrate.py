@@ -148,6 +148,10 @@ def options_from_values(values: dict) -> BuildOptions:
     for sid in unused:
         log.warn(f"secret {sid!r} is given but the Containerfile mounts no secret of that id")
 
+    build_args = _pairs(v["BUILD_ARGS"], src["BUILD_ARGS"])
+    epoch = inputs.parse_epoch(v["SOURCE_DATE_EPOCH"], src["SOURCE_DATE_EPOCH"])
+    if epoch is not None and "SOURCE_DATE_EPOCH" not in dict(build_args):
+        build_args += (("SOURCE_DATE_EPOCH", str(epoch)),)  # as buildx does; also in the whole-build key
     annotations = inputs.parse_annotations(v["ANNOTATIONS"], src["ANNOTATIONS"], platforms)
     if annotations.index and v["FORMAT"] == "docker":
         raise UsageError(
@@ -158,7 +162,8 @@ def options_from_values(values: dict) -> BuildOptions:
     spec = buildah.BuildSpec(
         context=context,
         containerfile=containerfile,
-        build_args=_pairs(v["BUILD_ARGS"], src["BUILD_ARGS"]),
+        build_args=build_args,
+        timestamp=epoch,
         labels=_pairs(v["LABELS"], src["LABELS"]),
         annotations=annotations.manifest,
         platform_annotations=annotations.platform,
@@ -669,6 +674,18 @@ def run(opts: BuildOptions) -> Outcome:
     log.info(f"storage driver {driver}: {why}")
     store = buildah.Storage(driver, opts.root, opts.runroot)
     jobs = opts.jobs or default_jobs(len(opts.platforms))
+    if opts.spec.timestamp is not None and len(opts.platforms) > 1:
+        # Builds at once in one storage race for the base image's name (each platform pulls it and
+        # moves the tag): the loser records its base by ID, which changes its history comments and
+        # base-image annotations, so the digest. One at a time, every cold build writes the same.
+        if opts.jobs > 1:
+            log.warn(
+                f"--jobs {opts.jobs} with --source-date-epoch: parallel builds in one storage may record "
+                "their base image differently, so digests may differ between runs; --jobs 1 avoids it"
+            )
+        else:
+            jobs = 1
+            log.info("--source-date-epoch: one platform at a time, so that every run records its base images alike")
     jobs = min(jobs, len(opts.platforms))
     order = build_order(opts.platforms, [s.platform for s in statuses if s.native])
     log.info(

@@ -137,6 +137,15 @@ BUILD_PARAMS: tuple[Param, ...] = (
         default=[],
         metavar="id=ID,src=PATH",
     ),
+    Param(
+        "SOURCE_DATE_EPOCH",
+        "--source-date-epoch",
+        "Seconds since 1970 for reproducible images: the images' created time, their history and the "
+        "time of every file the build writes (buildah --timestamp), also passed as the build arg "
+        "SOURCE_DATE_EPOCH for tools that honour it. The Pipelines pass the commit's time (git-clone's "
+        "committer-date). Empty: now.",
+        metavar="SECONDS",
+    ),
     Param("TARGET", "--target", "Build this stage of a multi-stage Containerfile; empty: the last.", metavar="STAGE"),
     Param(
         "FORMAT",
