@@ -354,7 +354,23 @@ def test_pipelines_reference_git_clone_and_our_tasks_through_resolvers():
     plats = next(x for x in seed_like["spec"]["params"] if x["name"] == "PLATFORMS")
     assert plats["default"] == ["linux/amd64", "linux/arm64"]
     subpaths = {w["name"]: w.get("subPath") for w in _task(seed_like, "build")["workspaces"]}
-    assert subpaths == {"source": "src", "storage": "containers", "dockerconfig": None}
+    assert subpaths == {"source": "src", "storage": "containers", "dockerconfig": None, "build-secrets": None}
+    # private repositories (issue 15): git-clone gets the optional basic-auth and ssh-directory
+    for name in ("buildah-multiarch", "buildah-multiarch-matrix"):
+        spec = pipeline(name)["spec"]
+        optional = {w["name"] for w in spec["workspaces"] if w.get("optional")}
+        assert {"basic-auth", "ssh-directory", "build-secrets"} <= optional
+        clone = {w["name"]: w["workspace"] for w in _task(pipeline(name), "fetch-source")["workspaces"]}
+        assert clone["basic-auth"] == "basic-auth" and clone["ssh-directory"] == "ssh-directory"
+        build = {x["name"]: x["value"] for x in _task(pipeline(name), "build")["params"]}
+        assert build["SOURCE_DATE_EPOCH"] == "$(tasks.fetch-source.results.committer-date)"
+    build = {x["name"]: x["value"] for x in _task(seed_like, "build")["params"]}
+    assert build["ANNOTATIONS"] == [
+        "index:org.opencontainers.image.source=$(params.url)",
+        "index:org.opencontainers.image.revision=$(tasks.fetch-source.results.commit)",
+    ]
+    pac = yaml.safe_load((ROOT / "examples/pac/build.yaml").read_text())
+    assert {"name": "basic-auth", "secret": {"secretName": "{{ git_auth_secret }}"}} in pac["spec"]["workspaces"]
 
 
 def test_matrix_pipeline_fans_out_over_string_params_and_joins_string_results():
