@@ -705,7 +705,7 @@ def run(opts: BuildOptions) -> Outcome:
                     opts = dataclasses.replace(opts, spec=dataclasses.replace(opts.spec, cache_repo=""))
                 else:
                     log.info(f"layer cache {opts.spec.cache_repo}: reachable")
-            before = frozenset()
+            before: frozenset[str] = frozenset()
             if opts.evict and not opts.skip_push:
                 before = frozenset(tools.run(buildah.image_ids(store), quiet=True, stream=False).stdout.split())
             keys = build_keys(opts, registry) if opts.spec.cache_repo and not opts.skip_push else {}
@@ -718,7 +718,7 @@ def run(opts: BuildOptions) -> Outcome:
                 digest, images = index.push_list(
                     registry,
                     opts.image,
-                    [b.pushed for b in builds],
+                    _pushed(builds),
                     opts.spec.format,
                     Path(workdir),
                     opts.retry,
@@ -735,6 +735,16 @@ def run(opts: BuildOptions) -> Outcome:
             return outcome
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _pushed(builds: Sequence[PlatformBuild]) -> list[index.Instance]:
+    """Every platform's pushed image, for the list; a platform without one is a bug, not a short list."""
+    out = []
+    for b in builds:
+        if b.pushed is None:
+            raise AssertionError(f"{b.platform} was built but not pushed")
+        out.append(b.pushed)
+    return out
 
 
 def move_tags(opts: BuildOptions, registry: buildah.Registry, digest: str) -> None:

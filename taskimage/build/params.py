@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from taskimage.errors import UsageError
@@ -330,7 +330,7 @@ def parse_bool(value: str, source: str) -> bool:
 
 
 def resolve(
-    args: argparse.Namespace, params: Iterable[Param] = BUILD_PARAMS, env: dict | None = None
+    args: argparse.Namespace, params: Iterable[Param] = BUILD_PARAMS, env: Mapping[str, str] | None = None
 ) -> dict[str, tuple[Any, str]]:
     """Each param's value and where it came from (the flag or the env var), typed."""
     env = os.environ if env is None else env
@@ -377,10 +377,10 @@ def _convert(p: Param, raw: Any, source: str) -> Any:
             raise UsageError(f"{source}: must not be negative, got {raw!r}")
         return value
     if p.type == "choice":
-        value = str(raw).strip().lower()
-        if value not in p.choices:
+        choice = str(raw).strip().lower()
+        if choice not in p.choices:
             raise UsageError(f"{source}: invalid value {raw!r}; accepted: {', '.join(p.choices)}")
-        return value
+        return choice
     return str(raw)
 
 
