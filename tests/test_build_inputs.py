@@ -438,3 +438,27 @@ def test_bad_source_date_epoch_is_a_usage_error():
         inputs.parse_epoch("2023-11-14", "--source-date-epoch")
     with pytest.raises(UsageError, match=r"^TASKIMAGE_SOURCE_DATE_EPOCH: '-5' is not a number"):
         inputs.parse_epoch("-5", "TASKIMAGE_SOURCE_DATE_EPOCH")
+
+
+# --- SSH ------------------------------------------------------------------------------------------
+
+
+def test_ssh_values_and_bad_ones(tmp_path):
+    from taskimage.build import inputs
+    from taskimage.errors import UsageError
+
+    ws = tmp_path / "ssh"
+    ws.mkdir()
+    (ws / "id_ed25519").write_text("key")
+    (tmp_path / "outside").write_text("x")
+    assert inputs.parse_ssh(["default=id_ed25519", ""], "--ssh", ws, {}) == (f"default={ws / 'id_ed25519'}",)
+    for value, env, message in [
+        ("default", {}, "--ssh (SSH): ssh 'default': no SSH agent (SSH_AUTH_SOCK is unset); give default=KEYFILE"),
+        ("default=../outside", {}, "--ssh (SSH): ssh 'default': '../outside' is outside the ssh-directory workspace"),
+        ("git=id_rsa", {}, "--ssh (SSH): ssh 'git': no file 'id_rsa' in the ssh-directory workspace"),
+    ]:
+        with pytest.raises(UsageError, match="^" + re.escape(message)):
+            inputs.parse_ssh([value], "--ssh", ws, env)
+    with pytest.raises(UsageError, match=r"^--ssh \(SSH\): the Containerfile mounts ssh 'default', which is not given"):
+        inputs.check_ssh_mounts("RUN --mount=type=ssh git clone x\n", (), "--ssh")
+    inputs.check_ssh_mounts("RUN --mount=type=ssh,id=gh,required=false true\n", (), "--ssh")

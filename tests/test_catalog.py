@@ -206,6 +206,7 @@ SAMPLE = {
     "SECRETS": ["npmrc", "id=pip,src=pip.conf"],
     "ADDITIONAL_TAGS": ["1.2", "latest"],
     "SOURCE_DATE_EPOCH": "1700000000",
+    "SSH": ["default=id_ed25519"],
     "REPOSITORY": "reg.example/team/app",
     "PLATFORM": "arm64",
     "IMAGE_REFS": [f"reg.example/team/app@{DIGEST}", f"reg.example/team/app@sha256:{'cd' * 32}"],
@@ -215,6 +216,7 @@ WORKSPACES = {
     "dockerconfig": "/workspace/dockerconfig",
     "sslcertdir": "",
     "build-secrets": "/workspace/build-secrets",
+    "ssh-directory": "/workspace/ssh-directory",
 }
 
 
@@ -263,6 +265,7 @@ def test_build_task_params_are_exactly_the_build_flags():
         "AUTHFILE",
         "CERT_DIR",
         "SECRETS_ROOT",
+        "SSH_ROOT",
         "CREDS",
         "ROOT",
         "RUNROOT",

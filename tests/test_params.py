@@ -97,6 +97,8 @@ def test_step_args_and_env_shapes():
         "$(params.ANNOTATIONS[*])",
         "--secret",
         "$(params.SECRETS[*])",
+        "--ssh",
+        "$(params.SSH[*])",
     ]
     env = {e["name"]: e["value"] for e in params.step_env()}
     assert env["TASKIMAGE_IMAGE"] == "$(params.IMAGE)"

@@ -57,6 +57,7 @@ class BuildSpec:
     cache_repo: str = ""
     ulimits: tuple[str, ...] = ()  # e.g. "nofile=20000:20000", for RUN steps (see run_limits)
     platform_annotations: tuple[tuple[Platform, str, str], ...] = ()  # manifest[PLATFORM]:KEY=VALUE
+    ssh: tuple[str, ...] = ()  # buildah --ssh values: default | ID | ID=PATH[,PATH] (no key bytes)
     timestamp: int | None = None  # SOURCE_DATE_EPOCH: buildah --timestamp (1.28 and 1.39 have it)
     secrets: tuple[str, ...] = ()  # buildah --secret values: id=ID,src=PATH | id=ID,env=VAR (no secret bytes)
 
@@ -93,6 +94,8 @@ def build(
         argv += ["--ulimit", limit]
     for secret in spec.secrets:
         argv += ["--secret", secret]
+    for ssh in spec.ssh:
+        argv += ["--ssh", ssh]
     if spec.timestamp is not None:
         argv += ["--timestamp", str(spec.timestamp)]
     if layers or spec.cache_repo:

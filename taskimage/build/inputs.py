@@ -116,20 +116,20 @@ def _secret_file(src: str, sid: str, named: str, root: Path | None) -> Path:
 _MOUNT_RE = re.compile(r"--mount=(\S+)")
 
 
-def secret_mounts(containerfile: str) -> dict[str, bool]:
-    """The secret ids the Containerfile's ``RUN --mount=type=secret`` name, each with whether it
-    may be missing (``required=false`` given explicitly). buildkit's default id is the target's
-    basename."""
+def secret_mounts(containerfile: str, kind: str = "secret") -> dict[str, bool]:
+    """The ids the Containerfile's ``RUN --mount=type=secret`` (or ``type=ssh``) name, each with
+    whether it may be missing (``required=false`` given explicitly). buildkit's default id is the
+    target's basename for a secret, ``default`` for ssh."""
     found: dict[str, bool] = {}
     for match in _MOUNT_RE.finditer(containerfile):
         opts: dict[str, str] = {}
         for part in match.group(1).strip("'\"").split(","):
             key, sep, val = part.partition("=")
             opts[key.strip().lower()] = val.strip() if sep else "true"
-        if opts.get("type") != "secret":
+        if opts.get("type") != kind:
             continue
         target = opts.get("target") or opts.get("dst") or opts.get("destination") or ""
-        sid = opts.get("id") or os.path.basename(target)
+        sid = opts.get("id") or (os.path.basename(target) if kind == "secret" else "default")
         if sid:
             optional = opts.get("required", "").lower() in ("false", "0", "no")
             found[sid] = found.get(sid, True) and optional
@@ -259,3 +259,67 @@ def parse_epoch(value: str, source: str) -> int | None:
     if seconds > 253402300799:  # 9999-12-31T23:59:59Z: past that, RFC 3339 times (image configs) end
         raise UsageError(f"{named}: {value!r} is after the year 9999")
     return seconds
+
+
+# --- SSH ------------------------------------------------------------------------------------------
+
+
+def parse_ssh(
+    values: Sequence[str], source: str, root: Path | None, environ: Mapping[str, str] | None = None
+) -> tuple[str, ...]:
+    """``--ssh`` values as buildah takes them: ``default`` or ``ID`` (the agent at $SSH_AUTH_SOCK)
+    or ``ID=PATH[,PATH...]`` (private keys, or an agent socket). A relative PATH is taken in ``root``
+    (the Task's ssh-directory workspace) and may not leave it. Only paths are held or logged."""
+    environ = os.environ if environ is None else environ
+    named = _named(source, "SSH")
+    out: list[str] = []
+    seen: set[str] = set()
+    for value in values:
+        if not value.strip():
+            continue
+        sid, sep, paths = value.strip().partition("=")
+        if not _ID_RE.match(sid):
+            raise UsageError(f"{named}: {value!r}: the ssh id {sid!r} must be letters, digits, '.', '_' or '-'")
+        if sid in seen:
+            raise UsageError(f"{named}: ssh id {sid!r} is given twice")
+        seen.add(sid)
+        if not sep:
+            sock = environ.get("SSH_AUTH_SOCK", "")
+            if not sock or not Path(sock).exists():
+                raise UsageError(
+                    f"{named}: ssh {sid!r}: no SSH agent (SSH_AUTH_SOCK is "
+                    f"{'unset' if not sock else repr(sock) + ', which does not exist'}); give {sid}=KEYFILE"
+                )
+            out.append(sid)
+            continue
+        files = []
+        for item in paths.split(","):
+            if not item.strip():
+                raise UsageError(f"{named}: {value!r}: an empty key path")
+            path = Path(item.strip())
+            if not path.is_absolute():
+                path = (root if root is not None else Path.cwd()) / path
+            if root is not None:
+                try:
+                    path.resolve().relative_to(root.resolve())
+                except ValueError:
+                    raise UsageError(f"{named}: ssh {sid!r}: {item!r} is outside the ssh-directory workspace") from None
+            if not path.exists():
+                where = "the ssh-directory workspace" if root is not None else "the working directory"
+                raise UsageError(f"{named}: ssh {sid!r}: no file {item!r} in {where}")
+            files.append(str(path.resolve()))
+        out.append(f"{sid}={','.join(files)}")
+    return tuple(out)
+
+
+def check_ssh_mounts(containerfile: str, ssh: Sequence[str], source: str) -> None:
+    """Refuse an ssh id the Containerfile mounts but nobody gave (buildah would run the step
+    without an agent, and git would fail with "Permission denied (publickey)" deep in the log)."""
+    named = _named(source, "SSH")
+    given = {value.partition("=")[0] for value in ssh}
+    for sid, optional in secret_mounts(containerfile, "ssh").items():
+        if sid not in given and not optional:
+            raise UsageError(
+                f"{named}: the Containerfile mounts ssh {sid!r}, which is not given: pass --ssh {sid}=KEYFILE "
+                "(Task: SSH with the key in the ssh-directory workspace), or mark the mount required=false"
+            )

@@ -147,6 +147,11 @@ def options_from_values(values: dict) -> BuildOptions:
         raise UsageError(f"{src['DOCKERFILE']}: cannot read {containerfile}: {exc.strerror}") from None
     for sid in unused:
         log.warn(f"secret {sid!r} is given but the Containerfile mounts no secret of that id")
+    ssh_root = Path(v["SSH_ROOT"]) if v["SSH_ROOT"] else None
+    if ssh_root is not None and not ssh_root.is_dir():
+        raise UsageError(f"{src['SSH_ROOT']}: {v['SSH_ROOT']!r} is not a directory")
+    ssh = inputs.parse_ssh(v["SSH"], src["SSH"], ssh_root)
+    inputs.check_ssh_mounts(containerfile.read_text(errors="replace"), ssh, src["SSH"])
 
     build_args = _pairs(v["BUILD_ARGS"], src["BUILD_ARGS"])
     epoch = inputs.parse_epoch(v["SOURCE_DATE_EPOCH"], src["SOURCE_DATE_EPOCH"])
@@ -172,6 +177,7 @@ def options_from_values(values: dict) -> BuildOptions:
         cache_repo=_cache_repo(v["CACHE_REPO"], src["CACHE_REPO"]),
         ulimits=buildah.run_limits(),
         secrets=tuple(s.arg() for s in secrets),
+        ssh=ssh,
     )
     registry, creds = remote.access(v, src)
     return BuildOptions(

@@ -138,6 +138,17 @@ BUILD_PARAMS: tuple[Param, ...] = (
         metavar="id=ID,src=PATH",
     ),
     Param(
+        "SSH",
+        "--ssh",
+        "SSH for RUN --mount=type=ssh (e.g. git clone of a private dependency), each ID=KEYFILE[,KEYFILE] "
+        "or ID alone (the agent at $SSH_AUTH_SOCK); the id of a mount without id= is default. In the "
+        "Task, KEYFILE is relative to the ssh-directory workspace and may not leave it. The key is "
+        "offered by an agent buildah runs, never copied into the image.",
+        type="array",
+        default=[],
+        metavar="default|ID=KEYFILE",
+    ),
+    Param(
         "SOURCE_DATE_EPOCH",
         "--source-date-epoch",
         "Seconds since 1970 for reproducible images: the images' created time, their history and the "
@@ -232,6 +243,15 @@ BUILD_PARAMS: tuple[Param, ...] = (
         in_task=False,
         metavar="DIR",
         task_env_value="$(workspaces.build-secrets.path)",
+    ),
+    Param(
+        "SSH_ROOT",
+        "--ssh-root",
+        "Directory relative --ssh key files are read from, and may not leave (the Task passes its "
+        "ssh-directory workspace); empty: the working directory, no limit.",
+        in_task=False,
+        metavar="DIR",
+        task_env_value="$(workspaces.ssh-directory.path)",
     ),
     Param(
         "AUTHFILE",

@@ -261,6 +261,7 @@ FLAVOURS = {
     "busybox": ("extract", "bookworm", ["busybox-static"]),
     "bookworm": ("minbase", "bookworm", []),
     "trixie": ("minbase", "trixie", []),
+    "git-ssh": ("minbase", "bookworm", ["git", "openssh-client"]),  # tests of RUN --mount=type=ssh
 }
 
 

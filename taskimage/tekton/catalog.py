@@ -93,6 +93,13 @@ WS_BUILD_SECRETS = {
     "description": "Files for SECRETS (e.g. a Secret volume holding an .npmrc): each is mounted only into the "
     "RUN steps that ask for it (RUN --mount=type=secret,id=ID) and is never stored in the image.",
 }
+WS_SSH_DIRECTORY = {
+    "name": "ssh-directory",
+    "optional": True,
+    "readOnly": True,
+    "description": "SSH keys for SSH (RUN --mount=type=ssh, e.g. git clone of a private dependency), e.g. "
+    "a Secret with id_ed25519 (and known_hosts, which the Containerfile copies or checks itself).",
+}
 WS_STORAGE = {
     "name": "storage",
     "optional": True,
@@ -213,10 +220,10 @@ def _bindings(names: Iterable[str]) -> list[dict]:
 
 
 def task_defs() -> tuple[TaskDef, ...]:
-    build_ws = (WS_SOURCE, WS_DOCKERCONFIG, WS_SSLCERTDIR, WS_BUILD_SECRETS, WS_STORAGE)
+    build_ws = (WS_SOURCE, WS_DOCKERCONFIG, WS_SSLCERTDIR, WS_BUILD_SECRETS, WS_SSH_DIRECTORY, WS_STORAGE)
     platform_params = _platform_params()
     platform_env = [_env_var(p) for p in platform_params if p.in_task and p.type != "array"]
-    platform_env += _bindings(("SOURCE_ROOT", "AUTHFILE", "CERT_DIR", "SECRETS_ROOT"))
+    platform_env += _bindings(("SOURCE_ROOT", "AUTHFILE", "CERT_DIR", "SECRETS_ROOT", "SSH_ROOT"))
     index_params = tuple(
         dataclasses.replace(p, name="IMAGE_REFS", required=True) if p.name == "REFS" else p for p in index.PARAMS
     )
