@@ -462,3 +462,110 @@ def test_ssh_values_and_bad_ones(tmp_path):
     with pytest.raises(UsageError, match=r"^--ssh \(SSH\): the Containerfile mounts ssh 'default', which is not given"):
         inputs.check_ssh_mounts("RUN --mount=type=ssh git clone x\n", (), "--ssh")
     inputs.check_ssh_mounts("RUN --mount=type=ssh,id=gh,required=false true\n", (), "--ssh")
+
+
+@pytest.fixture
+def git_over_ssh(tmp_path):
+    """A real sshd on 127.0.0.1:<free port> (key login for root only) serving a bare git repository."""
+    sshd = "/usr/sbin/sshd"
+    need(
+        os.path.exists(sshd) and have_tools("ssh-keygen", "git"), "sshd, ssh-keygen and git are needed (openssh-server)"
+    )
+    need(os.geteuid() == 0, "the test sshd runs as root")
+    from taskimage.dev.env import free_port
+
+    d = tmp_path / "sshd"
+    d.mkdir()
+    for name in ("host", "client", "stranger"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
+    (d / "authorized_keys").write_text((d / "client.pub").read_text())
+    content = "private-dependency-" + pysecrets.token_hex(8) + "\n"
+    work = tmp_path / "dep-work"
+    work.mkdir()
+    (work / "dep.txt").write_text(content)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"]
+    subprocess.run([*git, "init", "-q", str(work)], check=True)
+    subprocess.run([*git, "-C", str(work), "add", "dep.txt"], check=True)
+    subprocess.run([*git, "-C", str(work), "commit", "-q", "-m", "dep"], check=True)
+    subprocess.run([*git, "clone", "-q", "--bare", str(work), str(tmp_path / "dep.git")], check=True)
+    port = free_port()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host'}\nAuthorizedKeysFile {d / 'authorized_keys'}\n"
+        f"PidFile {d / 'sshd.pid'}\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+    )
+    os.makedirs("/run/sshd", exist_ok=True)
+    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.PIPE, text=True)
+    try:
+        probe = ["ssh", "-i", str(d / "client"), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+        probe += ["-o", "BatchMode=yes", "-o", "ConnectionAttempts=30", "-p", str(port), "root@127.0.0.1", "true"]
+        for _ in range(50):  # until sshd accepts connections (no fixed sleep: each try is a real login)
+            if subprocess.run(probe, capture_output=True, timeout=60).returncode == 0:
+                break
+            assert proc.poll() is None, proc.stderr.read()
+        else:
+            pytest.fail("sshd never accepted the client key")
+        yield {"dir": d, "port": port, "repo": str(tmp_path / "dep.git"), "content": content}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_private_git_dependency_over_ssh_builds_and_fails_clearly_without_the_key(
+    tmp_path, registry, storage_env, git_over_ssh
+):
+    need(have_tools("mmdebstrap"), "mmdebstrap is not installed (see .ci/run)")
+    from taskimage.dev import env as devenv
+
+    base = devenv.base_image("git-ssh", ["linux/amd64"], f"{registry.host}/base/git-ssh:bookworm")
+    s = git_over_ssh
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(
+        f"FROM {base}\n"
+        f'ENV GIT_SSH_COMMAND="ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -p {s["port"]}"\n'
+        f"RUN --mount=type=ssh git clone -q ssh://root@127.0.0.1{s['repo']} /dep && cp /dep/dep.txt /dep.txt && rm -rf /dep\n"
+    )
+    workspace = tmp_path / "ssh-directory"
+    workspace.mkdir()
+    key = (s["dir"] / "client").read_bytes()
+    (workspace / "id_ed25519").write_bytes(key)
+    (workspace / "stranger").write_bytes((s["dir"] / "stranger").read_bytes())
+    env = dict(storage_env, TASKIMAGE_SSH_ROOT=str(workspace))
+    image = f"{registry.host}/inputs/ssh:1"
+    rc, out, err = taskimage(
+        ["build", "--image", image, "--context", str(ctx), "--ssh", "default=id_ed25519", "--platform", "linux/amd64"],
+        env,
+    )
+    assert rc == 0, err[-3000:]
+    digest = skopeo_raw(image)["manifests"][0]["digest"]
+    d = pull_dir(f"{registry.host}/inputs/ssh@{digest}", tmp_path / "pulled")
+    manifest = json.loads((d / "manifest.json").read_text())
+    top = layer_files((d / manifest["layers"][-1]["digest"].split(":", 1)[1]).read_bytes())
+    assert top["dep.txt"].decode() == s["content"]  # fetched over SSH during the build
+    key_body = b"".join(line for line in key.splitlines() if not line.startswith(b"-----"))
+    for layer in manifest["layers"]:
+        raw = (d / layer["digest"].split(":", 1)[1]).read_bytes()
+        assert key_body not in raw and all(key_body not in f for f in layer_files(raw).values())
+    assert key_body.decode() not in out + err
+
+    # a key the server does not know: the build fails, and the log says why
+    rc, _, err = taskimage(
+        [
+            "build",
+            "--image",
+            image + "-x",
+            "--context",
+            str(ctx),
+            "--ssh",
+            "default=stranger",
+            "--platform",
+            "linux/amd64",
+        ],
+        env,
+    )
+    assert rc == 1
+    assert "Permission denied (publickey)" in err, err[-3000:]
+    # no key at all: a usage error before any build
+    rc, _, err = taskimage(["build", "--image", image + "-y", "--context", str(ctx), "--platform", "linux/amd64"], env)
+    assert rc == 2 and "--ssh (SSH): the Containerfile mounts ssh 'default', which is not given" in err, err
