@@ -211,11 +211,15 @@ SAMPLE = {
     "BUILD_ARGS": ["A=1", "B=two words"],
     "LABELS": ["org.example=x"],
     "ANNOTATIONS": [],
+    "SECRETS": ["npmrc", "id=pip,src=pip.conf"],
+    "ADDITIONAL_TAGS": ["1.2", "latest"],
+    "SOURCE_DATE_EPOCH": "1700000000",
+    "SSH": ["default=id_ed25519"],
     "REPOSITORY": "reg.example/team/app",
     "PLATFORM": "arm64",
     "IMAGE_REFS": [f"reg.example/team/app@{DIGEST}", f"reg.example/team/app@sha256:{'cd' * 32}"],
 }
-BOUND_WORKSPACES = ("source", "dockerconfig")  # sslcertdir (optional) stays unbound
+BOUND_WORKSPACES = ("source", "dockerconfig", "build-secrets", "ssh-directory")  # sslcertdir (optional) stays unbound
 
 
 def _tekton_invocation(task: dict, run_name: str = "app-build-1") -> tuple[list[str], dict[str, str]]:
@@ -251,7 +255,17 @@ def test_build_task_params_are_exactly_the_build_flags():
         assert p.dest in flags, f"{p.name}: no flag in `taskimage build`"
     # Every CLI-only flag is either bound to a workspace or meaningless in a pod.
     cli_only = {p.name for p in params.BUILD_PARAMS if not p.in_task}
-    assert cli_only == {"SOURCE_ROOT", "AUTHFILE", "CERT_DIR", "CREDS", "ROOT", "RUNROOT", "RESULTS_DIR"}
+    assert cli_only == {
+        "SOURCE_ROOT",
+        "AUTHFILE",
+        "CERT_DIR",
+        "SECRETS_ROOT",
+        "SSH_ROOT",
+        "CREDS",
+        "ROOT",
+        "RUNROOT",
+        "RESULTS_DIR",
+    }
 
 
 def test_build_task_values_reach_the_cli_unchanged():
@@ -284,7 +298,7 @@ def test_platform_task_builds_one_platform_to_a_per_run_tag():
     assert values["PLATFORMS"][0] == ["arm64"]
     assert values["IMAGE"][0] == "reg.example/team/app:run-abc-build-1"
     assert values["BUILD_ARGS"][0] == SAMPLE["BUILD_ARGS"]
-    others = {p.name for p in params.BUILD_PARAMS if p.in_task} - {"IMAGE", "PLATFORMS"}
+    others = {p.name for p in params.BUILD_PARAMS if p.in_task} - {"IMAGE", "PLATFORMS", "ADDITIONAL_TAGS"}
     assert others <= set(spec)
 
 
@@ -338,7 +352,23 @@ def test_pipelines_reference_git_clone_and_our_tasks_through_resolvers():
     plats = next(x for x in seed_like["spec"]["params"] if x["name"] == "PLATFORMS")
     assert plats["default"] == ["linux/amd64", "linux/arm64"]
     subpaths = {w["name"]: w.get("subPath") for w in _task(seed_like, "build")["workspaces"]}
-    assert subpaths == {"source": "src", "storage": "containers", "dockerconfig": None}
+    assert subpaths == {"source": "src", "storage": "containers", "dockerconfig": None, "build-secrets": None}
+    # private repositories (issue 15): git-clone gets the optional basic-auth and ssh-directory
+    for name in ("buildah-multiarch", "buildah-multiarch-matrix"):
+        spec = pipeline(name)["spec"]
+        optional = {w["name"] for w in spec["workspaces"] if w.get("optional")}
+        assert {"basic-auth", "ssh-directory", "build-secrets"} <= optional
+        clone = {w["name"]: w["workspace"] for w in _task(pipeline(name), "fetch-source")["workspaces"]}
+        assert clone["basic-auth"] == "basic-auth" and clone["ssh-directory"] == "ssh-directory"
+        build = {x["name"]: x["value"] for x in _task(pipeline(name), "build")["params"]}
+        assert build["SOURCE_DATE_EPOCH"] == "$(tasks.fetch-source.results.committer-date)"
+    build = {x["name"]: x["value"] for x in _task(seed_like, "build")["params"]}
+    assert build["ANNOTATIONS"] == [
+        "index:org.opencontainers.image.source=$(params.url)",
+        "index:org.opencontainers.image.revision=$(tasks.fetch-source.results.commit)",
+    ]
+    pac = yaml.safe_load((ROOT / "examples/pac/build.yaml").read_text())
+    assert {"name": "basic-auth", "secret": {"secretName": "{{ git_auth_secret }}"}} in pac["spec"]["workspaces"]
 
 
 def test_matrix_pipeline_fans_out_over_string_params_and_joins_string_results():

@@ -87,12 +87,18 @@ def test_step_args_and_env_shapes():
     args = params.step_args()
     assert args[:2] == ["build", "$(params.PLATFORMS[*])"]
     assert args[2:] == [
+        "--tag",
+        "$(params.ADDITIONAL_TAGS[*])",
         "--build-arg",
         "$(params.BUILD_ARGS[*])",
         "--label",
         "$(params.LABELS[*])",
         "--annotation",
         "$(params.ANNOTATIONS[*])",
+        "--secret",
+        "$(params.SECRETS[*])",
+        "--ssh",
+        "$(params.SSH[*])",
     ]
     env = {e["name"]: e["value"] for e in params.step_env()}
     assert env["TASKIMAGE_IMAGE"] == "$(params.IMAGE)"

@@ -56,6 +56,10 @@ class BuildSpec:
     format: str = "oci"  # oci | docker
     cache_repo: str = ""
     ulimits: tuple[str, ...] = ()  # e.g. "nofile=20000:20000", for RUN steps (see run_limits)
+    platform_annotations: tuple[tuple[Platform, str, str], ...] = ()  # manifest[PLATFORM]:KEY=VALUE
+    ssh: tuple[str, ...] = ()  # buildah --ssh values: default | ID | ID=PATH[,PATH] (no key bytes)
+    timestamp: int | None = None  # SOURCE_DATE_EPOCH: buildah --timestamp (1.28 and 1.39 have it)
+    secrets: tuple[str, ...] = ()  # buildah --secret values: id=ID,src=PATH | id=ID,env=VAR (no secret bytes)
 
 
 def build(
@@ -81,10 +85,19 @@ def build(
         argv += ["--label", f"{key}={value}"]
     for key, value in spec.annotations:
         argv += ["--annotation", f"{key}={value}"]
+    for only, key, value in spec.platform_annotations:
+        if only == platform:
+            argv += ["--annotation", f"{key}={value}"]
     if spec.target:
         argv += ["--target", spec.target]
     for limit in spec.ulimits:
         argv += ["--ulimit", limit]
+    for secret in spec.secrets:
+        argv += ["--secret", secret]
+    for ssh in spec.ssh:
+        argv += ["--ssh", ssh]
+    if spec.timestamp is not None:
+        argv += ["--timestamp", str(spec.timestamp)]
     if layers or spec.cache_repo:
         argv.append("--layers")
     if spec.cache_repo:
@@ -165,6 +178,22 @@ def skopeo_copy_image(registry: Registry, source: str, destination: str) -> list
         "skopeo",
         "copy",
         "--quiet",
+        "--preserve-digests",
+        *copy_flags(registry, src=True),
+        *copy_flags(registry, src=False),
+        *(["--authfile", registry.authfile] if registry.authfile else []),
+        f"docker://{source}",
+        f"docker://{destination}",
+    ]
+
+
+def skopeo_copy_list(registry: Registry, source: str, destination: str) -> list[str]:
+    """Copy a pushed manifest list and its images, by digest, to another tag, unchanged."""
+    return [
+        "skopeo",
+        "copy",
+        "--quiet",
+        "--all",
         "--preserve-digests",
         *copy_flags(registry, src=True),
         *copy_flags(registry, src=False),

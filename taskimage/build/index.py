@@ -204,8 +204,11 @@ def list_media_type(instances: Sequence[Instance], fmt: str) -> str:
     return OCI_INDEX
 
 
-def index_document(instances: Sequence[Instance], media_type: str) -> bytes:
-    """The manifest list naming each image by digest, size and platform, in the order given."""
+def index_document(
+    instances: Sequence[Instance], media_type: str, annotations: Sequence[tuple[str, str]] = ()
+) -> bytes:
+    """The manifest list naming each image by digest, size and platform, in the order given, with
+    ``annotations`` (an OCI index only: a docker list has no such field)."""
     manifests = []
     for i in instances:
         platform = {"architecture": i.platform.arch, "os": i.platform.os}
@@ -214,9 +217,12 @@ def index_document(instances: Sequence[Instance], media_type: str) -> bytes:
         manifests.append(
             {"mediaType": i.media_type, "digest": i.ref.digest, "size": len(i.manifest), "platform": platform}
         )
-    return json.dumps(
-        {"schemaVersion": 2, "mediaType": media_type, "manifests": manifests}, indent=None, separators=(",", ":")
-    ).encode()
+    doc: dict = {"schemaVersion": 2, "mediaType": media_type, "manifests": manifests}
+    if annotations:
+        if media_type != OCI_INDEX:
+            raise TaskimageError("index annotations need an OCI index; the images are docker manifests")
+        doc["annotations"] = dict(annotations)
+    return json.dumps(doc, indent=None, separators=(",", ":")).encode()
 
 
 def write_list_dir(directory: Path, instances: Sequence[Instance], document: bytes) -> str:
@@ -246,6 +252,7 @@ def push_list(
     workdir: Path,
     retry: int,
     retry_delay: float,
+    annotations: Sequence[tuple[str, str]] = (),
 ) -> tuple[str, tuple[tuple[Platform, str], ...]]:
     """Push the list naming ``instances`` (already in ``image``'s repository by digest) to its tag.
 
@@ -255,7 +262,7 @@ def push_list(
     """
     log.phase(f"push {image.url}")
     media_type = list_media_type(instances, fmt)
-    document = index_document(instances, media_type)
+    document = index_document(instances, media_type, annotations)
     digest = write_list_dir(workdir / "list", instances, document)
     family = FAMILY_OF_LIST[media_type]
     uniform = all(FAMILY[i.media_type] == family for i in instances)

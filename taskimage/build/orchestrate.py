@@ -25,7 +25,7 @@ from pathlib import Path
 
 from taskimage import __version__, log
 from taskimage import proc as tools
-from taskimage.build import buildah, index, results, storage, verify
+from taskimage.build import buildah, index, inputs, results, storage, verify
 from taskimage.build import key as buildkey
 from taskimage.build.ignore import IgnoreError
 from taskimage.emulation import binfmt
@@ -52,6 +52,8 @@ class BuildOptions:
     evict: bool = False
     results_dir: Path | None = None
     creds: str | None = dataclasses.field(default=None, repr=False)
+    tags: tuple[ImageReference, ...] = ()  # ADDITIONAL_TAGS: moved after the list is read back
+    index_annotations: tuple[tuple[str, str], ...] = ()  # ANNOTATIONS index:KEY=VALUE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,16 +138,47 @@ def options_from_values(values: dict) -> BuildOptions:
         else:
             raise UsageError(f"{src['DOCKERFILE']}: no Containerfile or Dockerfile in the context {context}")
 
+    secrets_root = Path(v["SECRETS_ROOT"]) if v["SECRETS_ROOT"] else None
+    if secrets_root is not None and not secrets_root.is_dir():
+        raise UsageError(f"{src['SECRETS_ROOT']}: {v['SECRETS_ROOT']!r} is not a directory")
+    secrets = inputs.parse_secrets(v["SECRETS"], src["SECRETS"], secrets_root)
+    try:
+        unused = inputs.check_secret_mounts(containerfile.read_text(errors="replace"), secrets, src["SECRETS"])
+    except OSError as exc:
+        raise UsageError(f"{src['DOCKERFILE']}: cannot read {containerfile}: {exc.strerror}") from None
+    for sid in unused:
+        log.warn(f"secret {sid!r} is given but the Containerfile mounts no secret of that id")
+    ssh_root = Path(v["SSH_ROOT"]) if v["SSH_ROOT"] else None
+    if ssh_root is not None and not ssh_root.is_dir():
+        raise UsageError(f"{src['SSH_ROOT']}: {v['SSH_ROOT']!r} is not a directory")
+    ssh = inputs.parse_ssh(v["SSH"], src["SSH"], ssh_root)
+    inputs.check_ssh_mounts(containerfile.read_text(errors="replace"), ssh, src["SSH"])
+
+    build_args = _pairs(v["BUILD_ARGS"], src["BUILD_ARGS"])
+    epoch = inputs.parse_epoch(v["SOURCE_DATE_EPOCH"], src["SOURCE_DATE_EPOCH"])
+    if epoch is not None and "SOURCE_DATE_EPOCH" not in dict(build_args):
+        build_args += (("SOURCE_DATE_EPOCH", str(epoch)),)  # as buildx does; also in the whole-build key
+    annotations = inputs.parse_annotations(v["ANNOTATIONS"], src["ANNOTATIONS"], platforms)
+    if annotations.index and v["FORMAT"] == "docker":
+        raise UsageError(
+            f"{src['ANNOTATIONS']}: index: annotations need an OCI index; a docker manifest list has no "
+            f"annotations (--format docker)"
+        )
+
     spec = buildah.BuildSpec(
         context=context,
         containerfile=containerfile,
-        build_args=_pairs(v["BUILD_ARGS"], src["BUILD_ARGS"]),
+        build_args=build_args,
+        timestamp=epoch,
         labels=_pairs(v["LABELS"], src["LABELS"]),
-        annotations=_pairs(v["ANNOTATIONS"], src["ANNOTATIONS"]),
+        annotations=annotations.manifest,
+        platform_annotations=annotations.platform,
         target=v["TARGET"],
         format=v["FORMAT"],
         cache_repo=_cache_repo(v["CACHE_REPO"], src["CACHE_REPO"]),
         ulimits=buildah.run_limits(),
+        secrets=tuple(s.arg() for s in secrets),
+        ssh=ssh,
     )
     registry, creds = remote.access(v, src)
     return BuildOptions(
@@ -163,6 +196,8 @@ def options_from_values(values: dict) -> BuildOptions:
         evict=v["EVICT"],
         results_dir=results.check_dir(v["RESULTS_DIR"], src["RESULTS_DIR"]),
         creds=creds,
+        tags=inputs.parse_tags(v["ADDITIONAL_TAGS"], src["ADDITIONAL_TAGS"], image),
+        index_annotations=annotations.index,
     )
 
 
@@ -434,7 +469,8 @@ def build_keys(opts: BuildOptions, registry: buildah.Registry) -> dict[Platform,
             target=opts.spec.target,
             build_args=opts.spec.build_args,
             labels=opts.spec.labels,
-            annotations=opts.spec.annotations,
+            annotations=opts.spec.annotations
+            + tuple((k, val) for q, k, val in opts.spec.platform_annotations if q == p),
             images=resolved,
         )
     log.info(f"whole-build keys for {len(keys)} of {len(opts.platforms)} platform(s) in {timer.seconds:.1f} s")
@@ -667,6 +703,18 @@ def run(opts: BuildOptions) -> Outcome:
     log.info(f"storage driver {driver}: {why}")
     store = buildah.Storage(driver, opts.root, opts.runroot)
     jobs = opts.jobs or default_jobs(len(opts.platforms))
+    if opts.spec.timestamp is not None and len(opts.platforms) > 1:
+        # Builds at once in one storage race for the base image's name (each platform pulls it and
+        # moves the tag): the loser records its base by ID, which changes its history comments and
+        # base-image annotations, so the digest. One at a time, every cold build writes the same.
+        if opts.jobs > 1:
+            log.warn(
+                f"--jobs {opts.jobs} with --source-date-epoch: parallel builds in one storage may record "
+                "their base image differently, so digests may differ between runs; --jobs 1 avoids it"
+            )
+        else:
+            jobs = 1
+            log.info("--source-date-epoch: one platform at a time, so that every run records its base images alike")
     jobs = min(jobs, len(opts.platforms))
     order = build_order(opts.platforms, [s.platform for s in statuses if s.native])
     log.info(
@@ -693,21 +741,21 @@ def run(opts: BuildOptions) -> Outcome:
             builds = _build_all(opts, store, registry, workdir, jobs, order, before, keys)
             if opts.skip_push:
                 log.phase("push skipped (--skip-push)")
-                out = {"IMAGE_URL": opts.image.url, "IMAGE_DIGEST": "", "IMAGE_REF": "", "IMAGES": ""}
+                out = {"IMAGE_URL": opts.image.url, "IMAGE_DIGEST": "", "IMAGE_REF": "", "IMAGES": "", "IMAGE_TAGS": ""}
                 outcome = Outcome(opts.image, "", (), builds, out)
             else:
-                pushed = [b.pushed for b in builds if b.pushed is not None]
-                assert len(pushed) == len(builds), "without --skip-push every platform is pushed"
                 digest, images = index.push_list(
                     registry,
                     opts.image,
-                    pushed,
+                    _pushed(builds),
                     opts.spec.format,
                     Path(workdir),
                     opts.retry,
                     opts.retry_delay,
+                    annotations=opts.index_annotations,
                 )
-                out = remote.results_for(opts.image, digest, images)
+                move_tags(opts, registry, digest)
+                out = remote.results_for(opts.image, digest, images, opts.tags)
                 outcome = Outcome(opts.image, digest, images, builds, out)
             if opts.results_dir:
                 results.write(opts.results_dir, outcome.results)
@@ -716,6 +764,47 @@ def run(opts: BuildOptions) -> Outcome:
             return outcome
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _pushed(builds: Sequence[PlatformBuild]) -> list[index.Instance]:
+    """Every platform's pushed image, for the list; a platform without one is a bug, not a short list."""
+    out = []
+    for b in builds:
+        if b.pushed is None:
+            raise AssertionError(f"{b.platform} was built but not pushed")
+        out.append(b.pushed)
+    return out
+
+
+def move_tags(opts: BuildOptions, registry: buildah.Registry, digest: str) -> None:
+    """Point every ADDITIONAL_TAGS tag at the list just pushed and read back, and check each.
+
+    Runs only after IMAGE's tag holds the verified list; the list is copied by digest, so every
+    tag names exactly that list (a failure here leaves IMAGE moved and names the tags not moved).
+    """
+    if not opts.tags:
+        return
+    log.phase("move tags")
+    source = opts.image.with_digest(digest)
+    for i, tag in enumerate(opts.tags):
+        argv = buildah.skopeo_copy_list(registry, source, tag.url)
+        try:
+            remote.with_retry(
+                lambda argv=argv: tools.run(argv, what="skopeo copy"),
+                what=f"tagging {tag.url}",
+                image=tag,
+                retry=opts.retry,
+                retry_delay=opts.retry_delay,
+            )
+            raw = remote.inspect_raw(registry, tag.url, opts.retry, opts.retry_delay)
+        except TaskimageError:
+            left = ", ".join(t.url for t in opts.tags[i:])
+            log.warn(f"{opts.image.url} names the new list; not moved: {left}")
+            raise
+        got = "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
+        if got != digest:
+            raise TaskimageError(f"{tag.url} names {got} after tagging, not the pushed list {digest}")
+        log.info(f"{tag.url} = {source}")
 
 
 def _build_all(

@@ -75,6 +75,17 @@ BUILD_PARAMS: tuple[Param, ...] = (
         metavar="REPO[:TAG]",
     ),
     Param(
+        "ADDITIONAL_TAGS",
+        "--tag",
+        "More tags for the same manifest list, each a bare TAG (in IMAGE's repository) or "
+        "REPOSITORY:TAG on IMAGE's registry, e.g. 1.2, 1, latest. They move after the list is pushed "
+        "and read back, never when anything failed; the IMAGE_TAGS result lists every tag moved.",
+        type="array",
+        default=[],
+        metavar="TAG",
+        short="-t",
+    ),
+    Param(
         "PLATFORMS",
         "--platform",
         "Platforms to build, e.g. linux/amd64, linux/arm64, linux/arm/v7, linux/s390x, "
@@ -108,10 +119,43 @@ BUILD_PARAMS: tuple[Param, ...] = (
     Param(
         "ANNOTATIONS",
         "--annotation",
-        "Annotations for every image manifest, each KEY=VALUE.",
+        "Annotations in buildx's syntax: KEY=VALUE or manifest:KEY=VALUE on every image manifest, "
+        "manifest[linux/arm64]:KEY=VALUE on that platform's only (a comma list of platforms accepted), "
+        "index:KEY=VALUE on the manifest list (an OCI index; e.g. org.opencontainers.image.source).",
         type="array",
         default=[],
-        metavar="KEY=VALUE",
+        metavar="[TYPE:]KEY=VALUE",
+    ),
+    Param(
+        "SECRETS",
+        "--secret",
+        "Build secrets for RUN --mount=type=secret,id=ID (mounted at /run/secrets/ID, never stored in "
+        "the image), each id=ID,src=PATH or id=ID,env=VAR or just ID (the file ID). In the Task, PATH is "
+        "relative to the build-secrets workspace (e.g. a Secret volume) and may not leave it. A secret the "
+        "Containerfile mounts but is not given is an error, unless the mount says required=false.",
+        type="array",
+        default=[],
+        metavar="id=ID,src=PATH",
+    ),
+    Param(
+        "SSH",
+        "--ssh",
+        "SSH for RUN --mount=type=ssh (e.g. git clone of a private dependency), each ID=KEYFILE[,KEYFILE] "
+        "or ID alone (the agent at $SSH_AUTH_SOCK); the id of a mount without id= is default. In the "
+        "Task, KEYFILE is relative to the ssh-directory workspace and may not leave it. The key is "
+        "offered by an agent buildah runs, never copied into the image.",
+        type="array",
+        default=[],
+        metavar="default|ID=KEYFILE",
+    ),
+    Param(
+        "SOURCE_DATE_EPOCH",
+        "--source-date-epoch",
+        "Seconds since 1970 for reproducible images: the images' created time, their history and the "
+        "time of every file the build writes (buildah --timestamp), also passed as the build arg "
+        "SOURCE_DATE_EPOCH for tools that honour it. The Pipelines pass the commit's time (git-clone's "
+        "committer-date). Empty: now.",
+        metavar="SECONDS",
     ),
     Param("TARGET", "--target", "Build this stage of a multi-stage Containerfile; empty: the last.", metavar="STAGE"),
     Param(
@@ -190,6 +234,24 @@ BUILD_PARAMS: tuple[Param, ...] = (
         in_task=False,
         metavar="DIR",
         task_env_value="$(workspaces.source.path)",
+    ),
+    Param(
+        "SECRETS_ROOT",
+        "--secrets-root",
+        "Directory relative --secret files are read from, and may not leave (the Task passes its "
+        "build-secrets workspace); empty: the working directory, no limit.",
+        in_task=False,
+        metavar="DIR",
+        task_env_value="$(workspaces.build-secrets.path)",
+    ),
+    Param(
+        "SSH_ROOT",
+        "--ssh-root",
+        "Directory relative --ssh key files are read from, and may not leave (the Task passes its "
+        "ssh-directory workspace); empty: the working directory, no limit.",
+        in_task=False,
+        metavar="DIR",
+        task_env_value="$(workspaces.ssh-directory.path)",
     ),
     Param(
         "AUTHFILE",

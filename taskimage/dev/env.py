@@ -262,6 +262,7 @@ FLAVOURS = {
     "bookworm": ("minbase", "bookworm", []),
     "trixie": ("minbase", "trixie", []),
     "git": ("minbase", "trixie", ["git", "ca-certificates"]),  # the git-clone stand-in's image
+    "git-ssh": ("minbase", "bookworm", ["git", "openssh-client"]),  # tests of RUN --mount=type=ssh
 }
 DEFAULT_CONFIG = {
     "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],

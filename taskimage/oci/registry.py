@@ -167,13 +167,14 @@ def inspect_raw(
     raise AssertionError("unreachable")
 
 
-def results_for(image: ImageReference, digest: str, images) -> dict[str, str]:
-    """The four Tekton results of a pushed list (build and index write the same)."""
+def results_for(image: ImageReference, digest: str, images, tags: Sequence[ImageReference] = ()) -> dict[str, str]:
+    """The Tekton results of a pushed list (build and index write the same)."""
     return {
         "IMAGE_DIGEST": digest,
         "IMAGE_URL": image.url,
         "IMAGE_REF": image.with_digest(digest),
         "IMAGES": ",".join(image.with_digest(d) for _, d in images),
+        "IMAGE_TAGS": ",".join([image.url, *(t.url for t in tags)]),
     }
 
 

@@ -64,6 +64,7 @@ RESULTS = (
     ("IMAGE_URL", "The image as pushed, REPOSITORY:TAG."),
     ("IMAGE_REF", "The manifest list by digest, REPOSITORY@sha256:... (what to deploy or sign)."),
     ("IMAGES", "Comma-separated per-platform images, each REPOSITORY@sha256:..., in platform order."),
+    ("IMAGE_TAGS", "Comma-separated REPOSITORY:TAG of every tag that names the list: IMAGE's, then ADDITIONAL_TAGS."),
 )
 
 WS_SOURCE = {
@@ -84,6 +85,20 @@ WS_SSLCERTDIR = {
     "optional": True,
     "readOnly": True,
     "description": "CA certificates (*.crt) for registries with a private CA (buildah --cert-dir).",
+}
+WS_BUILD_SECRETS = {
+    "name": "build-secrets",
+    "optional": True,
+    "readOnly": True,
+    "description": "Files for SECRETS (e.g. a Secret volume holding an .npmrc): each is mounted only into the "
+    "RUN steps that ask for it (RUN --mount=type=secret,id=ID) and is never stored in the image.",
+}
+WS_SSH_DIRECTORY = {
+    "name": "ssh-directory",
+    "optional": True,
+    "readOnly": True,
+    "description": "SSH keys for SSH (RUN --mount=type=ssh, e.g. git clone of a private dependency), e.g. "
+    "a Secret with id_ed25519 (and known_hosts, which the Containerfile copies or checks itself).",
 }
 WS_STORAGE = {
     "name": "storage",
@@ -159,6 +174,8 @@ def _platform_params() -> tuple[P.Param, ...]:
     IMAGE becomes REPOSITORY (the tag is the TaskRun's name, unique per run)."""
     out = []
     for p in P.BUILD_PARAMS:
+        if p.name == "ADDITIONAL_TAGS":
+            continue  # the list, and so its tags, is made by buildah-multiarch-index
         if p.name == "PLATFORMS":
             out.append(
                 dataclasses.replace(
@@ -203,10 +220,10 @@ def _bindings(names: Iterable[str]) -> list[dict]:
 
 
 def task_defs() -> tuple[TaskDef, ...]:
-    build_ws = (WS_SOURCE, WS_DOCKERCONFIG, WS_SSLCERTDIR, WS_STORAGE)
+    build_ws = (WS_SOURCE, WS_DOCKERCONFIG, WS_SSLCERTDIR, WS_BUILD_SECRETS, WS_SSH_DIRECTORY, WS_STORAGE)
     platform_params = _platform_params()
     platform_env = [_env_var(p) for p in platform_params if p.in_task and p.type != "array"]
-    platform_env += _bindings(("SOURCE_ROOT", "AUTHFILE", "CERT_DIR"))
+    platform_env += _bindings(("SOURCE_ROOT", "AUTHFILE", "CERT_DIR", "SECRETS_ROOT", "SSH_ROOT"))
     index_params = tuple(
         dataclasses.replace(p, name="IMAGE_REFS", required=True) if p.name == "REFS" else p for p in index.PARAMS
     )
