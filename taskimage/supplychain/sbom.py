@@ -12,6 +12,7 @@ import datetime
 import functools
 import json
 import re
+import threading
 import uuid
 from collections.abc import Sequence
 
@@ -22,6 +23,9 @@ from taskimage.supplychain.packages import Package, Scan
 FORMATS = ("spdx", "cyclonedx")
 MEDIA_TYPES = {"spdx": "application/spdx+json", "cyclonedx": "application/vnd.cyclonedx+json"}
 TOOL = f"taskimage-{__version__}"
+# license-expression's tokenizer (shared by spdx-tools' validator and ours) is not thread-safe:
+# two platforms' SBOMs written at once failed with "'object' object has no attribute 'children'".
+_LIBRARY = threading.RLock()
 
 
 class SbomError(TaskimageError):
@@ -256,6 +260,11 @@ def _cyclonedx_component(pkg: Package):
 
 def image_document(fmt: str, subject: Subject, scan: Scan, created: datetime.datetime | None = None) -> bytes:
     """The SBOM of one platform image: every package ``scan`` found."""
+    with _LIBRARY:
+        return _image_document(fmt, subject, scan, created)
+
+
+def _image_document(fmt: str, subject: Subject, scan: Scan, created: datetime.datetime | None) -> bytes:
     unique = list(dict.fromkeys(scan.packages))
     comment = f"operating system: {scan.os_name or scan.os_id or 'unknown'}"
     if scan.warnings:
@@ -271,6 +280,11 @@ def index_document(
     fmt: str, subject: Subject, images: Sequence[Subject], created: datetime.datetime | None = None
 ) -> bytes:
     """The SBOM of an index: each platform image, by digest."""
+    with _LIBRARY:
+        return _index_document(fmt, subject, images, created)
+
+
+def _index_document(fmt: str, subject: Subject, images: Sequence[Subject], created: datetime.datetime | None) -> bytes:
     if fmt == "spdx":
         children = []
         for n, image in enumerate(images, 1):
@@ -326,6 +340,11 @@ def index_document(
 
 def validate(fmt: str, data: bytes) -> str:
     """What the format library's validator says about a document ("" when it is valid)."""
+    with _LIBRARY:
+        return _validate(fmt, data)
+
+
+def _validate(fmt: str, data: bytes) -> str:
     if fmt == "cyclonedx":
         _need("cyclonedx", "cyclonedx-python-lib")
         from cyclonedx.schema import SchemaVersion
