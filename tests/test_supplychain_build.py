@@ -229,3 +229,56 @@ def test_sbom_none_and_provenance_false_attach_nothing(tmp_path, registry, trixi
     assert (results / "ATTESTATIONS").read_text() == ""
     code, _, err = taskimage(["sbom", image, "--tls-verify=false"], {})
     assert code == 1 and "no application/spdx+json" in err
+
+
+def test_attached_documents_hold_no_credentials(tmp_path, busybox_base):
+    """A build with --creds against a registry that wants a login: every referrer it attached (and
+    the fallback index) is read back with the login and searched for the password in every form."""
+    import base64
+    import secrets as pysecrets
+
+    user, password = "sc-bot", "Pw-" + pysecrets.token_hex(12)
+    need(have_tools("htpasswd"), "htpasswd (apache2-utils) for a registry that wants a login")
+    line = subprocess.run(["htpasswd", "-nbB", "-C", "4", user, password], check=True, capture_output=True, text=True)
+    (tmp_path / "htpasswd").write_text(line.stdout.strip() + "\n")
+    forms = [password.encode(), f"{user}:{password}".encode(), base64.b64encode(f"{user}:{password}".encode())]
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(f'FROM {busybox_base}\nARG NOTE\nRUN echo "$NOTE" > /note\n')
+    with devenv.LocalRegistry(tmp_path / "reg", htpasswd=str(tmp_path / "htpasswd")) as reg:
+        image = f"{reg.host}/sc/private:1"
+        env = {
+            "TASKIMAGE_ROOT": str(tmp_path / "root"),
+            "TASKIMAGE_RUNROOT": str(tmp_path / "run"),
+            "TASKIMAGE_TLSVERIFY": "false",
+        }
+        code, out, err = taskimage(
+            ["build", "--image", image, "--context", str(ctx), "--creds", f"{user}:{password}",
+             "--platform", "linux/amd64", "--build-arg", "NOTE=hello"],
+            env,
+        )  # fmt: skip
+        assert code == 0, err[-3000:]
+        basic = {"Authorization": "Basic " + forms[2].decode()}
+
+        def get(path: str, accept: str = "") -> bytes:
+            headers = dict(basic, **({"Accept": accept} if accept else {}))
+            with urllib.request.urlopen(urllib.request.Request(f"http://{reg.host}{path}", headers=headers)) as r:
+                return r.read()
+
+        tags = json.loads(get("/v2/sc/private/tags/list"))["tags"]
+        fallback = [t for t in tags if t.startswith("sha256-")]
+        assert len(fallback) == 2  # the index's and the amd64 image's
+        documents = []
+        for tag in fallback:
+            listing = get(f"/v2/sc/private/manifests/{tag}", "application/vnd.oci.image.index.v1+json")
+            documents.append(listing)
+            for desc in json.loads(listing)["manifests"]:
+                manifest = get(f"/v2/sc/private/manifests/{desc['digest']}", desc["mediaType"])
+                documents.append(manifest)
+                documents += [
+                    get(f"/v2/sc/private/blobs/{layer['digest']}") for layer in json.loads(manifest)["layers"]
+                ]
+        assert len(documents) == 2 + 4 + 4
+        assert any(b'"NOTE": "hello"' in d for d in documents)  # the provenance is there, with the build arg
+        assert not [f for d in documents for f in forms if f in d]
+        assert not [f for f in forms if f.decode() in out + err]

@@ -18,6 +18,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import os
 import ssl
 import time
 import urllib.error
@@ -74,6 +75,20 @@ class Descriptor:
         )
 
 
+def default_authfiles() -> list[str]:
+    """Where buildah and skopeo look for credentials when no --authfile is given
+    (containers-auth.json(5)), in their order."""
+    env = os.environ
+    out = []
+    if env.get("REGISTRY_AUTH_FILE"):
+        out.append(env["REGISTRY_AUTH_FILE"])
+    if env.get("XDG_RUNTIME_DIR"):
+        out.append(os.path.join(env["XDG_RUNTIME_DIR"], "containers", "auth.json"))
+    out.append(os.path.join(env.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"), "containers", "auth.json"))
+    out.append(os.path.join(env.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json"))
+    return out
+
+
 def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -116,7 +131,14 @@ class Client:
         return cls(host, tls_verify=registry.tls_verify, authfile=registry.authfile, cert_dir=registry.cert_dir)
 
     def _basic(self, authfile: str | None) -> str | None:
-        if not authfile:
+        for candidate in [authfile] if authfile else default_authfiles():
+            found = self._basic_from(candidate)
+            if found:
+                return found
+        return None
+
+    def _basic_from(self, authfile: str) -> str | None:
+        if not Path(authfile).is_file():
             return None
         auths = auth.load_auths(Path(authfile))
         for key, entry in auths.items():
