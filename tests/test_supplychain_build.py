@@ -4,15 +4,17 @@ themselves (dpkg-query run inside each image, the arm64 one under qemu)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import emulation_ready, have_tools, need, skopeo_raw, tag_exists
+from conftest import emulation_ready, have_tools, need, skopeo_raw, skopeo_raw_bytes, tag_exists
 from packageurl import PackageURL
 
 from taskimage.dev import env as devenv
@@ -282,3 +284,35 @@ def test_attached_documents_hold_no_credentials(tmp_path, busybox_base):
         assert any(b'"NOTE": "hello"' in d for d in documents)  # the provenance is there, with the build arg
         assert not [f for d in documents for f in forms if f in d]
         assert not [f for f in forms if f.decode() in out + err]
+
+
+def test_a_transient_fault_on_a_referrer_push_is_retried(tmp_path, registry, busybox_base):
+    """A 503 on the first PUT of a referrers fallback tag (through a fault proxy in front of the
+    real registry): retried, the build succeeds, and both fallback tags list their referrers."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from faultproxy import Fault, FaultProxy
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(f"FROM {busybox_base}\nCOPY Containerfile /Containerfile\n")
+    fault = Fault("503", ("PUT",), r"^/v2/.+/manifests/sha256-[0-9a-f]{64}$", times=1)
+    env = {
+        "TASKIMAGE_ROOT": str(tmp_path / "root"),
+        "TASKIMAGE_RUNROOT": str(tmp_path / "run"),
+        "TASKIMAGE_TLSVERIFY": "false",
+    }
+    with FaultProxy(registry.host, [fault]) as proxy:
+        code, _, err = taskimage(
+            ["build", "--image", f"{proxy.host}/sc/faulty:1", "--context", str(ctx), "--retry-delay", "1",
+             "--platform", "linux/amd64"],
+            env,
+        )  # fmt: skip
+        fallback_puts = [r.status for r in proxy.log if r.method == "PUT" and re.search(r"/manifests/sha256-", r.path)]
+    assert code == 0, err[-3000:]
+    assert fault.fired == 1
+    assert fallback_puts[0] == 503 and fallback_puts.count(201) == 4  # 2 subjects x (SBOM, provenance)
+    assert "retrying in 1 s (1 of 3)" in err
+    index = skopeo_raw(f"{registry.host}/sc/faulty:1")
+    index_digest = "sha256:" + hashlib.sha256(skopeo_raw_bytes(f"{registry.host}/sc/faulty:1")).hexdigest()
+    for digest in [m["digest"] for m in index["manifests"]] + [index_digest]:
+        assert len(referrers_by_tag(registry, "sc/faulty", digest)) == 2

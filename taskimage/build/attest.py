@@ -111,8 +111,8 @@ def now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _client(registry: buildah.Registry, image: ImageReference) -> referrers.Client:
-    return referrers.Client.for_registry(registry, image.registry)
+def _client(registry: buildah.Registry, image: ImageReference, retry: tuple[int, float]) -> referrers.Client:
+    return referrers.Client.for_registry(registry, image.registry, *retry)
 
 
 def _scan_storage(store: buildah.Storage, image_id: str) -> packages.Scan:
@@ -182,11 +182,12 @@ def attach_platform(
     build_facts: provenance.BuildFacts | None,
     store: buildah.Storage | None = None,
     image_id: str = "",
+    retry: tuple[int, float] = (3, 2.0),
 ) -> tuple[Attached, ...]:
     """SBOM and provenance of one pushed platform image, attached to it."""
     prefix = f"[{p}] "
     timer = log.Timer()
-    client = _client(registry, image)
+    client = _client(registry, image, retry)
     subject = referrers.Descriptor(media_type, digest, len(manifest))
     out = []
     if sbom_format != "none":
@@ -218,9 +219,10 @@ def attach_index(
     sbom_format: str,
     build_facts: provenance.BuildFacts | None,
     bases: Sequence[tuple[str, str]] = (),
+    retry: tuple[int, float] = (3, 2.0),
 ) -> tuple[Attached, ...]:
     """The index SBOM (each platform image by digest) and the index provenance, attached to it."""
-    client = _client(registry, image)
+    client = _client(registry, image, retry)
     found = client.get_manifest(image.repository, digest)
     if found is None:
         raise referrers.RegistryError(f"{image.with_digest(digest)}: the index just pushed is not there", 404)

@@ -394,6 +394,7 @@ def attach_built(
         opts.build_facts if opts.provenance else None,
         store,
         b.image_id if store is not None else "",
+        (opts.retry, opts.retry_delay),
     )
     return dataclasses.replace(b, attached=attached)
 
@@ -743,7 +744,14 @@ def attach_index(
     bases = [base for p in opts.platforms for base in per_platform.get(str(p), ())]
     try:
         return attached + attest.attach_index(
-            opts.image, registry, digest, images, opts.sbom, opts.build_facts if opts.provenance else None, bases
+            opts.image,
+            registry,
+            digest,
+            images,
+            opts.sbom,
+            opts.build_facts if opts.provenance else None,
+            bases,
+            (opts.retry, opts.retry_delay),
         )
     except TaskimageError as exc:
         log.warn(f"the index's SBOM/provenance could not be attached: {exc}")

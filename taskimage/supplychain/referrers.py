@@ -110,9 +110,13 @@ class Client:
         authfile: str | None = None,
         cert_dir: str | None = None,
         timeout: float = 60,
+        retry: int = 3,
+        retry_delay: float = 2.0,
     ):
         self.host = host
         self.timeout = timeout
+        self.retry = retry
+        self.retry_delay = retry_delay
         self.tls_verify = tls_verify
         self.context = ssl.create_default_context()
         if cert_dir:
@@ -126,9 +130,16 @@ class Client:
         self.tokens: dict[str, str] = {}  # scope -> bearer token
 
     @classmethod
-    def for_registry(cls, registry, host: str) -> Client:
+    def for_registry(cls, registry, host: str, retry: int = 3, retry_delay: float = 2.0) -> Client:
         """From a :class:`taskimage.build.buildah.Registry` (the build's access options)."""
-        return cls(host, tls_verify=registry.tls_verify, authfile=registry.authfile, cert_dir=registry.cert_dir)
+        return cls(
+            host,
+            tls_verify=registry.tls_verify,
+            authfile=registry.authfile,
+            cert_dir=registry.cert_dir,
+            retry=retry,
+            retry_delay=retry_delay,
+        )
 
     def _basic(self, authfile: str | None) -> str | None:
         for candidate in [authfile] if authfile else default_authfiles():
@@ -169,9 +180,13 @@ class Client:
         scope: str = "",
         ok: tuple[int, ...] = (200, 201, 202),
     ) -> tuple[int, Mapping[str, str], bytes]:
-        """One API call; returns (status, headers, body). 404 is returned, not raised."""
+        """One API call; returns (status, headers, body). 404 is returned, not raised. Transient
+        errors (429, 5xx, a reset connection) are retried ``retry`` times with doubling delays,
+        refused credentials never."""
         headers = dict(headers or {})
-        for attempt in range(4):
+        authenticated = False
+        attempt = 0
+        while True:
             if scope in self.tokens:
                 headers["Authorization"] = f"Bearer {self.tokens[scope]}"
             elif self.basic:
@@ -184,16 +199,18 @@ class Client:
                 body = exc.read()
                 if (
                     exc.code == 401
-                    and attempt == 0
+                    and not authenticated
                     and self._authenticate(exc.headers.get("WWW-Authenticate", ""), scope)
                 ):
+                    authenticated = True  # once: refused credentials are not tried again
                     continue
                 if exc.code in (401, 403):
                     raise RegistryAuthError(f"the registry {self.host} refused access ({exc.code}) to {path}") from None
                 if exc.code == 404:
                     return 404, dict(exc.headers), body
-                if exc.code in (429, 500, 502, 503, 504) and attempt < 3:
-                    time.sleep(2**attempt)
+                if exc.code in (429, 500, 502, 503, 504) and attempt < self.retry:
+                    attempt += 1
+                    self._wait(attempt, f"{method} {path}: {exc.code}")
                     continue
                 raise RegistryError(
                     f"{method} {path} on {self.host}: {exc.code} {_reason(body) or exc.reason}", exc.code
@@ -206,11 +223,16 @@ class Client:
                 ):
                     self.scheme = "http"  # as skopeo with --tls-verify=false: plain HTTP when TLS is not spoken
                     continue
-                if attempt < 3 and not isinstance(exc.reason, ssl.SSLError):
-                    time.sleep(2**attempt)
+                if attempt < self.retry and not isinstance(exc.reason, ssl.SSLError):
+                    attempt += 1
+                    self._wait(attempt, f"{method} {path}: {exc.reason}")
                     continue
                 raise RegistryError(f"{method} {path} on {self.host}: {exc.reason}") from None
-        raise RegistryError(f"{method} {path} on {self.host}: gave up")
+
+    def _wait(self, attempt: int, what: str) -> None:
+        delay = self.retry_delay * (2 ** (attempt - 1))
+        log.warn(f"{self.host}: {what}; retrying in {delay:g} s ({attempt} of {self.retry})")
+        time.sleep(delay)
 
     def _authenticate(self, challenge: str, scope: str) -> bool:
         if challenge.lower().startswith("basic"):
