@@ -222,6 +222,7 @@ def attach_index(
     retry: tuple[int, float] = (3, 2.0),
 ) -> tuple[Attached, ...]:
     """The index SBOM (each platform image by digest) and the index provenance, attached to it."""
+    timer = log.Timer()
     client = _client(registry, image, retry)
     found = client.get_manifest(image.repository, digest)
     if found is None:
@@ -239,7 +240,9 @@ def attach_index(
         doc = provenance.statement(subjects, f, [str(p) for p, _ in images])
         out.append(_attach(client, image, subject, "provenance", "index", doc))
     if out:
-        log.info(f"attached {', '.join(a.kind for a in out)} to the index {image.with_digest(digest)}")
+        log.info(
+            f"attached {', '.join(a.kind for a in out)} to the index {image.with_digest(digest)} in {timer.seconds:.1f} s"
+        )
     return tuple(out)
 
 
