@@ -316,3 +316,46 @@ def test_a_transient_fault_on_a_referrer_push_is_retried(tmp_path, registry, bus
     index_digest = "sha256:" + hashlib.sha256(skopeo_raw_bytes(f"{registry.host}/sc/faulty:1")).hexdigest()
     for digest in [m["digest"] for m in index["manifests"]] + [index_digest]:
         assert len(referrers_by_tag(registry, "sc/faulty", digest)) == 2
+
+
+def test_an_image_reused_by_the_whole_build_key_keeps_or_gets_its_sbom(tmp_path, registry, trixie_base):
+    """Reused in the same repository: the earlier run's SBOM stays the one (not scanned again);
+    reused into another repository: the SBOM is made from the image's layers in the registry and
+    lists what the built image's SBOM lists."""
+    ctx = context(tmp_path, trixie_base)
+    cache = f"{registry.host}/sc/cache"
+
+    def build(image: str, store: str) -> str:
+        env = {
+            "TASKIMAGE_ROOT": str(tmp_path / store / "root"),
+            "TASKIMAGE_RUNROOT": str(tmp_path / store / "run"),
+            "TASKIMAGE_TLSVERIFY": "false",
+        }
+        code, _, err = taskimage(
+            ["build", "--image", image, "--context", str(ctx), "--cache-repo", cache, "--build-arg", "GREETING=hi",
+             "--platform", "linux/amd64"],
+            env,
+        )  # fmt: skip
+        assert code == 0, err[-3000:]
+        return err
+
+    def sbom_of(repo: str, digest: str) -> tuple[list[dict], set]:
+        refs = referrers_by_tag(registry, repo, digest)
+        docs = [json.loads(artifact(registry, repo, d)) for d in refs if d["artifactType"] == "application/spdx+json"]
+        packages = {(p["name"], p.get("versionInfo")) for p in docs[0]["packages"][1:]}
+        return refs, packages
+
+    build(f"{registry.host}/sc/reuse:1", "a")
+    err = build(f"{registry.host}/sc/reuse:2", "b")
+    assert "reused that image" in err and "the reused image's, attached by the run that built it" in err
+    digest = skopeo_raw(f"{registry.host}/sc/reuse:2")["manifests"][0]["digest"]
+    refs, built = sbom_of("sc/reuse", digest)
+    assert sorted(d["artifactType"] for d in refs) == ["application/spdx+json"] + ["application/vnd.in-toto+json"] * 2
+    assert ("apt", next(v for n, v in built if n == "apt")) in built and ("demo-pkg", "1.2.3") in built
+
+    err = build(f"{registry.host}/sc/elsewhere:1", "c")
+    assert "reused that image" in err and "SBOM (spdx): " in err
+    other = skopeo_raw(f"{registry.host}/sc/elsewhere:1")["manifests"][0]["digest"]
+    assert other == digest
+    _, from_layers = sbom_of("sc/elsewhere", other)
+    assert from_layers == built

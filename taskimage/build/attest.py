@@ -190,7 +190,11 @@ def attach_platform(
     client = _client(registry, image, retry)
     subject = referrers.Descriptor(media_type, digest, len(manifest))
     out = []
-    if sbom_format != "none":
+    existing = None if store is not None and image_id else _attached_sbom(client, image, digest, sbom_format)
+    if existing is not None:
+        out.append(existing)
+        log.info(f"{prefix}SBOM ({sbom_format}): the reused image's, attached by the run that built it")
+    elif sbom_format != "none":
         if store is not None and image_id:
             scan = _scan_storage(store, image_id)
         else:
@@ -209,6 +213,22 @@ def attach_platform(
             f"{prefix}attached {', '.join(a.kind for a in out)} to {image.with_digest(digest)} in {timer.seconds:.1f} s"
         )
     return tuple(out)
+
+
+def _attached_sbom(client: referrers.Client, image: ImageReference, digest: str, fmt: str) -> Attached | None:
+    """An SBOM of ``fmt`` already attached to ``digest`` in this repository (an image reused by
+    the whole-build key was built, scanned and attached by an earlier run), or None."""
+    if fmt == "none":
+        return None
+    listed, _ = client.referrers(image.repository, digest)
+    for desc in listed:
+        if desc.artifact_type == sbom.MEDIA_TYPES[fmt]:
+            found = client.get_manifest(image.repository, desc.digest)
+            layers = json.loads(found[0]).get("layers") if found else None
+            if layers:
+                platform = dict(desc.annotations).get("vnd.taskimage.platform", "")
+                return Attached(fmt, platform, digest, desc, layers[0]["digest"])
+    return None
 
 
 def attach_index(
