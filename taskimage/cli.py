@@ -18,11 +18,11 @@ from taskimage import proc as tools
 from taskimage.build import params
 from taskimage.errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, TaskimageError, ToolError
 
-COMMAND_MODULES = ["build", "index", "binfmt", "bundle", "lint", "run", "cluster", "dev"]
+COMMAND_MODULES = ["build", "index", "sbom", "binfmt", "bundle", "lint", "run", "cluster", "dev"]
 # optional dependencies (pyproject extras) and the extra that brings each
-OPTIONAL_MODULES = {"kubernetes": "cluster", "urllib3": "cluster", "jsonschema": "lint", "kubernetes_validate": "lint"}
+OPTIONAL_MODULES = {"kubernetes": "cluster", "urllib3": "cluster", "jsonschema": "lint", "kubernetes_validate": "lint", "packageurl": "supplychain", "spdx_tools": "supplychain", "cyclonedx": "supplychain"}
 # commands registered by a module of another name
-COMMAND_OWNER = {"pipeline": "cluster", "logs": "cluster"}
+COMMAND_OWNER = {"pipeline": "cluster", "logs": "cluster", "provenance": "sbom"}
 
 
 class _Parser(argparse.ArgumentParser):

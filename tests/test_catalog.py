@@ -207,6 +207,8 @@ SAMPLE = {
     "RETRY_DELAY": "7",
     "JOBS": "2",
     "EVICT": "false",
+    "SBOM": "cyclonedx",
+    "PROVENANCE": "false",
     "PLATFORMS": ["linux/amd64", "linux/arm64", "linux/arm/v7"],
     "BUILD_ARGS": ["A=1", "B=two words"],
     "LABELS": ["org.example=x"],

@@ -76,6 +76,12 @@ def build_through(proxy: FaultProxy, repo_tag: str, context, storage_env, *extra
         str(context),
         "--retry-delay",
         "1",
+        # these tests count the image pushes' manifest PUTs by digest: no SBOM/provenance referrers
+        # (also PUT by digest) among them; tests/test_supplychain_build.py covers those
+        "--sbom",
+        "none",
+        "--provenance",
+        "false",
         *extra,
         *PLATFORMS,
     ]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from taskimage import __version__, log
 from taskimage import proc as tools
-from taskimage.build import buildah, index, inputs, results, storage, verify
+from taskimage.build import attest, buildah, index, inputs, results, storage, verify
 from taskimage.build import key as buildkey
 from taskimage.build.ignore import IgnoreError
 from taskimage.emulation import binfmt
@@ -34,6 +34,7 @@ from taskimage.oci import auth
 from taskimage.oci import registry as remote
 from taskimage.oci.platforms import Platform, host_platform, parse_platforms
 from taskimage.oci.reference import ImageReference, parse_image
+from taskimage.supplychain.provenance import BuildFacts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +55,9 @@ class BuildOptions:
     creds: str | None = dataclasses.field(default=None, repr=False)
     tags: tuple[ImageReference, ...] = ()  # ADDITIONAL_TAGS: moved after the list is read back
     index_annotations: tuple[tuple[str, str], ...] = ()  # ANNOTATIONS index:KEY=VALUE
+    sbom: str = "spdx"  # spdx | cyclonedx | none
+    provenance: bool = True
+    build_facts: BuildFacts | None = None  # what provenance records; filled by run()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +69,7 @@ class PlatformBuild:
     pushed: index.Instance | None = None  # the image as pushed by digest (None with --skip-push)
     cached: str = ""  # the layer cache's copy of the final step, if the build pushed or pulled one
     reused: bool = False  # not built: an earlier build with the same inputs (buildkey) was copied
+    attached: tuple[attest.Attached, ...] = ()  # SBOM / provenance referrers of the pushed image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +203,8 @@ def options_from_values(values: dict) -> BuildOptions:
         creds=creds,
         tags=inputs.parse_tags(v["ADDITIONAL_TAGS"], src["ADDITIONAL_TAGS"], image),
         index_annotations=annotations.index,
+        sbom=v["SBOM"],
+        provenance=v["PROVENANCE"],
     )
 
 
@@ -410,13 +417,38 @@ def push_built(
     """Push a verified platform by digest, file it under its whole-build key and, with --evict,
     remove it from the storage. A reused image is pushed already."""
     if b.reused:
-        return b
+        return attach_built(opts, registry, b)
     pushed = push_platform(opts, store, registry, b.platform, b.image_id, workdir, b.cached)
     if keys and b.platform in keys:
         record_built(opts, registry, b.platform, pushed, keys[b.platform])
+    b = attach_built(opts, registry, dataclasses.replace(b, pushed=pushed), store)  # before --evict removes it
     if opts.evict:
         evict(store, b.platform, b.image_id, before, f"[{b.platform}] ")
-    return dataclasses.replace(b, pushed=pushed)
+    return b
+
+
+def attach_built(
+    opts: BuildOptions, registry: buildah.Registry, b: PlatformBuild, store: buildah.Storage | None = None
+) -> PlatformBuild:
+    """Attach the pushed image's SBOM (read from the storage, or for a reused image from the
+    registry) and provenance as referrers (taskimage/build/attest.py)."""
+    if b.pushed is None or (opts.sbom == "none" and not opts.provenance):
+        return b
+    i = b.pushed
+    attached = attest.attach_platform(
+        opts.image,
+        registry,
+        b.platform,
+        i.ref.digest,
+        i.manifest,
+        i.media_type,
+        opts.sbom,
+        opts.build_facts if opts.provenance else None,
+        store,
+        b.image_id if store is not None else "",
+        (opts.retry, opts.retry_delay),
+    )
+    return dataclasses.replace(b, attached=attached)
 
 
 # --- the whole-build key (taskimage/build/key.py) -------------------------------------------------
@@ -694,6 +726,7 @@ def evict(store: buildah.Storage, p: Platform, image_id: str, before: frozenset[
 
 def run(opts: BuildOptions) -> Outcome:
     total = log.Timer()
+    started = attest.now()
     log.phase("preflight")
     log.info(f"image {opts.image.url}; platforms {', '.join(map(str, opts.platforms))}")
     statuses = binfmt.preflight(opts.platforms)
@@ -738,10 +771,15 @@ def run(opts: BuildOptions) -> Outcome:
             if opts.evict and not opts.skip_push:
                 before = frozenset(tools.run(buildah.image_ids(store), quiet=True, stream=False).stdout.split())
             keys = build_keys(opts, registry) if opts.spec.cache_repo and not opts.skip_push else {}
+            if opts.provenance and not opts.skip_push:
+                opts = dataclasses.replace(
+                    opts, build_facts=attest.facts(opts.spec, registry, opts.platforms, started, keys)
+                )
             builds = _build_all(opts, store, registry, workdir, jobs, order, before, keys)
             if opts.skip_push:
                 log.phase("push skipped (--skip-push)")
                 out = {"IMAGE_URL": opts.image.url, "IMAGE_DIGEST": "", "IMAGE_REF": "", "IMAGES": "", "IMAGE_TAGS": ""}
+                out.update(attest.results_for(opts.image, ()))
                 outcome = Outcome(opts.image, "", (), builds, out)
             else:
                 digest, images = index.push_list(
@@ -756,6 +794,7 @@ def run(opts: BuildOptions) -> Outcome:
                 )
                 move_tags(opts, registry, digest)
                 out = remote.results_for(opts.image, digest, images, opts.tags)
+                out.update(attest.results_for(opts.image, attach_index(opts, registry, digest, images, builds)))
                 outcome = Outcome(opts.image, digest, images, builds, out)
             if opts.results_dir:
                 results.write(opts.results_dir, outcome.results)
@@ -805,6 +844,30 @@ def move_tags(opts: BuildOptions, registry: buildah.Registry, digest: str) -> No
         if got != digest:
             raise TaskimageError(f"{tag.url} names {got} after tagging, not the pushed list {digest}")
         log.info(f"{tag.url} = {source}")
+def attach_index(
+    opts: BuildOptions, registry: buildah.Registry, digest: str, images, builds: Sequence[PlatformBuild]
+) -> tuple[attest.Attached, ...]:
+    """Everything attached: each platform's referrers and the index's. The tag has moved already,
+    so a failure here is a warning (the results list only what was attached), not a failed build."""
+    attached = tuple(a for b in builds for a in b.attached)
+    if opts.sbom == "none" and not opts.provenance:
+        return attached
+    per_platform = opts.build_facts.platform_bases if opts.build_facts else {}
+    bases = [base for p in opts.platforms for base in per_platform.get(str(p), ())]
+    try:
+        return attached + attest.attach_index(
+            opts.image,
+            registry,
+            digest,
+            images,
+            opts.sbom,
+            opts.build_facts if opts.provenance else None,
+            bases,
+            (opts.retry, opts.retry_delay),
+        )
+    except TaskimageError as exc:
+        log.warn(f"the index's SBOM/provenance could not be attached: {exc}")
+        return attached
 
 
 def _build_all(

@@ -226,6 +226,24 @@ BUILD_PARAMS: tuple[Param, ...] = (
         default=0,
         metavar="N",
     ),
+    Param(
+        "SBOM",
+        "--sbom",
+        "SBOM of every platform image (its OS and language packages, read from the image without "
+        "running it) and of the index (its images by digest), attached to them in the registry as OCI "
+        "referrers: spdx (SPDX 2.3 JSON), cyclonedx (CycloneDX 1.6 JSON) or none.",
+        type="choice",
+        default="spdx",
+        choices=("spdx", "cyclonedx", "none"),
+    ),
+    Param(
+        "PROVENANCE",
+        "--provenance",
+        "Attach an in-toto SLSA v1 provenance statement to every platform image and the index "
+        "(Containerfile and context digests, build args, base images, versions, times; never secrets).",
+        type="bool",
+        default=True,
+    ),
     # CLI only: in the Task these are bound to workspaces, not params.
     Param(
         "SOURCE_ROOT",

@@ -65,6 +65,12 @@ RESULTS = (
     ("IMAGE_REF", "The manifest list by digest, REPOSITORY@sha256:... (what to deploy or sign)."),
     ("IMAGES", "Comma-separated per-platform images, each REPOSITORY@sha256:..., in platform order."),
     ("IMAGE_TAGS", "Comma-separated REPOSITORY:TAG of every tag that names the list: IMAGE's, then ADDITIONAL_TAGS."),
+    ("SBOM_BLOB_URL", "The index SBOM (listing every platform image by digest) as a blob, REPOSITORY@sha256:...; empty with SBOM none."),
+    (
+        "ATTESTATIONS",
+        "What was attached as OCI referrers, comma-separated KIND:SUBJECT:DIGEST (KIND spdx, cyclonedx or "
+        "provenance; SUBJECT index or a platform; DIGEST the referrer's manifest in IMAGE's repository).",
+    ),
 )
 
 WS_SOURCE = {
