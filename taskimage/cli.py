@@ -18,7 +18,7 @@ from taskimage import proc as tools
 from taskimage.build import params
 from taskimage.errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, TaskimageError, ToolError
 
-COMMAND_MODULES = ["build", "index", "binfmt", "bundle", "lint", "run", "cluster", "dev"]
+COMMAND_MODULES = ["build", "index", "binfmt", "bundle", "lint", "run", "cluster", "dev", "source"]
 # optional dependencies (pyproject extras) and the extra that brings each
 OPTIONAL_MODULES = {"kubernetes": "cluster", "urllib3": "cluster", "jsonschema": "lint", "kubernetes_validate": "lint"}
 # commands registered by a module of another name
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(sig, handler)
 
 
-INTERMIXED = {"build", "index", "bundle"}
+INTERMIXED = {"build", "index", "bundle", "source"}
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:

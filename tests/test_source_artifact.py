@@ -1,0 +1,314 @@
+"""``taskimage source push`` / ``source pull``: a source tree as an OCI artifact, by digest.
+
+Against the real local registry; what was pushed is read back with skopeo and Python's tarfile,
+not with taskimage's reader. Hostile artifacts are written by hand here (tar + JSON + skopeo), as
+an attacker would, and must be refused before anything lands in the target directory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import skopeo_raw, skopeo_raw_bytes
+
+from taskimage import cli
+from taskimage.oci import artifact
+
+pytestmark = pytest.mark.tools
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def make_tree(root: Path, *, git: bool = True) -> Path:
+    """A small source tree: nested dirs, an executable, a relative symlink, an empty dir, .git."""
+    (root / "src" / "pkg").mkdir(parents=True)
+    (root / "empty").mkdir()
+    (root / "Containerfile").write_text("FROM scratch\nCOPY src /src\n")
+    (root / "src" / "pkg" / "mod.py").write_text("print('hi')\n")
+    run = root / "src" / "run.sh"
+    run.write_text("#!/bin/sh\necho run\n")
+    run.chmod(0o755)
+    (root / "src" / "link").symlink_to("pkg/mod.py")
+    if git:
+        (root / ".git" / "objects").mkdir(parents=True)
+        (root / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+        (root / "src" / "pkg" / ".git").write_text("gitdir: ../../.git/modules/pkg\n")  # submodule style
+    return root
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Everything that must survive the round trip: type, permission bits, content, link target."""
+    out: dict[str, tuple] = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        st = path.lstat()
+        if path.is_symlink():
+            out[rel] = ("link", os.readlink(path))
+        elif path.is_dir():
+            out[rel] = ("dir", st.st_mode & 0o777)
+        else:
+            out[rel] = ("file", st.st_mode & 0o777, path.read_bytes())
+    return out
+
+
+def push(capsys, tree: Path, ref: str, *extra: str) -> str:
+    code, out, err = run_cli(capsys, "source", "push", "--tls-verify=false", *extra, str(tree), ref)
+    assert code == 0, err
+    return out.strip()
+
+
+# --- push ------------------------------------------------------------------------------------
+
+
+def test_same_tree_twice_same_digest_changed_file_different(registry, tmp_path, capsys):
+    ref = f"{registry.host}/src/app:source-a"
+    first = make_tree(tmp_path / "one")
+    pinned = push(capsys, first, ref)
+    repo, _, digest = pinned.partition("@")
+    assert repo == f"{registry.host}/src/app"
+    # the registry holds exactly the manifest whose digest we printed, under the tag too
+    assert sha256(skopeo_raw_bytes(pinned)) == digest == sha256(skopeo_raw_bytes(ref))
+
+    # the same tree made again later elsewhere: other mtimes, other .git content
+    second = make_tree(tmp_path / "two")
+    (second / ".git" / "HEAD").write_text("ref: refs/heads/other\n")
+    os.utime(second / "Containerfile", (1_000_000, 1_000_000))
+    assert push(capsys, second, f"{registry.host}/src/app:source-b") == pinned
+
+    (second / "src" / "pkg" / "mod.py").write_text("print('changed')\n")
+    changed = push(capsys, second, f"{registry.host}/src/app:source-c")
+    assert changed != pinned
+    (second / "src" / "pkg" / "mod.py").write_text("print('hi')\n")
+    (second / "Containerfile").chmod(0o600)  # a mode is part of the tree
+    assert push(capsys, second, f"{registry.host}/src/app:source-d") not in (pinned, changed)
+
+
+def test_pushed_artifact_read_back_with_skopeo_and_tarfile(registry, tmp_path, capsys):
+    tree = make_tree(tmp_path / "tree")
+    results_dir = tmp_path / "results"
+    results_dir.mkdir()
+    digestfile = tmp_path / "digest"
+    ref = f"{registry.host}/src/readback:source"
+    pinned = push(capsys, tree, ref, "--results-dir", str(results_dir), "--digestfile", str(digestfile))
+    assert (results_dir / "SOURCE_ARTIFACT").read_text() == pinned  # no trailing newline
+    assert digestfile.read_text() == pinned.partition("@")[2]
+
+    manifest = skopeo_raw(pinned)
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert manifest["artifactType"] == artifact.ARTIFACT_TYPE
+    assert manifest["config"]["mediaType"] == "application/vnd.oci.empty.v1+json"
+    assert len(manifest["layers"]) == 1
+    layout = tmp_path / "layout"
+    subprocess.run(
+        ["skopeo", "copy", "--src-tls-verify=false", f"docker://{pinned}", f"dir:{layout}"],
+        check=True,
+        capture_output=True,
+    )
+    blob = (layout / manifest["layers"][0]["digest"].split(":")[1]).read_bytes()
+    assert blob[:4] == b"\x1f\x8b\x08\x00" and blob[4:8] == b"\0\0\0\0"  # gzip, no name, mtime 0
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    assert sorted(members) == [
+        "Containerfile",
+        "empty",
+        "src",
+        "src/link",
+        "src/pkg",
+        "src/pkg/mod.py",
+        "src/run.sh",
+    ]  # no .git at any depth
+    assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 and not m.uname for m in members.values())
+    assert members["src/run.sh"].mode == 0o755
+    assert members["src/link"].issym() and members["src/link"].linkname == "pkg/mod.py"
+
+
+def test_include_git_keeps_git(registry, tmp_path, capsys):
+    tree = make_tree(tmp_path / "tree")
+    pinned = push(capsys, tree, f"{registry.host}/src/git:source", "--include-git")
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "source", "pull", "--tls-verify=false", pinned, str(out))
+    assert code == 0, err
+    assert (out / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+    assert (out / "src" / "pkg" / ".git").is_file()
+
+
+def test_expires_after_is_a_manifest_annotation(registry, tmp_path, capsys):
+    tree = make_tree(tmp_path / "tree")
+    pinned = push(capsys, tree, f"{registry.host}/src/expiring:source", "--expires-after", "2d")
+    assert skopeo_raw(pinned)["annotations"] == {"quay.expires-after": "2d"}
+    code, out, err = run_cli(
+        capsys, "source", "push", "--tls-verify=false", "--expires-after", "2 days", str(tree), f"{registry.host}/x:y"
+    )
+    assert code == 2 and "--expires-after: '2 days'" in err
+
+
+def test_push_refuses_what_pull_would_refuse_and_sends_nothing(registry, tmp_path, capsys):
+    tree = make_tree(tmp_path / "tree")
+    (tree / "src" / "passwd").symlink_to("/etc/passwd")
+    ref = f"{registry.host}/src/refused:source"
+    code, out, err = run_cli(capsys, "source", "push", "--tls-verify=false", str(tree), ref)
+    assert code == 2 and "src/passwd" in err and "/etc/passwd" in err and out == ""
+    assert subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"]).returncode != 0
+
+
+def test_push_of_a_missing_directory_is_a_usage_error(registry, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "source", "push", str(tmp_path / "nope"), f"{registry.host}/x:y")
+    assert code == 2 and "source push DIR" in err and "nope" in err
+
+
+# --- pull ------------------------------------------------------------------------------------
+
+
+def test_pull_round_trip_keeps_tree_modes_and_symlinks(registry, tmp_path, capsys):
+    tree = make_tree(tmp_path / "tree")
+    pinned = push(capsys, tree, f"{registry.host}/src/roundtrip:source")
+    shutil.rmtree(tree / ".git")
+    (tree / "src" / "pkg" / ".git").unlink()
+    out = tmp_path / "out"
+    out.mkdir()  # an empty mount point (emptyDir) is fine
+    code, _, err = run_cli(capsys, "source", "pull", "--tls-verify=false", pinned, str(out))
+    assert code == 0, err
+    assert snapshot(out) == snapshot(tree)
+
+
+def test_pull_refuses_a_tag_without_digest(registry, tmp_path, capsys):
+    code, _, err = run_cli(
+        capsys, "source", "pull", "--tls-verify=false", f"{registry.host}/src/app:source-a", str(tmp_path / "o")
+    )
+    assert code == 2 and "names no digest" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_pull_refuses_a_non_empty_directory(registry, tmp_path, capsys):
+    pinned = push(capsys, make_tree(tmp_path / "tree"), f"{registry.host}/src/nonempty:source")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep").write_text("mine")
+    code, _, err = run_cli(capsys, "source", "pull", "--tls-verify=false", pinned, str(out))
+    assert code == 2 and "is not empty" in err
+    assert [p.name for p in out.iterdir()] == ["keep"]
+
+
+def test_pull_of_a_tampered_blob_fails_clearly_and_extracts_nothing(registry, tmp_path, capsys):
+    tree = make_tree(tmp_path / "tree")
+    (tree / "unique").write_text("tamper me\n")  # a layer no other test shares
+    pinned = push(capsys, tree, f"{registry.host}/src/tampered:source")
+    layer = skopeo_raw(pinned)["layers"][0]["digest"].split(":")[1]
+    stored = next(registry.root.rglob(f"blobs/sha256/{layer[:2]}/{layer}/data"))
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "source", "pull", "--tls-verify=false", pinned, str(out))
+    assert code == 1
+    assert "does not match its digest" in err and "nothing was extracted" in err
+    assert not out.exists()
+
+
+def hostile_artifact(
+    registry, tmp_path: Path, name: str, entries: list[tarfile.TarInfo], artifact_type: str = artifact.ARTIFACT_TYPE
+) -> str:
+    """Push, by hand, an artifact of ours whose archive holds ``entries`` (files get content 'x')."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info in entries:
+            if info.isreg():
+                info.size = 1
+                tar.addfile(info, io.BytesIO(b"x"))
+            else:
+                tar.addfile(info)
+    layer = gzip.compress(raw.getvalue())
+    config = b"{}"
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": artifact_type,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(config), "size": 2},
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": sha256(layer),
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    layout = tmp_path / f"layout-{name}"
+    layout.mkdir()
+    (layout / "version").write_text("Directory Transport Version: 1.1\n")
+    (layout / sha256(layer)[7:]).write_bytes(layer)
+    (layout / sha256(config)[7:]).write_bytes(config)
+    (layout / "manifest.json").write_bytes(manifest)
+    ref = f"{registry.host}/src/hostile-{name}"
+    subprocess.run(
+        ["skopeo", "copy", "--preserve-digests", "--dest-tls-verify=false", f"dir:{layout}", f"docker://{ref}:x"],
+        check=True,
+        capture_output=True,
+    )
+    return f"{ref}@{sha256(manifest)}"
+
+
+def entry(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = link
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    return info
+
+
+HOSTILE = {
+    "dotdot": ([entry("ok"), entry("../escaped")], "../escaped"),
+    "dotdot-deep": ([entry("a", tarfile.DIRTYPE), entry("a/../../escaped")], "a/../../escaped"),
+    "absolute-name": ([entry("/tmp/escaped")], "/tmp/escaped"),
+    "absolute-symlink": ([entry("etc", tarfile.SYMTYPE, "/etc")], "/etc"),
+    "relative-symlink-out": ([entry("up", tarfile.SYMTYPE, "../..")], "up"),
+    # p/s -> .. stays inside; but a link to p/s/.. is one level above the root
+    "symlink-chain": (
+        [entry("p", tarfile.DIRTYPE), entry("p/s", tarfile.SYMTYPE, ".."), entry("l", tarfile.SYMTYPE, "p/s/..")],
+        "'l'",
+    ),
+    # the file comes before the link it is written through (tar order is the attacker's choice)
+    "write-through-symlink": ([entry("d/escaped"), entry("d", tarfile.SYMTYPE, "/tmp")], "written through"),
+    "hardlink-out": ([entry("h", tarfile.LNKTYPE, "../../etc/passwd")], "hard link"),
+    "device": ([entry("null", tarfile.CHRTYPE)], "device"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_pull_refuses_an_archive_leading_out_of_dir(registry, tmp_path, capsys, case):
+    entries, named = HOSTILE[case]
+    pinned = hostile_artifact(registry, tmp_path, case, entries)
+    work = tmp_path / "work"
+    out = work / "out"
+    work.mkdir()
+    code, _, err = run_cli(capsys, "source", "pull", "--tls-verify=false", pinned, str(out))
+    assert code == 1, err
+    assert named in err
+    assert sorted(p.name for p in work.iterdir()) == []  # nothing written, not even DIR
+    assert not (tmp_path / "escaped").exists() and not Path("/tmp/escaped").exists()
+
+
+def test_pull_refuses_an_artifact_of_another_type(registry, tmp_path, capsys):
+    pinned = hostile_artifact(registry, tmp_path, "other-type", [entry("ok")], "application/vnd.example.other")
+    code, _, err = run_cli(capsys, "source", "pull", "--tls-verify=false", pinned, str(tmp_path / "o"))
+    assert code == 1 and "not a source artifact" in err
+    assert not (tmp_path / "o").exists()
