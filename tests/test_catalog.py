@@ -188,6 +188,7 @@ def test_builder_image_is_pinned_and_marked_unreleased():
 SAMPLE = {
     "IMAGE": "reg.example/team/app:v1",
     "CONTEXT": "sub/dir",
+    "SOURCE_ARTIFACT": f"reg.example/team/app@sha256:{'ef' * 32}",
     "DOCKERFILE": "Dockerfile.alt",
     "TARGET": "final",
     "FORMAT": "docker",

@@ -93,6 +93,14 @@ BUILD_PARAMS: tuple[Param, ...] = (
         metavar="DIR",
     ),
     Param(
+        "SOURCE_ARTIFACT",
+        "--source-artifact",
+        "Build from this source artifact (REPOSITORY@sha256:..., the source-artifact Task's result), "
+        "pulled and verified into an empty directory, instead of the source workspace; CONTEXT and "
+        "DOCKERFILE are relative to it. Empty: the source workspace.",
+        metavar="REPO@DIGEST",
+    ),
+    Param(
         "DOCKERFILE",
         "--file",
         "Containerfile path, relative to the context; empty: Containerfile, else Dockerfile.",

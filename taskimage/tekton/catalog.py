@@ -68,8 +68,9 @@ RESULTS = (
 
 WS_SOURCE = {
     "name": "source",
+    "optional": True,
     "description": "The source tree (e.g. filled by git-clone); CONTEXT and DOCKERFILE are "
-    "relative to it and may not leave it.",
+    "relative to it and may not leave it. Leave it unbound when SOURCE_ARTIFACT names the source.",
 }
 WS_DOCKERCONFIG = {
     "name": "dockerconfig",
