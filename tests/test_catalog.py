@@ -65,6 +65,9 @@ def _copy_generated(tmp_path: Path) -> Path:
         dest.mkdir(parents=True)
         shutil.copy(ROOT / t.yaml_path, dest)
         shutil.copy(ROOT / t.readme_path, dest)
+    source = tmp_path / catalog.SOURCE_DIR
+    source.mkdir(parents=True)
+    shutil.copy(ROOT / catalog.SOURCE_DIR / "README.md", source)
     return tmp_path
 
 
@@ -427,7 +430,9 @@ def test_release_rendering_pins_image_and_task_bundle(tmp_path):
     (tasks,) = catalog.release_tasks(tmp_path / "t", image)
     (pipes,) = catalog.release_pipelines(ROOT, tmp_path / "p", tasks_bundle, image)
     t_docs, p_docs = docs(tasks), docs(pipes)
-    assert sorted(d["metadata"]["name"] for d in t_docs) == sorted(t.name for t in catalog.task_defs())
+    assert sorted(d["metadata"]["name"] for d in t_docs) == sorted(
+        [t.name for t in catalog.task_defs()] + [catalog.SOURCE_TASK]
+    )
     assert {d["metadata"]["name"] for d in p_docs} == {"buildah-multiarch", "buildah-multiarch-matrix"}
     for d in t_docs:
         assert next(p for p in d["spec"]["params"] if p["name"] == "BUILDER_IMAGE")["default"] == image

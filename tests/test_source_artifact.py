@@ -392,3 +392,18 @@ def test_build_source_artifact_bad_input_exits_2_before_any_work(registry, build
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert list(Path(build_env["TMPDIR"]).iterdir()) == []
+
+
+def test_push_refuses_a_dir_outside_source_root(registry, tmp_path, capsys):
+    """The Task builds DIR from its `subdirectory` param: `../home` must not push the credentials."""
+    checkout = make_tree(tmp_path / "checkout")
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / ".git-credentials").write_text("https://user:secret@example.com\n")
+    ref = f"{registry.host}/src/outside:source"
+    code, out, err = run_cli(
+        capsys, "source", "push", "--tls-verify=false", "--source-root", str(checkout), f"{checkout}/../home", ref
+    )
+    assert code == 2 and "is outside --source-root" in err and out == ""
+    assert subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"]).returncode != 0
+    assert push(capsys, checkout, ref, "--source-root", str(checkout)).startswith(f"{registry.host}/src/outside@")
+    assert push(capsys, checkout / "src", ref, "--source-root", str(checkout))

@@ -41,6 +41,10 @@ def _write_atomically(path: str, text: str) -> None:
 
 def push_command(args: argparse.Namespace) -> int:
     ref = parse_image(args.ref, source="source push REF")
+    if args.source_root:
+        root, target = Path(args.source_root).resolve(), Path(args.dir).resolve()
+        if target != root and root not in target.parents:
+            raise UsageError(f"source push DIR: {args.dir!r} is outside --source-root {args.source_root!r}")
     access, retry = _access(args)
     results_dir = results.check_dir(args.results_dir)
     annotations = {}
@@ -86,6 +90,11 @@ def register(subparsers) -> None:
     )
     push.add_argument("dir", metavar="DIR", help="the directory to push")
     push.add_argument("ref", metavar="REF", help="where to push: registry/repository[:tag]")
+    push.add_argument(
+        "--source-root",
+        metavar="ROOT",
+        help="refuse a DIR that resolves outside ROOT (the Task passes its checkout, DIR comes from a param)",
+    )
     push.add_argument("--include-git", action="store_true", help="keep .git directories (left out by default)")
     push.add_argument(
         "--expires-after",

@@ -304,6 +304,253 @@ def task_object(t: TaskDef, builder_image: str = RELEASE_IMAGE) -> dict:
     }
 
 
+# --- the source-artifact Task (issue 18) ------------------------------------------------------
+
+SOURCE_TASK = "source-artifact"
+SOURCE_MOUNT = "/source"  # the Task's own emptyDir: nothing is shared with other TaskRuns
+SOURCE_CHECKOUT = f"{SOURCE_MOUNT}/checkout"
+SOURCE_TAG_PREFIX = "source-"  # tags say what they hold: source-<commit> (gc knows the prefix)
+
+SOURCE_PARAMS: tuple[dict, ...] = (
+    # git-clone's names (tektoncd/catalog git-clone 0.9) where they mean the same thing
+    {
+        "name": "url",
+        "type": "string",
+        "description": "Git repository to clone, e.g. https://github.com/example/app.git",
+    },
+    {
+        "name": "revision",
+        "type": "string",
+        "description": "Branch, tag, commit or ref to clone; empty: the remote's default branch.",
+        "default": "",
+    },
+    {
+        "name": "subdirectory",
+        "type": "string",
+        "description": "Only this directory of the repository goes into the artifact (as its root); empty: the "
+        "whole repository. It may not leave the repository.",
+        "default": "",
+    },
+    {
+        "name": "depth",
+        "type": "string",
+        "description": "Commits of history to fetch (git fetch --depth); 0: all. The artifact holds no .git either way.",
+        "default": "1",
+    },
+    {
+        "name": "submodules",
+        "type": "string",
+        "description": 'Check out submodules recursively ("true" or "false").',
+        "default": "true",
+    },
+    {
+        "name": "sslVerify",
+        "type": "string",
+        "description": 'Verify the git server\'s TLS certificate ("true" or "false").',
+        "default": "true",
+    },
+    # ours: where the artifact goes
+    {
+        "name": "REPOSITORY",
+        "type": "string",
+        "description": "Image repository (without tag) of the build: the artifact goes to "
+        f"REPOSITORY:{SOURCE_TAG_PREFIX}<commit> unless CACHE_REPO is set.",
+    },
+    {
+        "name": "CACHE_REPO",
+        "type": "string",
+        "description": f"Repository for build leftovers: when set, the artifact goes to CACHE_REPO:{SOURCE_TAG_PREFIX}<commit> "
+        "instead of the image repository.",
+        "default": "",
+    },
+    {
+        "name": "EXPIRES_AFTER",
+        "type": "string",
+        "description": "quay.expires-after annotation of the artifact (e.g. 5d): registries that honour it delete "
+        "the tag then; empty: no expiry.",
+        "default": "",
+    },
+    {
+        "name": "TLSVERIFY",
+        "type": "string",
+        "description": 'Verify TLS certificates of the registry ("true" or "false").',
+        "default": "true",
+    },
+)
+SOURCE_RESULTS = (
+    ("commit", "The commit that was cloned (git-clone's result)."),
+    ("url", "The repository that was cloned (git-clone's result)."),
+    ("committer-date", "The commit's committer date, seconds since the epoch (git-clone's result)."),
+    (
+        "SOURCE_ARTIFACT",
+        "The source as an OCI artifact, REPOSITORY@sha256:...: the SOURCE_ARTIFACT param of the build Tasks.",
+    ),
+)
+SOURCE_WORKSPACES: tuple[dict, ...] = (
+    {
+        "name": "ssh-directory",
+        "optional": True,
+        "readOnly": True,
+        "description": "An .ssh directory (private key, known_hosts, config) for git over ssh, e.g. a Secret.",
+    },
+    {
+        "name": "basic-auth",
+        "optional": True,
+        "readOnly": True,
+        "description": "A .gitconfig and .git-credentials for git over https, e.g. a Secret (as git-clone takes it).",
+    },
+    {
+        "name": "ssl-ca-directory",
+        "optional": True,
+        "readOnly": True,
+        "description": "CA certificates for a git server with a private CA.",
+    },
+    WS_DOCKERCONFIG,
+    WS_SSLCERTDIR,
+)
+# No $(params.*) in scripts: values come in through env.
+CLONE_SCRIPT = f"""#!/bin/sh
+set -eu
+mkdir -p "$HOME"
+if [ "$WORKSPACE_BASIC_AUTH_BOUND" = "true" ]; then
+  cp "$WORKSPACE_BASIC_AUTH_PATH/.git-credentials" "$WORKSPACE_BASIC_AUTH_PATH/.gitconfig" "$HOME/"
+  chmod 400 "$HOME/.git-credentials" "$HOME/.gitconfig"
+fi
+if [ "$WORKSPACE_SSH_DIRECTORY_BOUND" = "true" ]; then
+  cp -R "$WORKSPACE_SSH_DIRECTORY_PATH" "$HOME/.ssh"
+  chmod 700 "$HOME/.ssh"
+  chmod -R go-rwx "$HOME/.ssh"
+fi
+if [ "$WORKSPACE_SSL_CA_DIRECTORY_BOUND" = "true" ]; then
+  export GIT_SSL_CAPATH="$WORKSPACE_SSL_CA_DIRECTORY_PATH"
+fi
+if [ "$PARAM_SSL_VERIFY" = "false" ]; then
+  export GIT_SSL_NO_VERIFY=true
+fi
+depth=""
+if [ "$PARAM_DEPTH" != "0" ]; then
+  depth="--depth=$PARAM_DEPTH"
+fi
+git init -q {SOURCE_CHECKOUT}
+cd {SOURCE_CHECKOUT}
+git remote add origin "$PARAM_URL"
+git fetch -q $depth origin "${{PARAM_REVISION:-HEAD}}"
+git -c advice.detachedHead=false checkout -q FETCH_HEAD
+if [ "$PARAM_SUBMODULES" = "true" ]; then
+  git submodule update -q --init --recursive $depth
+fi
+printf '%s' "$(git rev-parse HEAD)" > "$(results.commit.path)"
+printf '%s' "$PARAM_URL" > "$(results.url.path)"
+printf '%s' "$(git log -1 --pretty=%ct)" > "$(results.committer-date.path)"
+"""
+PUSH_SCRIPT = f"""#!/bin/sh
+set -eu
+commit="$(cat "$(results.commit.path)")"
+repository="${{PARAM_CACHE_REPO:-$PARAM_REPOSITORY}}"
+exec taskimage source push --expires-after "$PARAM_EXPIRES_AFTER" --source-root {SOURCE_CHECKOUT} \\
+  "{SOURCE_CHECKOUT}/$PARAM_SUBDIRECTORY" "$repository:{SOURCE_TAG_PREFIX}$commit"
+"""
+SOURCE_SECURITY_CONTEXT = INDEX_SECURITY_CONTEXT  # no privileges: git and skopeo only
+
+
+def _ws_env(name: str) -> list[dict]:
+    var = "WORKSPACE_" + name.upper().replace("-", "_")
+    return [
+        {"name": f"{var}_BOUND", "value": f"$(workspaces.{name}.bound)"},
+        {"name": f"{var}_PATH", "value": f"$(workspaces.{name}.path)"},
+    ]
+
+
+def source_task_object(builder_image: str = RELEASE_IMAGE) -> dict:
+    """The source-artifact Task: clone with git, then `taskimage source push`, in one pod."""
+    mount = [{"name": "source", "mountPath": SOURCE_MOUNT}]
+    clone_env = [
+        {"name": "HOME", "value": f"{SOURCE_MOUNT}/home"},
+        {"name": "PARAM_URL", "value": "$(params.url)"},
+        {"name": "PARAM_REVISION", "value": "$(params.revision)"},
+        {"name": "PARAM_DEPTH", "value": "$(params.depth)"},
+        {"name": "PARAM_SUBMODULES", "value": "$(params.submodules)"},
+        {"name": "PARAM_SSL_VERIFY", "value": "$(params.sslVerify)"},
+    ]
+    for name in ("basic-auth", "ssh-directory", "ssl-ca-directory"):
+        clone_env += _ws_env(name)
+    push_env = [
+        {"name": "PARAM_REPOSITORY", "value": "$(params.REPOSITORY)"},
+        {"name": "PARAM_CACHE_REPO", "value": "$(params.CACHE_REPO)"},
+        {"name": "PARAM_SUBDIRECTORY", "value": "$(params.subdirectory)"},
+        {"name": "PARAM_EXPIRES_AFTER", "value": "$(params.EXPIRES_AFTER)"},
+        {"name": P.BY_NAME["TLSVERIFY"].env, "value": "$(params.TLSVERIFY)"},
+    ] + _bindings(("AUTHFILE", "CERT_DIR"))
+    step = {"image": "$(params.BUILDER_IMAGE)", "computeResources": INDEX_RESOURCES}
+    return {
+        "apiVersion": "tekton.dev/v1",
+        "kind": "Task",
+        "metadata": {
+            "name": SOURCE_TASK,
+            "labels": {"app.kubernetes.io/version": VERSION},
+            "annotations": {
+                "tekton.dev/pipelines.minVersion": MIN_PIPELINES_VERSION,
+                "tekton.dev/categories": "Image Build",
+                "tekton.dev/tags": "git, source, oci-artifact, matrix",
+                "tekton.dev/displayName": "Source as an OCI artifact",
+                "tekton.dev/platforms": TASK_PLATFORMS,
+            },
+        },
+        "spec": {
+            "description": (
+                "Clone a git repository and push the tree (without .git) to the registry as a single-layer OCI "
+                "artifact, deterministic and addressed by digest. Build TaskRuns take it as SOURCE_ARTIFACT and "
+                "pull it, verified, into their own pod: a matrix Pipeline needs no shared volume, so its "
+                "TaskRuns can run on any node.\n"
+                "Clones like git-clone (same param, workspace and result names), then runs "
+                "`taskimage source push`; no privileges."
+            ),
+            "params": [dict(p) for p in SOURCE_PARAMS] + [_builder_param(builder_image)],
+            "results": [{"name": n, "type": "string", "description": d} for n, d in SOURCE_RESULTS],
+            "workspaces": [dict(w) for w in SOURCE_WORKSPACES],
+            "volumes": [{"name": "source", "emptyDir": {}}],
+            "steps": [
+                {
+                    "name": "clone",
+                    **step,
+                    "env": clone_env,
+                    "volumeMounts": mount,
+                    "securityContext": SOURCE_SECURITY_CONTEXT,
+                    "script": CLONE_SCRIPT,
+                },
+                {
+                    "name": "push",
+                    **step,
+                    "env": push_env,
+                    "volumeMounts": mount,
+                    "securityContext": SOURCE_SECURITY_CONTEXT,
+                    "script": PUSH_SCRIPT,
+                },
+            ],
+        },
+    }
+
+
+def source_task_tables(obj: dict) -> dict[str, str]:
+    """README tables of the source-artifact Task, read off the Task itself."""
+    params = ["| Param | Type | Default | Description |", "|---|---|---|---|"]
+    for p in obj["spec"]["params"]:
+        default = "(required)" if "default" not in p else f"`{p['default']}`" if p["default"] != "" else '`""`'
+        if p["name"] == "BUILDER_IMAGE":
+            default = "pinned task image"
+        params.append(f"| `{p['name']}` | {p['type']} | {default} | {_md(p['description'])} |")
+    results = ["| Result | Description |", "|---|---|"]
+    results += [f"| `{r['name']}` | {_md(r['description'])} |" for r in obj["spec"]["results"]]
+    workspaces = ["| Workspace | Optional | Description |", "|---|---|---|"]
+    for w in obj["spec"]["workspaces"]:
+        ro = ", read-only" if w.get("readOnly") else ""
+        workspaces.append(f"| `{w['name']}` | {'yes' if w.get('optional') else 'no'}{ro} | {_md(w['description'])} |")
+    return {"params": "\n".join(params), "results": "\n".join(results), "workspaces": "\n".join(workspaces)}
+
+
+SOURCE_DIR = Path("catalog/task") / SOURCE_TASK / VERSION
+
+
 # --- YAML ------------------------------------------------------------------------------------
 
 
@@ -410,6 +657,12 @@ def expected(root: Path, builder_image: str = RELEASE_IMAGE) -> dict[Path, str]:
         if not readme.exists():
             raise FileNotFoundError(f"{readme}: the hand-written README (with generated tables) is missing")
         out[t.readme_path] = fill_readme(readme.read_text(), tables(t), t.readme_path)
+    source = source_task_object(builder_image)
+    out[SOURCE_DIR / f"{SOURCE_TASK}.yaml"] = HEADER + dump(source)
+    readme = root / SOURCE_DIR / "README.md"
+    if not readme.exists():
+        raise FileNotFoundError(f"{readme}: the hand-written README (with generated tables) is missing")
+    out[SOURCE_DIR / "README.md"] = fill_readme(readme.read_text(), source_task_tables(source), readme)
     return out
 
 
@@ -444,7 +697,8 @@ def release_tasks(out_dir: Path, builder_image: str) -> list[Path]:
         raise ValueError(f"--builder-image: {builder_image!r} is not REPOSITORY@sha256:<64 hex>")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "tasks.yaml"
-    path.write_text("---\n".join(task_yaml(t, builder_image) for t in task_defs()))
+    docs = [task_yaml(t, builder_image) for t in task_defs()] + [HEADER + dump(source_task_object(builder_image))]
+    path.write_text("---\n".join(docs))
     return [path]
 
 
