@@ -407,3 +407,147 @@ def test_push_refuses_a_dir_outside_source_root(registry, tmp_path, capsys):
     assert subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"]).returncode != 0
     assert push(capsys, checkout, ref, "--source-root", str(checkout)).startswith(f"{registry.host}/src/outside@")
     assert push(capsys, checkout / "src", ref, "--source-root", str(checkout))
+
+
+# --- the source-artifact Task, then a build TaskRun from its result, no shared volume ----------
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE_TASK = ROOT / "catalog/task/source-artifact/0.1/source-artifact.yaml"
+PLATFORM_TASK = ROOT / "catalog/task/buildah-multiarch-platform/0.1/buildah-multiarch-platform.yaml"
+APP = Path(__file__).parent / "data" / "localrun" / "app"
+
+
+@pytest.fixture(scope="module")
+def amd64_task_image(registry) -> str:
+    """The task image of this checkout (with git) for amd64 only: the Task runs natively here."""
+    from taskimage.dev import env as devenv
+
+    need(have_tools("buildah", "skopeo", "mmdebstrap", "podman", "runc"), "buildah, skopeo, mmdebstrap, podman, runc")
+    need(os.geteuid() == 0, "buildah builds here run as root")
+    return devenv.build_task_image(
+        registry.host, f"{registry.host}/taskimage/taskimage:source-e2e", ["linux/amd64"]
+    ).by_digest
+
+
+@pytest.fixture
+def git_server(tmp_path):
+    """A real git repository served by `git daemon` on 127.0.0.1 (the steps use the host network)."""
+    import socket
+    import time
+
+    need(have_tools("git"), "git is not installed")
+    base = tmp_path / "git"
+    work = base / "work"
+    shutil.copytree(APP, work / "app")
+    (work / "README").write_text("not in the subdirectory\n")
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_DATE": "2026-01-02T03:04:05Z",
+        "GIT_COMMITTER_DATE": "2026-01-02T03:04:05Z",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+
+    def git(*argv: str, cwd: Path = work) -> str:
+        return subprocess.run(["git", *argv], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q", "-b", "main")
+    git("add", "-A")
+    git("commit", "-q", "-m", "app")
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(base / "app.git")], check=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    daemon = subprocess.Popen(
+        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={base}", "--listen=127.0.0.1", f"--port={port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run(["git", "ls-remote", f"git://127.0.0.1:{port}/app.git"], capture_output=True).returncode:
+            assert time.monotonic() < deadline and daemon.poll() is None, "git daemon did not come up"
+            time.sleep(0.2)
+        yield {
+            "url": f"git://127.0.0.1:{port}/app.git",
+            "commit": git("rev-parse", "HEAD").strip(),
+            "date": git("log", "-1", "--pretty=%ct").strip(),
+            "work": work,
+        }
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+
+
+@pytest.mark.podman
+@pytest.mark.slow
+def test_source_artifact_task_then_a_build_from_its_result(
+    amd64_task_image, registry, busybox_base, git_server, tmp_path, capsys
+):
+    from taskimage import proc as tools
+
+    tools.reset_stopping()
+    repo = f"{registry.host}/e2e/app"
+    code, out, err = run_cli(
+        capsys,
+        "run",
+        str(SOURCE_TASK),
+        "--tls-verify=false",
+        "--output",
+        "json",
+        "-p",
+        f"url={git_server['url']}",
+        "-p",
+        "revision=main",
+        "-p",
+        "subdirectory=app",
+        "-p",
+        f"REPOSITORY={repo}",
+        "-p",
+        "TLSVERIFY=false",
+        "-p",
+        f"BUILDER_IMAGE={amd64_task_image}",
+    )
+    report = json.loads(out)
+    assert code == 0, (report, err[-3000:])
+    results = report["results"]
+    assert results["commit"] == git_server["commit"]
+    assert results["url"] == git_server["url"]
+    assert results["committer-date"] == git_server["date"]
+    artifact_ref = results["SOURCE_ARTIFACT"]
+    assert artifact_ref.startswith(f"{repo}@sha256:")
+    # filed under a tag that says what it is, and the tree is the subdirectory without .git
+    assert sha256(skopeo_raw_bytes(f"{repo}:source-{git_server['commit']}")) == artifact_ref.split("@")[1]
+    pulled = tmp_path / "pulled"
+    code, _, err = run_cli(capsys, "source", "pull", "--tls-verify=false", artifact_ref, str(pulled))
+    assert code == 0, err
+    assert snapshot(pulled) == snapshot(git_server["work"] / "app")
+
+    # a build TaskRun with no source workspace at all: only the artifact's digest connects them
+    code, out, err = run_cli(
+        capsys,
+        "run",
+        str(PLATFORM_TASK),
+        "--tls-verify=false",
+        "--output",
+        "json",
+        "-p",
+        f"REPOSITORY={repo}",
+        "-p",
+        "PLATFORM=amd64",
+        "-p",
+        f"SOURCE_ARTIFACT={artifact_ref}",
+        "-p",
+        f"BUILD_ARGS=BASE={busybox_base}",
+        "-p",
+        "TLSVERIFY=false",
+        "-p",
+        f"BUILDER_IMAGE={amd64_task_image}",
+    )
+    report = json.loads(out)
+    assert code == 0, (report, err[-3000:])
+    image = report["results"]["IMAGES"]
+    assert image.startswith(f"{repo}@sha256:")
+    assert skopeo_raw(image, config=True)["architecture"] == "amd64"
