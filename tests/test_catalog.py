@@ -199,6 +199,7 @@ SAMPLE = {
     "STORAGE_DRIVER": "vfs",
     "SKIP_PUSH": "true",
     "CACHE_REPO": "reg.example/team/cache",
+    "EXPIRES_AFTER": "5d",
     "RETRY": "5",
     "RETRY_DELAY": "7",
     "JOBS": "2",

@@ -348,7 +348,20 @@ def test_build_from_a_source_artifact_uses_the_pulled_tree(registry, busybox_bas
     empty.mkdir()
     image = f"{registry.host}/demo/fromartifact:v1"
     proc = taskimage_proc(
-        ["build", "--image", image, "--source-artifact", pinned, "--context", "app", "linux/amd64"], build_env, empty
+        [
+            "build",
+            "--image",
+            image,
+            "--source-artifact",
+            pinned,
+            "--context",
+            "app",
+            "--expires-after",
+            "3d",
+            "linux/amd64",
+        ],
+        build_env,
+        empty,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"source {pinned}" in proc.stderr
@@ -367,6 +380,8 @@ def test_build_from_a_source_artifact_uses_the_pulled_tree(registry, busybox_bas
         check=True,
     )
     manifest = json.loads((layout / "manifest.json").read_text())
+    config = json.loads((layout / manifest["config"]["digest"].split(":")[1]).read_text())
+    assert config["config"]["Labels"]["quay.expires-after"] == "3d"  # issue 17: Quay drops the tag then
     top = (layout / manifest["layers"][-1]["digest"].split(":")[1]).read_bytes()
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(top))) as tar:
         member = tar.extractfile("hello.txt")
@@ -377,6 +392,7 @@ def test_build_from_a_source_artifact_uses_the_pulled_tree(registry, busybox_bas
 @pytest.mark.parametrize(
     "extra, message",
     [
+        (["--expires-after", "3 days"], "--expires-after: '3 days' is not a duration"),
         (
             ["--source-artifact", "127.0.0.1:1/x/y:source-1"],
             "--source-artifact: '127.0.0.1:1/x/y:source-1' names no digest",
@@ -388,6 +404,7 @@ def test_build_from_a_source_artifact_uses_the_pulled_tree(registry, busybox_bas
     ],
 )
 def test_build_source_artifact_bad_input_exits_2_before_any_work(registry, build_env, tmp_path, extra, message):
+    (tmp_path / "Containerfile").write_text("FROM scratch\n")  # only the flag under test is wrong
     proc = taskimage_proc(["build", "--image", f"{registry.host}/demo/never:v1", *extra], build_env, tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr

@@ -29,7 +29,7 @@ from taskimage.build import buildah, index, results, storage, verify
 from taskimage.build import key as buildkey
 from taskimage.emulation import binfmt
 from taskimage.errors import TaskimageError, ToolError, UsageError
-from taskimage.oci import auth
+from taskimage.oci import auth, expiry
 from taskimage.oci import registry as remote
 from taskimage.oci.platforms import Platform, host_platform, parse_platforms
 from taskimage.oci.reference import ImageReference, parse_image
@@ -139,7 +139,7 @@ def options_from_values(values: dict) -> BuildOptions:
         context=context,
         containerfile=containerfile,
         build_args=_pairs(v["BUILD_ARGS"], src["BUILD_ARGS"]),
-        labels=_pairs(v["LABELS"], src["LABELS"]),
+        labels=_pairs(v["LABELS"], src["LABELS"]) + _expiry(v["EXPIRES_AFTER"], src["EXPIRES_AFTER"]),
         annotations=_pairs(v["ANNOTATIONS"], src["ANNOTATIONS"]),
         target=v["TARGET"],
         format=v["FORMAT"],
@@ -163,6 +163,13 @@ def options_from_values(values: dict) -> BuildOptions:
         results_dir=results.check_dir(v["RESULTS_DIR"], src["RESULTS_DIR"]),
         creds=creds,
     )
+
+
+def _expiry(value: str, source: str) -> tuple[tuple[str, str], ...]:
+    """EXPIRES_AFTER as the label Quay reads (issue 17); empty: no label."""
+    if not value:
+        return ()
+    return ((expiry.EXPIRES_LABEL, expiry.check_duration(value, source)),)
 
 
 def _cache_repo(value: str, source: str) -> str:

@@ -153,6 +153,14 @@ BUILD_PARAMS: tuple[Param, ...] = (
         metavar="REPO",
     ),
     Param(
+        "EXPIRES_AFTER",
+        "--expires-after",
+        "Label quay.expires-after=DURATION on every image (e.g. 5d; units s, m, h, d, w): Quay deletes "
+        "the tags they are pushed to (per-run tags, build-key cache tags) after that time; other "
+        "registries: taskimage gc. For throw-away builds only, the label is in the image. Empty: none.",
+        metavar="DURATION",
+    ),
+    Param(
         "RETRY",
         "--retry",
         "How many times to retry a registry push after a transient error (5xx, reset, "

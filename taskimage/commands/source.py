@@ -12,7 +12,7 @@ from pathlib import Path
 from taskimage import log
 from taskimage.build import params, results
 from taskimage.errors import UsageError
-from taskimage.oci import artifact, auth
+from taskimage.oci import artifact, auth, expiry
 from taskimage.oci.reference import parse_image
 
 REGISTRY_PARAMS = tuple(params.BY_NAME[name] for name in ("TLSVERIFY", "AUTHFILE", "CERT_DIR", "RETRY"))
@@ -49,7 +49,7 @@ def push_command(args: argparse.Namespace) -> int:
     results_dir = results.check_dir(args.results_dir)
     annotations = {}
     if args.expires_after:
-        annotations[artifact.EXPIRES_ANNOTATION] = artifact.check_expires(args.expires_after, "--expires-after")
+        annotations[artifact.EXPIRES_ANNOTATION] = expiry.check_duration(args.expires_after, "--expires-after")
     log.phase(f"source push {args.dir} -> {ref.url}")
     pushed = artifact.push(
         args.dir, ref, access, include_git=args.include_git, annotations=annotations or None, retry=retry

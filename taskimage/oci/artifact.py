@@ -36,7 +36,7 @@ from pathlib import Path
 from taskimage import log
 from taskimage import proc as tools
 from taskimage.errors import TaskimageError, ToolError, UsageError
-from taskimage.oci import registry
+from taskimage.oci import expiry, registry
 from taskimage.oci.reference import ImageReference, parse_image
 
 ARTIFACT_TYPE = "application/vnd.taskimage.source.v1"
@@ -45,8 +45,7 @@ EMPTY_CONFIG_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY_CONFIG = b"{}"
 LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 LAYER_TITLE = "source.tar.gz"
-EXPIRES_ANNOTATION = "quay.expires-after"  # what Quay reads (and Konflux's trusted artifacts set)
-_EXPIRES_RE = re.compile(r"^[1-9][0-9]*[smhdw]$")
+EXPIRES_ANNOTATION = expiry.EXPIRES_LABEL  # what Quay reads (and Konflux's trusted artifacts set)
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _MAX_LINK_HOPS = 40  # as Linux's MAXSYMLINKS
 
@@ -71,14 +70,6 @@ class Access:
         if self.cert_dir:
             out.append(f"--{side}cert-dir={self.cert_dir}")
         return out
-
-
-def check_expires(value: str, source: str) -> str:
-    """A quay.expires-after value: a positive number and a unit, s m h d or w (``5d``, ``12h``)."""
-    value = value.strip()
-    if not _EXPIRES_RE.fullmatch(value):
-        raise UsageError(f"{source}: {value!r} is not a duration like 5d, 12h or 2w (units s, m, h, d, w)")
-    return value
 
 
 def sha256_digest(data: bytes) -> str:
