@@ -18,7 +18,7 @@ from taskimage import proc as tools
 from taskimage.build import params
 from taskimage.errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, TaskimageError, ToolError
 
-COMMAND_MODULES = ["build", "index", "binfmt", "bundle", "lint", "run", "cluster", "dev", "source"]
+COMMAND_MODULES = ["build", "index", "binfmt", "bundle", "lint", "run", "cluster", "dev", "source", "gc"]
 # optional dependencies (pyproject extras) and the extra that brings each
 OPTIONAL_MODULES = {"kubernetes": "cluster", "urllib3": "cluster", "jsonschema": "lint", "kubernetes_validate": "lint"}
 # commands registered by a module of another name
