@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 from taskimage import log
 from taskimage import proc as tools
-from taskimage.errors import TaskimageError, ToolError
+from taskimage.errors import ToolError
 from taskimage.oci.artifact import Access
 from taskimage.oci.reference import ImageReference
 
@@ -201,7 +201,7 @@ def delete(registry: Registry, decisions: Sequence[Decision]) -> list[str]:
             registry.delete(digest)
         except ToolError as exc:
             if any("unsupported" in line.lower() for line in exc.tail):
-                raise TaskimageError(
+                raise ToolError(
                     f"{registry.repo.name}: the registry refuses deletes (distribution: storage.delete.enabled)",
                     tail=exc.tail,
                 ) from None
