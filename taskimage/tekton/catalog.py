@@ -730,6 +730,92 @@ def release_pipelines(root: Path, out_dir: Path, task_bundle: str, builder_image
     return [path]
 
 
+# --- the release catalog, for Artifact Hub and the hub resolver (issue 17) -----------------------
+
+RELEASE_PIPELINE_BUNDLE_TAG = RELEASE_PIPELINE_BUNDLE
+PROJECT_URL = "https://github.com/taskimage/taskimage"
+MAINTAINERS = ({"name": "taskimage maintainers", "email": "taskimage@example.org"},)
+ARTIFACTHUB_CATEGORY = "integration-delivery"
+CHANGES = (
+    {"kind": "added", "description": "Multi-arch builds with buildah and qemu, one TaskRun or a matrix of them"},
+    {"kind": "added", "description": "source-artifact: the source travels as an OCI artifact, no shared volume"},
+    {"kind": "added", "description": "EXPIRES_AFTER: quay.expires-after on per-run images and source artifacts"},
+)
+SEMVER_RE = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))?$")
+
+
+def _artifacthub_annotations() -> dict[str, str]:
+    return {
+        "artifacthub.io/license": "Apache-2.0",
+        "artifacthub.io/category": ARTIFACTHUB_CATEGORY,
+        "artifacthub.io/links": dump([{"name": "source", "url": PROJECT_URL}]),
+        "artifacthub.io/maintainers": dump([dict(m) for m in MAINTAINERS]),
+        "artifacthub.io/changes": dump([dict(c) for c in CHANGES]),
+    }
+
+
+def _pin(text: str, image: str, task_bundle: str, pipeline_bundle: str) -> str:
+    """Every reference to the unreleased image and the bundles by tag becomes the release's digest."""
+    return (
+        text.replace(RELEASE_IMAGE, image)
+        .replace(RELEASE_TASK_BUNDLE, task_bundle)
+        .replace(RELEASE_PIPELINE_BUNDLE_TAG, pipeline_bundle)
+    )
+
+
+def _annotate(text: str, path: Path) -> str:
+    """Add the artifacthub.io/* annotations to the one Tekton object of ``text`` (YAML dumped again)."""
+    obj = yaml.safe_load(text)
+    if not isinstance(obj, dict) or obj.get("kind") not in ("Task", "Pipeline"):
+        raise ValueError(f"{path}: not a single Task or Pipeline")
+    obj["metadata"].setdefault("annotations", {}).update(_artifacthub_annotations())
+    return dump(obj)
+
+
+def render_release(
+    root: Path, out: Path, image: str, task_bundle: str, pipeline_bundle: str, version: str = VERSION
+) -> list[Path]:
+    """The catalog as Artifact Hub indexes it (tektoncd/catalog layout, one repository per kind):
+
+    ``OUT/tasks/<name>/<version>/{<name>.yaml,README.md,samples/}`` and the same under
+    ``OUT/pipelines/``, each kind with an ``artifacthub-repo.yml``, and ``OUT/LICENSE``. The step
+    image, and the Tasks the Pipelines take from a bundle, are pinned by digest.
+    """
+    for flag, value in (("--image-digest", image), ("--bundle", task_bundle), ("--pipeline-bundle", pipeline_bundle)):
+        if not DIGEST_RE.match(value or ""):
+            raise ValueError(f"{flag}: {value!r} is not REPOSITORY@sha256:<64 hex>")
+        if value.endswith(UNRELEASED_DIGEST):
+            raise ValueError(f"{flag}: {value!r} is the unreleased placeholder digest, which no registry serves")
+    if not SEMVER_RE.match(version) or version != VERSION:
+        raise ValueError(f"--version: {version!r} must be this catalog's version {VERSION} (the directory and label)")
+    written: list[Path] = []
+
+    def write(path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(path)
+
+    generated = expected(root, image)
+    for kind, folder in (("task", "tasks"), ("pipeline", "pipelines")):
+        for src in sorted((root / "catalog" / kind).glob(f"*/{version}")):
+            name = src.parent.name
+            dest = out / folder / name / version
+            yaml_rel = Path("catalog") / kind / name / version / f"{name}.yaml"
+            text = generated.get(yaml_rel) or (root / yaml_rel).read_text()
+            text = _pin(text, image, task_bundle, pipeline_bundle)
+            write(dest / f"{name}.yaml", _annotate(text, yaml_rel))
+            readme = generated.get(yaml_rel.with_name("README.md")) or (src / "README.md").read_text()
+            write(dest / "README.md", _pin(readme, image, task_bundle, pipeline_bundle))
+            for sample in sorted((src / "samples").glob("*.yaml")):
+                write(dest / "samples" / sample.name, _pin(sample.read_text(), image, task_bundle, pipeline_bundle))
+        repo_meta = {"owners": [dict(m) for m in MAINTAINERS]}
+        write(
+            out / folder / "artifacthub-repo.yml", f"# Artifact Hub repository metadata ({kind}s)\n" + dump(repo_meta)
+        )
+    write(out / "LICENSE", (root / "LICENSE").read_text())
+    return written
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m taskimage.tekton.catalog", description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -748,7 +834,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--builder-image", metavar="REPO@DIGEST", help="the task image the released Tasks run")
     ap.add_argument("--task-bundle", metavar="REPO@DIGEST", help="the released Tasks bundle the Pipelines use")
+    ap.add_argument(
+        "--release",
+        type=Path,
+        metavar="DIR",
+        help="render the release catalog for Artifact Hub into DIR (needs --image-digest, --bundle, --pipeline-bundle)",
+    )
+    ap.add_argument("--image-digest", metavar="REPO@DIGEST", help="with --release: the released task image")
+    ap.add_argument("--bundle", metavar="REPO@DIGEST", help="with --release: the released Tasks bundle")
+    ap.add_argument("--pipeline-bundle", metavar="REPO@DIGEST", help="with --release: the released Pipelines bundle")
+    ap.add_argument("--version", default=VERSION, help=f"with --release: the catalog version (default {VERSION})")
     args = ap.parse_args(argv)
+    if args.release:
+        try:
+            paths = render_release(
+                args.root, args.release, args.image_digest, args.bundle, args.pipeline_bundle, args.version
+            )
+        except ValueError as exc:
+            print(f"ERROR {exc}", file=sys.stderr)
+            return 2
+        for path in paths:
+            print(path)
+        return 0
     if args.release_dir:
         if not args.builder_image:
             ap.error("--release-dir needs --builder-image (and --task-bundle for the Pipelines)")

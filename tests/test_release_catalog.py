@@ -1,0 +1,204 @@
+"""The release catalog (issue 17): what Artifact Hub indexes and `resolver: hub` hands out verbatim.
+
+Rendered against a local registry holding the "released" task image and the two bundles (pushed
+with `taskimage bundle push` from the release rendering of this checkout), then checked as a
+user would meet it: no zero digest, every image and bundle by digest and resolvable in that
+registry, Artifact Hub's layout rules, and the same lint as the shipped YAML.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import need, tag_exists
+
+from taskimage import cli
+from taskimage.tekton import catalog
+from taskimage.tekton.lint import lint_paths
+
+pytestmark = pytest.mark.tools
+ROOT = Path(__file__).resolve().parent.parent
+CRDS = os.environ.get("TASKIMAGE_CRDS") or str(ROOT.parent / "shared" / "tekton-crds")
+ZERO = "0" * 64
+REF_RE = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
+
+
+def digest_of(capsys, argv: list[str]) -> str:
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    return capsys.readouterr().out.strip().rsplit("@", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def released(registry, busybox_base, tmp_path_factory):
+    """The task image, the Tasks bundle and the Pipelines bundle in the registry, by digest."""
+    tmp = tmp_path_factory.mktemp("release")
+    image_repo = f"{registry.host}/taskimage/taskimage"
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--all",
+            "--quiet",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            f"docker://{busybox_base}",
+            f"docker://{image_repo}:release",
+        ],
+        check=True,
+    )
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{image_repo}:release"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    import hashlib
+
+    image = f"{image_repo}@sha256:{hashlib.sha256(raw).hexdigest()}"
+    (tasks,) = catalog.release_tasks(tmp / "bundles", image)
+    return {"tmp": tmp, "image": image, "tasks_yaml": tasks, "registry": registry.host}
+
+
+def test_release_catalog_is_pinned_resolvable_and_laid_out_for_artifact_hub(released, capsys):
+    host, tmp, image = released["registry"], released["tmp"], released["image"]
+    tasks_digest = digest_of(
+        capsys, ["bundle", "push", "--tls-verify=false", f"{host}/taskimage/tasks:0.1", str(released["tasks_yaml"])]
+    )
+    task_bundle = f"{host}/taskimage/tasks@{tasks_digest}"
+    (pipes,) = catalog.release_pipelines(ROOT, tmp / "bundles", task_bundle, image)
+    pipeline_bundle = f"{host}/taskimage/pipelines@" + digest_of(
+        capsys, ["bundle", "push", "--tls-verify=false", f"{host}/taskimage/pipelines:0.1", str(pipes)]
+    )
+    out = tmp / "catalog"
+    code = catalog.main(
+        ["--release", str(out), "--image-digest", image, "--bundle", task_bundle, "--pipeline-bundle", pipeline_bundle]
+    )
+    assert code == 0
+
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    assert all(ZERO not in p.read_text() for p in files), "a zero digest was left in the release"
+    license_text = (out / "LICENSE").read_text()
+    assert "Apache License" in license_text and "Version 2.0" in license_text
+    for folder, kind in (("tasks", "Task"), ("pipelines", "Pipeline")):
+        meta = yaml.safe_load((out / folder / "artifacthub-repo.yml").read_text())
+        assert meta["owners"] and all(o["name"] and o["email"] for o in meta["owners"])
+        objects = sorted(out.glob(f"{folder}/*/*/*.yaml"))
+        assert objects, folder
+        for path in objects:
+            name, version = path.parent.parent.name, path.parent.name
+            doc = yaml.safe_load(path.read_text())
+            # Artifact Hub's Tekton layout: <name>/<version>/<name>.yaml, version = label, semver
+            assert doc["kind"] == kind and doc["metadata"]["name"] == name == path.stem
+            assert doc["metadata"]["labels"]["app.kubernetes.io/version"] == version
+            assert re.fullmatch(r"\d+\.\d+(\.\d+)?", version)
+            assert doc["spec"]["description"].strip()
+            ann = doc["metadata"]["annotations"]
+            assert ann["artifacthub.io/license"] == "Apache-2.0"
+            assert yaml.safe_load(ann["artifacthub.io/links"])[0]["url"].startswith("https://")
+            assert yaml.safe_load(ann["artifacthub.io/changes"])
+            assert ann["tekton.dev/categories"] and ann["tekton.dev/pipelines.minVersion"]
+            assert (path.parent / "README.md").read_text().strip()
+    # every image and bundle reference, by digest, and the registry has it
+    refs = set()
+    for path in out.rglob("*.yaml"):
+        text = path.read_text()
+        refs |= set(re.findall(r"\b" + re.escape(host) + r"/[^\s\"']+", text))
+        assert "ghcr.io/taskimage" not in text, f"{path}: still points at the unreleased location"
+    assert {image, task_bundle, pipeline_bundle} <= refs
+    for ref in refs:
+        assert REF_RE.match(ref), f"not by digest: {ref}"
+        assert tag_exists(ref), f"not in the registry: {ref}"
+
+
+def test_release_catalog_passes_lint_crds_and_tekton_lint(released, tmp_path):
+    from taskimage.tekton.lint.tektonlint import find_tekton_lint, run_tekton_lint
+
+    need(Path(CRDS, "300-task.yaml").is_file(), f"Tekton CRDs not found at {CRDS} (set TASKIMAGE_CRDS)")
+    digest = "sha256:" + "ab" * 32
+    out = tmp_path / "catalog"
+    bundle = f"{released['registry']}/taskimage/tasks@{digest}"
+    assert (
+        catalog.main(
+            [
+                "--release",
+                str(out),
+                "--image-digest",
+                released["image"],
+                "--bundle",
+                bundle,
+                "--pipeline-bundle",
+                bundle,
+            ]
+        )
+        == 0
+    )
+    files = [str(p) for p in sorted(out.rglob("*.yaml"))]
+    report = lint_paths(files, crds=CRDS)
+    assert report.errors == 0, [str(p) for p in report.problems]
+    exe = find_tekton_lint()
+    need(bool(exe) and Path(exe).exists(), "tekton-lint not found (set TEKTON_LINT)")
+    _, found = run_tekton_lint(files, exe)
+    assert not [f for f in found if f.get("level") == "error"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            [
+                "--image-digest",
+                "r/x:1",
+                "--bundle",
+                "r/t@sha256:" + "a" * 64,
+                "--pipeline-bundle",
+                "r/p@sha256:" + "a" * 64,
+            ],
+            "--image-digest",
+        ),
+        (
+            [
+                "--image-digest",
+                "r/x@sha256:" + ZERO,
+                "--bundle",
+                "r/t@sha256:" + "a" * 64,
+                "--pipeline-bundle",
+                "r/p@sha256:" + "a" * 64,
+            ],
+            "--image-digest",
+        ),
+        (
+            [
+                "--image-digest",
+                "r/x@sha256:" + "a" * 64,
+                "--bundle",
+                "r/t:0.1",
+                "--pipeline-bundle",
+                "r/p@sha256:" + "a" * 64,
+            ],
+            "--bundle",
+        ),
+        (
+            [
+                "--image-digest",
+                "r/x@sha256:" + "a" * 64,
+                "--bundle",
+                "r/t@sha256:" + "a" * 64,
+                "--pipeline-bundle",
+                "r/p@sha256:" + "a" * 64,
+                "--version",
+                "1.0",
+            ],
+            "--version",
+        ),
+    ],
+)
+def test_release_refuses_tags_and_wrong_versions(tmp_path, capsys, argv, message):
+    assert catalog.main(["--release", str(tmp_path / "out"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
