@@ -202,3 +202,30 @@ def test_release_refuses_tags_and_wrong_versions(tmp_path, capsys, argv, message
     assert catalog.main(["--release", str(tmp_path / "out"), *argv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_release_run_renders_the_catalog_with_the_digests_it_pushed(tmp_path):
+    """.tekton/release.yaml's release-catalog task: its render step, with Tekton's values
+    substituted, is a real generator invocation producing the Artifact Hub tree."""
+    (run,) = [d for d in yaml.safe_load_all((ROOT / ".tekton/release.yaml").read_text()) if d]
+    task = next(t for t in run["spec"]["pipelineSpec"]["tasks"] if t["name"] == "release-catalog")
+    digest = "sha256:" + "cd" * 32
+    values = {
+        "TASKIMAGE": f"ghcr.io/taskimage/taskimage@{digest}",
+        "TASKS_BUNDLE": f"ghcr.io/taskimage/tasks@{digest}",
+        "PIPELINES_BUNDLE": f"ghcr.io/taskimage/pipelines@{digest}",
+    }
+    given = {p["name"]: p["value"] for p in task["params"]}
+    assert given["TASKS_BUNDLE"].endswith("$(tasks.release-tasks.results.DIGEST)")
+    assert given["PIPELINES_BUNDLE"].endswith("$(tasks.release-pipelines.results.DIGEST)")
+    render, publish = task["taskSpec"]["steps"]
+    assert render["command"] == ["python3", "-m", "taskimage.tekton.catalog"]
+
+    def subst(arg: str) -> str:
+        arg = arg.replace("$(workspaces.source.path)", str(ROOT)).replace("/out/", f"{tmp_path}/")
+        return re.sub(r"\$\(params\.([A-Z_]+)\)", lambda m: values[m.group(1)], arg)
+
+    assert catalog.main([subst(a) for a in render["args"]]) == 0
+    text = (tmp_path / "catalog/tasks/buildah-multiarch/0.1/buildah-multiarch.yaml").read_text()
+    assert values["TASKIMAGE"] in text and ZERO not in text
+    assert "$(params." not in publish["script"]
