@@ -410,7 +410,10 @@ def pull(
                 if created:
                     directory.mkdir()
                 try:
-                    tar.extractall(directory, filter="data")
+                    if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: a second fence
+                        tar.extractall(directory, filter="data")
+                    else:
+                        tar.extractall(directory)  # check_members above is the fence
                 except (tarfile.TarError, OSError) as exc:
                     _empty(directory, remove=created)
                     raise ArchiveRefused(f"{pinned}: extraction stopped: {exc}") from None
