@@ -229,3 +229,62 @@ def test_release_run_renders_the_catalog_with_the_digests_it_pushed(tmp_path):
     text = (tmp_path / "catalog/tasks/buildah-multiarch/0.1/buildah-multiarch.yaml").read_text()
     assert values["TASKIMAGE"] in text and ZERO not in text
     assert "$(params." not in publish["script"]
+
+
+@pytest.mark.podman
+@pytest.mark.slow
+def test_released_tasks_bundle_runs_with_its_pinned_image(registry, busybox_base, tmp_path, capsys):
+    """`taskimage run --bundle` of the released Tasks bundle builds with no BUILDER_IMAGE override:
+    the default the release pinned is a task image the registry serves (amd64 here: the arm64
+    half of the task image is built under qemu, minutes; the catalog tests build both)."""
+    from conftest import have_tools
+
+    from taskimage import proc as tools
+    from taskimage.dev import env as devenv
+
+    need(have_tools("buildah", "skopeo", "mmdebstrap", "podman", "runc"), "buildah, skopeo, mmdebstrap, podman, runc")
+    need(os.geteuid() == 0, "buildah builds here run as root")
+    image = devenv.build_task_image(
+        registry.host,
+        f"{registry.host}/taskimage/taskimage:released",
+        ["linux/amd64"],
+        layer_cache=devenv.cache_dir() / "task-image" / "storage-amd64",  # its own: amd64-only builds
+    ).by_digest
+    (tasks,) = catalog.release_tasks(tmp_path / "bundles", image)
+    bundle = f"{registry.host}/taskimage/tasks@" + digest_of(
+        capsys, ["bundle", "push", "--tls-verify=false", f"{registry.host}/taskimage/tasks:released", str(tasks)]
+    )
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "Containerfile").write_text(f"FROM {busybox_base}\nRUN echo released > /released\n")
+    target = f"{registry.host}/released/app:v1"
+    tools.reset_stopping()
+    capsys.readouterr()
+    code = cli.main(
+        [
+            "run",
+            "--bundle",
+            bundle,
+            "--name",
+            "buildah-multiarch",
+            "--tls-verify=false",
+            "--output",
+            "json",
+            "-w",
+            f"source={source}",
+            "-p",
+            f"IMAGE={target}",
+            "-p",
+            "PLATFORMS=linux/amd64",
+            "-p",
+            "TLSVERIFY=false",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
+    import json
+
+    results = json.loads(out)["results"]
+    assert results["IMAGE_URL"] == target
+    assert tag_exists(results["IMAGE_REF"])
+    assert image in err  # the step ran the pinned default image, not an override

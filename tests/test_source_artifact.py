@@ -442,7 +442,10 @@ def amd64_task_image(registry) -> str:
     need(have_tools("buildah", "skopeo", "mmdebstrap", "podman", "runc"), "buildah, skopeo, mmdebstrap, podman, runc")
     need(os.geteuid() == 0, "buildah builds here run as root")
     return devenv.build_task_image(
-        registry.host, f"{registry.host}/taskimage/taskimage:source-e2e", ["linux/amd64"]
+        registry.host,
+        f"{registry.host}/taskimage/taskimage:source-e2e",
+        ["linux/amd64"],
+        layer_cache=devenv.cache_dir() / "task-image" / "storage-amd64",  # its own: amd64-only builds
     ).by_digest
 
 
