@@ -223,3 +223,7 @@ def test_gc_deletes_them_and_keeps_every_kept_tag_and_what_it_lists(populated, c
     # a second run finds nothing more to delete
     code, out, _ = gc(capsys, repo, "--keep", "v*", "main", "attest-*", "--older-than", "7d")
     assert code == 0 and out == ""
+    # source artifacts have no creation time: only --include-undated takes them (kept referrers stay)
+    code, out, err = gc(capsys, repo, "--keep", "v*", "main", "attest-*", "--older-than", "7d", "--include-undated")
+    assert code == 0 and out.split() == ["source-abc"], err
+    assert not tag_exists(f"{repo}:source-abc") and tag_exists(f"{repo}:attest-run2") and tag_exists(f"{repo}:v1.0")

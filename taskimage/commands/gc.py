@@ -33,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
     path = auth.resolve_authfile(*values["AUTHFILE"])
     registry = gc.Registry(repo, Access(values["TLSVERIFY"][0], str(path) if path else None, cert_dir or None))
     log.phase(f"gc {repo.name} (keep {', '.join(keep)}; delete what is older than {args.older_than})")
-    decisions = gc.plan(registry, keep, older_than)
+    decisions = gc.plan(registry, keep, older_than, include_undated=args.include_undated)
     rows = [
         (d.tag, d.digest[:19], d.created.strftime("%Y-%m-%dT%H:%M:%SZ") if d.created else "-", d.why) for d in decisions
     ]
@@ -67,6 +67,12 @@ def register(subparsers) -> None:
         help="tags to keep, shell globs (v*, main, release-*); repeatable; at least one",
     )
     p.add_argument("--older-than", metavar="DURATION", required=True, help="delete only what is older: 7d, 12h, 2w")
+    p.add_argument(
+        "--include-undated",
+        action="store_true",
+        help="also delete unkept tags whose manifest has no creation time (source artifacts), whatever their "
+        "age: run it when no PipelineRun is using them",
+    )
     p.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     params.add_arguments(p, REGISTRY_PARAMS, positional_platforms=False)
     p.set_defaults(func=_run)

@@ -11,7 +11,8 @@ artifact. :func:`plan` decides, :func:`delete` acts:
   a platform image under a live list would break the list;
 - deleted: every other tag whose manifest is older than ``--older-than``. Age is the image
   config's ``created``; an index's is its newest entry's. A manifest without a creation time
-  (an artifact with an empty config) is kept and reported: its age is unknown.
+  (an artifact with an empty config, such as a source artifact) is kept and reported, its age
+  being unknown, unless ``--include-undated`` (for a moment when no run is using them).
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ def plan(
     registry: Registry,
     keep: Sequence[str],
     older_than_seconds: int,
+    include_undated: bool = False,
     now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
 ) -> list[Decision]:
     """What to do with every tag of the repository, in tag order."""
@@ -179,7 +181,9 @@ def plan(
             decisions.append(Decision(tag, digest, None, False, f"kept: {protected_by[digest]} refers to it"))
             continue
         created = walker.created(digest)
-        if created is None:
+        if created is None and include_undated:
+            decisions.append(Decision(tag, digest, None, True, "delete (no creation time, --include-undated)"))
+        elif created is None:
             decisions.append(Decision(tag, digest, None, False, "kept: no creation time to judge its age"))
         elif created > cutoff:
             decisions.append(Decision(tag, digest, created, False, "kept: newer than --older-than"))
