@@ -571,3 +571,56 @@ def test_source_artifact_task_then_a_build_from_its_result(
     image = report["results"]["IMAGES"]
     assert image.startswith(f"{repo}@sha256:")
     assert skopeo_raw(image, config=True)["architecture"] == "amd64"
+
+
+# --- credentials -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def auth_registry(tmp_path_factory):
+    """A registry that wants a login (htpasswd) and a Tekton dockerconfig workspace for it
+    (the same set-up as tests/test_bundle.py)."""
+    import base64
+    import warnings
+
+    from taskimage.dev import env as devenv
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import crypt
+        except ImportError:
+            crypt = None
+    need(crypt is not None and crypt.METHOD_BLOWFISH in crypt.methods, "no bcrypt in Python's crypt module")
+    root = tmp_path_factory.mktemp("source-auth-registry")
+    password = "s3cret-Source-pass"
+    (root / "htpasswd").write_text(f"tekton:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))}\n")
+    reg = devenv.LocalRegistry(root, htpasswd=str(root / "htpasswd")).start()
+    workspace = root / "dockerconfig"
+    workspace.mkdir()
+    token = base64.b64encode(f"tekton:{password}".encode()).decode()
+    (workspace / ".dockerconfigjson").write_text(json.dumps({"auths": {reg.host: {"auth": token}}}))
+    yield reg, workspace, password, token
+    reg.stop()
+
+
+def test_push_and_pull_with_a_dockerconfig_workspace_never_show_the_secret(auth_registry, tmp_path, capsys):
+    reg, workspace, password, token = auth_registry
+    tree = make_tree(tmp_path / "tree")
+    ref = f"{reg.host}/src/private:source"
+    code, out, err = run_cli(
+        capsys, "source", "push", "--tls-verify=false", "--authfile", str(workspace), str(tree), ref
+    )
+    assert code == 0, err
+    pinned = out.strip()
+    code, _, err2 = run_cli(
+        capsys, "source", "pull", "--tls-verify=false", "--authfile", str(workspace), pinned, str(tmp_path / "out")
+    )
+    assert code == 0, err2
+    assert (tmp_path / "out" / "Containerfile").is_file()
+    # without credentials the registry says no: one clear line, not retried, nothing extracted
+    code, _, err3 = run_cli(capsys, "source", "pull", "--tls-verify=false", pinned, str(tmp_path / "anon"))
+    assert code == 1 and "refused the credentials" in err3 and "not retried" in err3
+    assert not (tmp_path / "anon").exists()
+    for text in (out, err, err2, err3):
+        assert password not in text and token not in text
