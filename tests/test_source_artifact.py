@@ -540,6 +540,29 @@ def test_source_artifact_task_then_a_build_from_its_result(
     assert artifact_ref.startswith(f"{repo}@sha256:")
     # filed under a tag that says what it is, and the tree is the subdirectory without .git
     assert sha256(skopeo_raw_bytes(f"{repo}:source-{git_server['commit']}")) == artifact_ref.split("@")[1]
+    # the same commit named by its hash, in another TaskRun: the same artifact, to the digest
+    code, out, err = run_cli(
+        capsys,
+        "run",
+        str(SOURCE_TASK),
+        "--tls-verify=false",
+        "--output",
+        "json",
+        "-p",
+        f"url={git_server['url']}",
+        "-p",
+        f"revision={git_server['commit']}",
+        "-p",
+        "subdirectory=app",
+        "-p",
+        f"REPOSITORY={repo}",
+        "-p",
+        "TLSVERIFY=false",
+        "-p",
+        f"BUILDER_IMAGE={amd64_task_image}",
+    )
+    assert code == 0, err[-3000:]
+    assert json.loads(out)["results"]["SOURCE_ARTIFACT"] == artifact_ref
     pulled = tmp_path / "pulled"
     code, _, err = run_cli(capsys, "source", "pull", "--tls-verify=false", artifact_ref, str(pulled))
     assert code == 0, err
