@@ -19,7 +19,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import have_tools, need, skopeo_raw, skopeo_raw_bytes
+from conftest import emulation_ready, have_tools, need, skopeo_raw, skopeo_raw_bytes
 
 from taskimage import cli
 from taskimage.oci import artifact
@@ -431,6 +431,7 @@ def test_push_refuses_a_dir_outside_source_root(registry, tmp_path, capsys):
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_TASK = ROOT / "catalog/task/source-artifact/0.1/source-artifact.yaml"
 PLATFORM_TASK = ROOT / "catalog/task/buildah-multiarch-platform/0.1/buildah-multiarch-platform.yaml"
+INDEX_TASK = ROOT / "catalog/task/buildah-multiarch-index/0.1/buildah-multiarch-index.yaml"
 APP = Path(__file__).parent / "data" / "localrun" / "app"
 
 
@@ -502,8 +503,9 @@ def git_server(tmp_path):
 
 
 @pytest.mark.podman
+@pytest.mark.emulation
 @pytest.mark.slow
-def test_source_artifact_task_then_a_build_from_its_result(
+def test_matrix_by_hand_source_artifact_then_two_platform_builds_then_index_no_shared_volume(
     amd64_task_image, registry, busybox_base, git_server, tmp_path, capsys
 ):
     from taskimage import proc as tools
@@ -568,22 +570,49 @@ def test_source_artifact_task_then_a_build_from_its_result(
     assert code == 0, err
     assert snapshot(pulled) == snapshot(git_server["work"] / "app")
 
-    # a build TaskRun with no source workspace at all: only the artifact's digest connects them
+    # the matrix, by hand (taskimage run runs Tasks, not Pipelines): one build TaskRun per platform
+    # with no source workspace at all, only the artifact's digest connects them; then the index
+    ok, why = emulation_ready(("linux/arm64",))
+    need(ok, why)
+    images = []
+    for platform in ("amd64", "arm64"):
+        code, out, err = run_cli(
+            capsys,
+            "run",
+            str(PLATFORM_TASK),
+            "--tls-verify=false",
+            "--output",
+            "json",
+            "-p",
+            f"REPOSITORY={repo}",
+            "-p",
+            f"PLATFORM={platform}",
+            "-p",
+            f"SOURCE_ARTIFACT={artifact_ref}",
+            "-p",
+            f"BUILD_ARGS=BASE={busybox_base}",
+            "-p",
+            "TLSVERIFY=false",
+            "-p",
+            f"BUILDER_IMAGE={amd64_task_image}",
+        )
+        report = json.loads(out)
+        assert code == 0, (report, err[-3000:])
+        image = report["results"]["IMAGES"]
+        assert image.startswith(f"{repo}@sha256:")
+        assert skopeo_raw(image, config=True)["architecture"] == platform
+        images.append(image)
     code, out, err = run_cli(
         capsys,
         "run",
-        str(PLATFORM_TASK),
+        str(INDEX_TASK),
         "--tls-verify=false",
         "--output",
         "json",
         "-p",
-        f"REPOSITORY={repo}",
+        f"IMAGE={repo}:main",
         "-p",
-        "PLATFORM=amd64",
-        "-p",
-        f"SOURCE_ARTIFACT={artifact_ref}",
-        "-p",
-        f"BUILD_ARGS=BASE={busybox_base}",
+        f"IMAGE_REFS={','.join(images)}",
         "-p",
         "TLSVERIFY=false",
         "-p",
@@ -591,9 +620,9 @@ def test_source_artifact_task_then_a_build_from_its_result(
     )
     report = json.loads(out)
     assert code == 0, (report, err[-3000:])
-    image = report["results"]["IMAGES"]
-    assert image.startswith(f"{repo}@sha256:")
-    assert skopeo_raw(image, config=True)["architecture"] == "amd64"
+    index = skopeo_raw(f"{repo}:main")
+    listed = {m["platform"]["architecture"]: m["digest"] for m in index["manifests"]}
+    assert listed == {"amd64": images[0].split("@")[1], "arm64": images[1].split("@")[1]}
 
 
 # --- credentials -----------------------------------------------------------------------------
