@@ -231,25 +231,32 @@ def test_release_run_renders_the_catalog_with_the_digests_it_pushed(tmp_path):
     assert "$(params." not in publish["script"]
 
 
-@pytest.mark.podman
-@pytest.mark.slow
-def test_released_tasks_bundle_runs_with_its_pinned_image(registry, busybox_base, tmp_path, capsys):
-    """`taskimage run --bundle` of the released Tasks bundle builds with no BUILDER_IMAGE override:
-    the default the release pinned is a task image the registry serves (amd64 here: the arm64
-    half of the task image is built under qemu, minutes; the catalog tests build both)."""
+@pytest.fixture(scope="module")
+def amd64_task_image(registry) -> str:
+    """The task image of this checkout for amd64 only (the arm64 half is built under qemu,
+    minutes; the catalog tests build both)."""
     from conftest import have_tools
 
-    from taskimage import proc as tools
     from taskimage.dev import env as devenv
 
     need(have_tools("buildah", "skopeo", "mmdebstrap", "podman", "runc"), "buildah, skopeo, mmdebstrap, podman, runc")
     need(os.geteuid() == 0, "buildah builds here run as root")
-    image = devenv.build_task_image(
+    return devenv.build_task_image(
         registry.host,
         f"{registry.host}/taskimage/taskimage:released",
         ["linux/amd64"],
         layer_cache=devenv.cache_dir() / "task-image" / "storage-amd64",  # its own: amd64-only builds
     ).by_digest
+
+
+@pytest.mark.podman
+@pytest.mark.slow
+def test_released_tasks_bundle_runs_with_its_pinned_image(amd64_task_image, registry, busybox_base, tmp_path, capsys):
+    """`taskimage run --bundle` of the released Tasks bundle builds with no BUILDER_IMAGE override:
+    the default the release pinned is a task image the registry serves."""
+    from taskimage import proc as tools
+
+    image = amd64_task_image
     (tasks,) = catalog.release_tasks(tmp_path / "bundles", image)
     bundle = f"{registry.host}/taskimage/tasks@" + digest_of(
         capsys, ["bundle", "push", "--tls-verify=false", f"{registry.host}/taskimage/tasks:released", str(tasks)]
@@ -288,3 +295,120 @@ def test_released_tasks_bundle_runs_with_its_pinned_image(registry, busybox_base
     assert results["IMAGE_URL"] == target
     assert tag_exists(results["IMAGE_REF"])
     assert image in err  # the step ran the pinned default image, not an override
+
+
+@pytest.mark.podman
+@pytest.mark.slow
+def test_taskrun_with_resolver_hub_runs_the_task_artifact_hub_serves(
+    amd64_task_image, registry, busybox_base, tmp_path, capsys, monkeypatch
+):
+    """`resolver: hub`, `type: artifact`: taskimage run asks Artifact Hub's API (here a local
+    server answering as the API documents it, with the release-rendered Task) and runs what it gets."""
+    import http.server
+    import json
+    import threading
+
+    from taskimage import proc as tools
+
+    digest = "sha256:" + "ab" * 32
+    out = tmp_path / "catalog"
+    bundle = f"{registry.host}/taskimage/tasks@{digest}"
+    assert (
+        catalog.main(
+            ["--release", str(out), "--image-digest", amd64_task_image, "--bundle", bundle, "--pipeline-bundle", bundle]
+        )
+        == 0
+    )
+    manifest = (out / "tasks/buildah-multiarch/0.1/buildah-multiarch.yaml").read_text()
+    asked = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            asked.append(self.path)
+            if self.path != "/api/v1/packages/tekton-task/taskimage-tasks/buildah-multiarch/0.1.0":
+                self.send_error(404)
+                return
+            body = json.dumps({"name": "buildah-multiarch", "version": "0.1.0", "data": {"manifestRaw": manifest}})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("ARTIFACT_HUB_API", f"http://127.0.0.1:{server.server_address[1]}")
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "Containerfile").write_text(f"FROM {busybox_base}\nRUN echo from-hub > /hub\n")
+    target = f"{registry.host}/hub/app:v1"
+    taskrun = tmp_path / "taskrun.yaml"
+    taskrun.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "tekton.dev/v1",
+                "kind": "TaskRun",
+                "metadata": {"name": "from-hub"},
+                "spec": {
+                    "taskRef": {
+                        "resolver": "hub",
+                        "params": [
+                            {"name": "type", "value": "artifact"},
+                            {"name": "kind", "value": "task"},
+                            {"name": "catalog", "value": "taskimage-tasks"},
+                            {"name": "name", "value": "buildah-multiarch"},
+                            {"name": "version", "value": "0.1"},
+                        ],
+                    },
+                    "params": [
+                        {"name": "IMAGE", "value": target},
+                        {"name": "PLATFORMS", "value": ["linux/amd64"]},
+                        {"name": "TLSVERIFY", "value": "false"},
+                    ],
+                },
+            }
+        )
+    )
+    tools.reset_stopping()
+    capsys.readouterr()
+    try:
+        code = cli.main(
+            ["run", "--taskrun", str(taskrun), "-w", f"source={source}", "--tls-verify=false", "--output", "json"]
+        )
+    finally:
+        server.shutdown()
+    out_text, err = capsys.readouterr()
+    assert asked == ["/api/v1/packages/tekton-task/taskimage-tasks/buildah-multiarch/0.1.0"]
+    assert code == 0, err[-3000:]
+    results = json.loads(out_text)["results"]
+    assert results["IMAGE_URL"] == target and tag_exists(results["IMAGE_REF"])
+    assert amd64_task_image in err  # the Task Artifact Hub served, with its pinned image
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (
+            [{"name": "type", "value": "tekton"}, {"name": "name", "value": "x"}, {"name": "version", "value": "0.1"}],
+            "only artifact",
+        ),
+        ([{"name": "name", "value": "x"}], "needs params name and version"),
+    ],
+)
+def test_resolver_hub_bad_params_are_usage_errors(tmp_path, capsys, params, message):
+    taskrun = tmp_path / "taskrun.yaml"
+    taskrun.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "tekton.dev/v1",
+                "kind": "TaskRun",
+                "metadata": {"name": "bad-hub"},
+                "spec": {"taskRef": {"resolver": "hub", "params": params}},
+            }
+        )
+    )
+    capsys.readouterr()
+    assert cli.main(["run", "--taskrun", str(taskrun)]) == 2
+    assert message in capsys.readouterr().err
