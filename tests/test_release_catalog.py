@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import need, tag_exists
+from conftest import emulation_ready, need, skopeo_raw, tag_exists
 
 from taskimage import cli
 from taskimage.tekton import catalog
@@ -250,11 +250,15 @@ def amd64_task_image(registry) -> str:
 
 
 @pytest.mark.podman
+@pytest.mark.emulation
 @pytest.mark.slow
 def test_released_tasks_bundle_runs_with_its_pinned_image(amd64_task_image, registry, busybox_base, tmp_path, capsys):
     """`taskimage run --bundle` of the released Tasks bundle builds with no BUILDER_IMAGE override:
     the default the release pinned is a task image the registry serves."""
     from taskimage import proc as tools
+
+    ok, why = emulation_ready(("linux/arm64",))
+    need(ok, why)
 
     image = amd64_task_image
     (tasks,) = catalog.release_tasks(tmp_path / "bundles", image)
@@ -282,7 +286,7 @@ def test_released_tasks_bundle_runs_with_its_pinned_image(amd64_task_image, regi
             "-p",
             f"IMAGE={target}",
             "-p",
-            "PLATFORMS=linux/amd64",
+            "PLATFORMS=linux/amd64,linux/arm64",
             "-p",
             "TLSVERIFY=false",
         ]
@@ -293,7 +297,8 @@ def test_released_tasks_bundle_runs_with_its_pinned_image(amd64_task_image, regi
 
     results = json.loads(out)["results"]
     assert results["IMAGE_URL"] == target
-    assert tag_exists(results["IMAGE_REF"])
+    index = skopeo_raw(results["IMAGE_REF"])  # both platforms, the arm64 one built under qemu
+    assert sorted(m["platform"]["architecture"] for m in index["manifests"]) == ["amd64", "arm64"]
     assert image in err  # the step ran the pinned default image, not an override
 
 
