@@ -18,7 +18,7 @@ from taskimage import proc as tools
 from taskimage.build import params
 from taskimage.errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, TaskimageError, ToolError
 
-COMMAND_MODULES = ["build", "index", "sbom", "binfmt", "bundle", "lint", "run", "cluster", "dev"]
+COMMAND_MODULES = ["build", "index", "sbom", "binfmt", "bundle", "lint", "run", "cluster", "dev", "source", "gc"]
 # optional dependencies (pyproject extras) and the extra that brings each
 OPTIONAL_MODULES = {"kubernetes": "cluster", "urllib3": "cluster", "jsonschema": "lint", "kubernetes_validate": "lint", "packageurl": "supplychain", "spdx_tools": "supplychain", "cyclonedx": "supplychain"}
 # commands registered by a module of another name
@@ -108,7 +108,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
             signal.signal(sig, handler)
 
 
-INTERMIXED = {"build", "index", "bundle"}
+INTERMIXED = {"build", "index", "bundle", "source"}
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:

@@ -71,6 +71,9 @@ def _copy_generated(tmp_path: Path) -> Path:
         for path in (rel, catalog.INSTALL_DATA / rel):
             (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / path, tmp_path / path)
+    source = tmp_path / catalog.SOURCE_DIR
+    source.mkdir(parents=True)
+    shutil.copy(ROOT / catalog.SOURCE_DIR / "README.md", source)
     return tmp_path
 
 
@@ -196,6 +199,7 @@ def test_builder_image_is_pinned_and_marked_unreleased():
 SAMPLE = {
     "IMAGE": "reg.example/team/app:v1",
     "CONTEXT": "sub/dir",
+    "SOURCE_ARTIFACT": f"reg.example/team/app@sha256:{'ef' * 32}",
     "DOCKERFILE": "Dockerfile.alt",
     "TARGET": "final",
     "FORMAT": "docker",
@@ -203,6 +207,7 @@ SAMPLE = {
     "STORAGE_DRIVER": "vfs",
     "SKIP_PUSH": "true",
     "CACHE_REPO": "reg.example/team/cache",
+    "EXPIRES_AFTER": "5d",
     "RETRY": "5",
     "RETRY_DELAY": "7",
     "JOBS": "2",
@@ -339,14 +344,14 @@ def _task(p: dict, name: str) -> dict:
 
 
 def test_pipelines_reference_git_clone_and_our_tasks_through_resolvers():
+    p = pipeline("buildah-multiarch")
+    clone = _task(p, "fetch-source")["taskRef"]
+    assert clone["resolver"] == "git"
+    rp = {x["name"]: x["value"] for x in clone["params"]}
+    assert re.fullmatch(r"[0-9a-f]{40}", rp["revision"]) and rp["pathInRepo"].endswith("git-clone.yaml")
     for name in ("buildah-multiarch", "buildah-multiarch-matrix"):
-        p = pipeline(name)
-        clone = _task(p, "fetch-source")["taskRef"]
-        assert clone["resolver"] == "git"
-        rp = {x["name"]: x["value"] for x in clone["params"]}
-        assert re.fullmatch(r"[0-9a-f]{40}", rp["revision"]) and rp["pathInRepo"].endswith("git-clone.yaml")
-        for t in p["spec"]["tasks"]:
-            if t["name"] != "fetch-source":
+        for t in pipeline(name)["spec"]["tasks"]:
+            if t["taskRef"]["resolver"] != "git":
                 ref = t["taskRef"]
                 assert ref["resolver"] == "bundles"
                 assert {x["name"]: x["value"] for x in ref["params"]}["bundle"] == catalog.RELEASE_TASK_BUNDLE
@@ -387,6 +392,26 @@ def test_matrix_pipeline_fans_out_over_string_params_and_joins_string_results():
     assert result_types["IMAGES"] == "string"  # only string results of a matrix are aggregated
     image = next(x for x in idx["params"] if x["name"] == "IMAGE")["value"]
     assert image == "$(params.REPOSITORY):$(params.TAG)"
+
+
+def test_matrix_pipeline_shares_no_volume_the_source_travels_as_an_artifact():
+    """Issue 18: no `source` workspace anywhere, the builds take the artifact by digest."""
+    p = pipeline("buildah-multiarch-matrix")
+    assert "source" not in {w["name"] for w in p["spec"]["workspaces"]}
+    fetch, build = _task(p, "fetch-source"), _task(p, "build")
+    assert {x["name"]: x["value"] for x in fetch["taskRef"]["params"]}["name"] == catalog.SOURCE_TASK
+    given = {x["name"]: x["value"] for x in build["params"]}
+    assert given["SOURCE_ARTIFACT"] == "$(tasks.fetch-source.results.SOURCE_ARTIFACT)"
+    assert "source" not in {w["name"] for w in build["workspaces"]}
+    source_task = yaml.safe_load((ROOT / catalog.SOURCE_DIR / f"{catalog.SOURCE_TASK}.yaml").read_text())
+    assert "SOURCE_ARTIFACT" in {r["name"] for r in source_task["spec"]["results"]}
+    assert {v["name"]: v for v in source_task["spec"]["volumes"]}["source"] == {"name": "source", "emptyDir": {}}
+    for run in (
+        ROOT / "tekton/pipelinerun-matrix.yaml",
+        ROOT / "catalog/pipeline/buildah-multiarch-matrix/0.1/tests/run.yaml",
+    ):
+        bound = docs(run)[0]["spec"].get("workspaces") or []
+        assert all(set(w) <= {"name", "emptyDir", "secret"} for w in bound), bound  # emptyDir only, no PVC
 
 
 def test_matrix_example_selects_nodes_by_the_matrix_param():
@@ -459,13 +484,15 @@ def test_release_rendering_pins_image_and_task_bundle(tmp_path):
     (tasks,) = catalog.release_tasks(tmp_path / "t", image)
     (pipes,) = catalog.release_pipelines(ROOT, tmp_path / "p", tasks_bundle, image)
     t_docs, p_docs = docs(tasks), docs(pipes)
-    assert sorted(d["metadata"]["name"] for d in t_docs) == sorted(t.name for t in catalog.task_defs())
+    assert sorted(d["metadata"]["name"] for d in t_docs) == sorted(
+        [t.name for t in catalog.task_defs()] + [catalog.SOURCE_TASK]
+    )
     assert {d["metadata"]["name"] for d in p_docs} == {"buildah-multiarch", "buildah-multiarch-matrix"}
     for d in t_docs:
         assert next(p for p in d["spec"]["params"] if p["name"] == "BUILDER_IMAGE")["default"] == image
     text = pipes.read_text()
     assert catalog.UNRELEASED_DIGEST not in text + tasks.read_text()
-    assert catalog.RELEASE_TASK_BUNDLE not in text and text.count(tasks_bundle) == 3
+    assert catalog.RELEASE_TASK_BUNDLE not in text and text.count(tasks_bundle) == 4
     with pytest.raises(ValueError, match="--builder-image"):
         catalog.release_tasks(tmp_path / "x", "ghcr.io/taskimage/taskimage:v1")
     assert catalog.main(["--release-dir", str(tmp_path / "y"), "--builder-image", "nope"]) == 2

@@ -30,7 +30,7 @@ from taskimage.build import key as buildkey
 from taskimage.build.ignore import IgnoreError
 from taskimage.emulation import binfmt
 from taskimage.errors import Interrupted, TaskimageError, ToolError, UsageError
-from taskimage.oci import auth
+from taskimage.oci import auth, expiry
 from taskimage.oci import registry as remote
 from taskimage.oci.platforms import Platform, host_platform, parse_platforms
 from taskimage.oci.reference import ImageReference, parse_image
@@ -175,7 +175,7 @@ def options_from_values(values: dict) -> BuildOptions:
         containerfile=containerfile,
         build_args=build_args,
         timestamp=epoch,
-        labels=_pairs(v["LABELS"], src["LABELS"]),
+        labels=_pairs(v["LABELS"], src["LABELS"]) + _expiry(v["EXPIRES_AFTER"], src["EXPIRES_AFTER"]),
         annotations=annotations.manifest,
         platform_annotations=annotations.platform,
         target=v["TARGET"],
@@ -206,6 +206,13 @@ def options_from_values(values: dict) -> BuildOptions:
         sbom=v["SBOM"],
         provenance=v["PROVENANCE"],
     )
+
+
+def _expiry(value: str, source: str) -> tuple[tuple[str, str], ...]:
+    """EXPIRES_AFTER as the label Quay reads (issue 17); empty: no label."""
+    if not value:
+        return ()
+    return ((expiry.EXPIRES_LABEL, expiry.check_duration(value, source)),)
 
 
 def _cache_repo(value: str, source: str) -> str:

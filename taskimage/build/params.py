@@ -104,6 +104,14 @@ BUILD_PARAMS: tuple[Param, ...] = (
         metavar="DIR",
     ),
     Param(
+        "SOURCE_ARTIFACT",
+        "--source-artifact",
+        "Build from this source artifact (REPOSITORY@sha256:..., the source-artifact Task's result), "
+        "pulled and verified into an empty directory, instead of the source workspace; CONTEXT and "
+        "DOCKERFILE are relative to it. Empty: the source workspace.",
+        metavar="REPO@DIGEST",
+    ),
+    Param(
         "DOCKERFILE",
         "--file",
         "Containerfile path, relative to the context; empty: Containerfile, else Dockerfile.",
@@ -187,6 +195,14 @@ BUILD_PARAMS: tuple[Param, ...] = (
         "unchanged inputs copies that image instead of building; empty: no cache. A cache miss or an "
         "unreachable cache never fails the build.",
         metavar="REPO",
+    ),
+    Param(
+        "EXPIRES_AFTER",
+        "--expires-after",
+        "Label quay.expires-after=DURATION on every image (e.g. 5d; units s, m, h, d, w): Quay deletes "
+        "the tags they are pushed to (per-run tags, build-key cache tags) after that time; other "
+        "registries: taskimage gc. For throw-away builds only, the label is in the image. Empty: none.",
+        metavar="DURATION",
     ),
     Param(
         "RETRY",

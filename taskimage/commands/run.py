@@ -169,6 +169,11 @@ def load(args: argparse.Namespace, tls_verify: bool, authfile: str | None) -> Lo
         task_docs = load_documents(args.task) if args.task else [d for d in run_docs if d.get("kind") == "Task"]
         ref = bundle_ref(taskrun)
         fetched = None
+        from taskimage.tekton import hub
+
+        hub_params = hub.hub_ref(taskrun)
+        if hub_params and not task_docs and not (taskrun.get("spec") or {}).get("taskSpec"):
+            fetched = hub.fetch(hub_params)  # resolver: hub, type artifact (Artifact Hub's API)
         if ref and not task_docs and not (taskrun.get("spec") or {}).get("taskSpec"):
             bundle, name, kind = ref
             if kind != "task":

@@ -75,8 +75,9 @@ RESULTS = (
 
 WS_SOURCE = {
     "name": "source",
+    "optional": True,
     "description": "The source tree (e.g. filled by git-clone); CONTEXT and DOCKERFILE are "
-    "relative to it and may not leave it.",
+    "relative to it and may not leave it. Leave it unbound when SOURCE_ARTIFACT names the source.",
 }
 WS_DOCKERCONFIG = {
     "name": "dockerconfig",
@@ -326,6 +327,253 @@ def task_object(t: TaskDef, builder_image: str = RELEASE_IMAGE) -> dict:
     }
 
 
+# --- the source-artifact Task (issue 18) ------------------------------------------------------
+
+SOURCE_TASK = "source-artifact"
+SOURCE_MOUNT = "/source"  # the Task's own emptyDir: nothing is shared with other TaskRuns
+SOURCE_CHECKOUT = f"{SOURCE_MOUNT}/checkout"
+SOURCE_TAG_PREFIX = "source-"  # tags say what they hold: source-<commit> (gc knows the prefix)
+
+SOURCE_PARAMS: tuple[dict, ...] = (
+    # git-clone's names (tektoncd/catalog git-clone 0.9) where they mean the same thing
+    {
+        "name": "url",
+        "type": "string",
+        "description": "Git repository to clone, e.g. https://github.com/example/app.git",
+    },
+    {
+        "name": "revision",
+        "type": "string",
+        "description": "Branch, tag, commit or ref to clone; empty: the remote's default branch.",
+        "default": "",
+    },
+    {
+        "name": "subdirectory",
+        "type": "string",
+        "description": "Only this directory of the repository goes into the artifact (as its root); empty: the "
+        "whole repository. It may not leave the repository.",
+        "default": "",
+    },
+    {
+        "name": "depth",
+        "type": "string",
+        "description": "Commits of history to fetch (git fetch --depth); 0: all. The artifact holds no .git either way.",
+        "default": "1",
+    },
+    {
+        "name": "submodules",
+        "type": "string",
+        "description": 'Check out submodules recursively ("true" or "false").',
+        "default": "true",
+    },
+    {
+        "name": "sslVerify",
+        "type": "string",
+        "description": 'Verify the git server\'s TLS certificate ("true" or "false").',
+        "default": "true",
+    },
+    # ours: where the artifact goes
+    {
+        "name": "REPOSITORY",
+        "type": "string",
+        "description": "Image repository (without tag) of the build: the artifact goes to "
+        f"REPOSITORY:{SOURCE_TAG_PREFIX}<commit> unless CACHE_REPO is set.",
+    },
+    {
+        "name": "CACHE_REPO",
+        "type": "string",
+        "description": f"Repository for build leftovers: when set, the artifact goes to CACHE_REPO:{SOURCE_TAG_PREFIX}<commit> "
+        "instead of the image repository.",
+        "default": "",
+    },
+    {
+        "name": "EXPIRES_AFTER",
+        "type": "string",
+        "description": "quay.expires-after annotation of the artifact (e.g. 5d): registries that honour it delete "
+        "the tag then; empty: no expiry.",
+        "default": "",
+    },
+    {
+        "name": "TLSVERIFY",
+        "type": "string",
+        "description": 'Verify TLS certificates of the registry ("true" or "false").',
+        "default": "true",
+    },
+)
+SOURCE_RESULTS = (
+    ("commit", "The commit that was cloned (git-clone's result)."),
+    ("url", "The repository that was cloned (git-clone's result)."),
+    ("committer-date", "The commit's committer date, seconds since the epoch (git-clone's result)."),
+    (
+        "SOURCE_ARTIFACT",
+        "The source as an OCI artifact, REPOSITORY@sha256:...: the SOURCE_ARTIFACT param of the build Tasks.",
+    ),
+)
+SOURCE_WORKSPACES: tuple[dict, ...] = (
+    {
+        "name": "ssh-directory",
+        "optional": True,
+        "readOnly": True,
+        "description": "An .ssh directory (private key, known_hosts, config) for git over ssh, e.g. a Secret.",
+    },
+    {
+        "name": "basic-auth",
+        "optional": True,
+        "readOnly": True,
+        "description": "A .gitconfig and .git-credentials for git over https, e.g. a Secret (as git-clone takes it).",
+    },
+    {
+        "name": "ssl-ca-directory",
+        "optional": True,
+        "readOnly": True,
+        "description": "CA certificates for a git server with a private CA.",
+    },
+    WS_DOCKERCONFIG,
+    WS_SSLCERTDIR,
+)
+# No $(params.*) in scripts: values come in through env.
+CLONE_SCRIPT = f"""#!/bin/sh
+set -eu
+mkdir -p "$HOME"
+if [ "$WORKSPACE_BASIC_AUTH_BOUND" = "true" ]; then
+  cp "$WORKSPACE_BASIC_AUTH_PATH/.git-credentials" "$WORKSPACE_BASIC_AUTH_PATH/.gitconfig" "$HOME/"
+  chmod 400 "$HOME/.git-credentials" "$HOME/.gitconfig"
+fi
+if [ "$WORKSPACE_SSH_DIRECTORY_BOUND" = "true" ]; then
+  cp -R "$WORKSPACE_SSH_DIRECTORY_PATH" "$HOME/.ssh"
+  chmod 700 "$HOME/.ssh"
+  chmod -R go-rwx "$HOME/.ssh"
+fi
+if [ "$WORKSPACE_SSL_CA_DIRECTORY_BOUND" = "true" ]; then
+  export GIT_SSL_CAPATH="$WORKSPACE_SSL_CA_DIRECTORY_PATH"
+fi
+if [ "$PARAM_SSL_VERIFY" = "false" ]; then
+  export GIT_SSL_NO_VERIFY=true
+fi
+depth=""
+if [ "$PARAM_DEPTH" != "0" ]; then
+  depth="--depth=$PARAM_DEPTH"
+fi
+git init -q {SOURCE_CHECKOUT}
+cd {SOURCE_CHECKOUT}
+git remote add origin "$PARAM_URL"
+git fetch -q $depth origin "${{PARAM_REVISION:-HEAD}}"
+git -c advice.detachedHead=false checkout -q FETCH_HEAD
+if [ "$PARAM_SUBMODULES" = "true" ]; then
+  git submodule update -q --init --recursive $depth
+fi
+printf '%s' "$(git rev-parse HEAD)" > "$(results.commit.path)"
+printf '%s' "$PARAM_URL" > "$(results.url.path)"
+printf '%s' "$(git log -1 --pretty=%ct)" > "$(results.committer-date.path)"
+"""
+PUSH_SCRIPT = f"""#!/bin/sh
+set -eu
+commit="$(cat "$(results.commit.path)")"
+repository="${{PARAM_CACHE_REPO:-$PARAM_REPOSITORY}}"
+exec taskimage source push --expires-after "$PARAM_EXPIRES_AFTER" --source-root {SOURCE_CHECKOUT} \\
+  "{SOURCE_CHECKOUT}/$PARAM_SUBDIRECTORY" "$repository:{SOURCE_TAG_PREFIX}$commit"
+"""
+SOURCE_SECURITY_CONTEXT = INDEX_SECURITY_CONTEXT  # no privileges: git and skopeo only
+
+
+def _ws_env(name: str) -> list[dict]:
+    var = "WORKSPACE_" + name.upper().replace("-", "_")
+    return [
+        {"name": f"{var}_BOUND", "value": f"$(workspaces.{name}.bound)"},
+        {"name": f"{var}_PATH", "value": f"$(workspaces.{name}.path)"},
+    ]
+
+
+def source_task_object(builder_image: str = RELEASE_IMAGE) -> dict:
+    """The source-artifact Task: clone with git, then `taskimage source push`, in one pod."""
+    mount = [{"name": "source", "mountPath": SOURCE_MOUNT}]
+    clone_env = [
+        {"name": "HOME", "value": f"{SOURCE_MOUNT}/home"},
+        {"name": "PARAM_URL", "value": "$(params.url)"},
+        {"name": "PARAM_REVISION", "value": "$(params.revision)"},
+        {"name": "PARAM_DEPTH", "value": "$(params.depth)"},
+        {"name": "PARAM_SUBMODULES", "value": "$(params.submodules)"},
+        {"name": "PARAM_SSL_VERIFY", "value": "$(params.sslVerify)"},
+    ]
+    for name in ("basic-auth", "ssh-directory", "ssl-ca-directory"):
+        clone_env += _ws_env(name)
+    push_env = [
+        {"name": "PARAM_REPOSITORY", "value": "$(params.REPOSITORY)"},
+        {"name": "PARAM_CACHE_REPO", "value": "$(params.CACHE_REPO)"},
+        {"name": "PARAM_SUBDIRECTORY", "value": "$(params.subdirectory)"},
+        {"name": "PARAM_EXPIRES_AFTER", "value": "$(params.EXPIRES_AFTER)"},
+        {"name": P.BY_NAME["TLSVERIFY"].env, "value": "$(params.TLSVERIFY)"},
+    ] + _bindings(("AUTHFILE", "CERT_DIR"))
+    step = {"image": "$(params.BUILDER_IMAGE)", "computeResources": INDEX_RESOURCES}
+    return {
+        "apiVersion": "tekton.dev/v1",
+        "kind": "Task",
+        "metadata": {
+            "name": SOURCE_TASK,
+            "labels": {"app.kubernetes.io/version": VERSION},
+            "annotations": {
+                "tekton.dev/pipelines.minVersion": MIN_PIPELINES_VERSION,
+                "tekton.dev/categories": "Image Build",
+                "tekton.dev/tags": "git, source, oci-artifact, matrix",
+                "tekton.dev/displayName": "Source as an OCI artifact",
+                "tekton.dev/platforms": TASK_PLATFORMS,
+            },
+        },
+        "spec": {
+            "description": (
+                "Clone a git repository and push the tree (without .git) to the registry as a single-layer OCI "
+                "artifact, deterministic and addressed by digest. Build TaskRuns take it as SOURCE_ARTIFACT and "
+                "pull it, verified, into their own pod: a matrix Pipeline needs no shared volume, so its "
+                "TaskRuns can run on any node.\n"
+                "Clones like git-clone (same param, workspace and result names), then runs "
+                "`taskimage source push`; no privileges."
+            ),
+            "params": [dict(p) for p in SOURCE_PARAMS] + [_builder_param(builder_image)],
+            "results": [{"name": n, "type": "string", "description": d} for n, d in SOURCE_RESULTS],
+            "workspaces": [dict(w) for w in SOURCE_WORKSPACES],
+            "volumes": [{"name": "source", "emptyDir": {}}],
+            "steps": [
+                {
+                    "name": "clone",
+                    **step,
+                    "env": clone_env,
+                    "volumeMounts": mount,
+                    "securityContext": SOURCE_SECURITY_CONTEXT,
+                    "script": CLONE_SCRIPT,
+                },
+                {
+                    "name": "push",
+                    **step,
+                    "env": push_env,
+                    "volumeMounts": mount,
+                    "securityContext": SOURCE_SECURITY_CONTEXT,
+                    "script": PUSH_SCRIPT,
+                },
+            ],
+        },
+    }
+
+
+def source_task_tables(obj: dict) -> dict[str, str]:
+    """README tables of the source-artifact Task, read off the Task itself."""
+    params = ["| Param | Type | Default | Description |", "|---|---|---|---|"]
+    for p in obj["spec"]["params"]:
+        default = "(required)" if "default" not in p else f"`{p['default']}`" if p["default"] != "" else '`""`'
+        if p["name"] == "BUILDER_IMAGE":
+            default = "pinned task image"
+        params.append(f"| `{p['name']}` | {p['type']} | {default} | {_md(p['description'])} |")
+    results = ["| Result | Description |", "|---|---|"]
+    results += [f"| `{r['name']}` | {_md(r['description'])} |" for r in obj["spec"]["results"]]
+    workspaces = ["| Workspace | Optional | Description |", "|---|---|---|"]
+    for w in obj["spec"]["workspaces"]:
+        ro = ", read-only" if w.get("readOnly") else ""
+        workspaces.append(f"| `{w['name']}` | {'yes' if w.get('optional') else 'no'}{ro} | {_md(w['description'])} |")
+    return {"params": "\n".join(params), "results": "\n".join(results), "workspaces": "\n".join(workspaces)}
+
+
+SOURCE_DIR = Path("catalog/task") / SOURCE_TASK / VERSION
+
+
 # --- YAML ------------------------------------------------------------------------------------
 
 
@@ -443,6 +691,12 @@ def expected(root: Path, builder_image: str = RELEASE_IMAGE) -> dict[Path, str]:
         if not readme.exists():
             raise FileNotFoundError(f"{readme}: the hand-written README (with generated tables) is missing")
         out[t.readme_path] = fill_readme(readme.read_text(), tables(t), t.readme_path)
+    source = source_task_object(builder_image)
+    out[SOURCE_DIR / f"{SOURCE_TASK}.yaml"] = HEADER + dump(source)
+    readme = root / SOURCE_DIR / "README.md"
+    if not readme.exists():
+        raise FileNotFoundError(f"{readme}: the hand-written README (with generated tables) is missing")
+    out[SOURCE_DIR / "README.md"] = fill_readme(readme.read_text(), source_task_tables(source), readme)
     for rel in INSTALLED:
         source = out.get(rel)
         if source is None:
@@ -484,7 +738,8 @@ def release_tasks(out_dir: Path, builder_image: str) -> list[Path]:
         raise ValueError(f"--builder-image: {builder_image!r} is not REPOSITORY@sha256:<64 hex>")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "tasks.yaml"
-    path.write_text("---\n".join(task_yaml(t, builder_image) for t in task_defs()))
+    docs = [task_yaml(t, builder_image) for t in task_defs()] + [HEADER + dump(source_task_object(builder_image))]
+    path.write_text("---\n".join(docs))
     return [path]
 
 
@@ -516,6 +771,92 @@ def release_pipelines(root: Path, out_dir: Path, task_bundle: str, builder_image
     return [path]
 
 
+# --- the release catalog, for Artifact Hub and the hub resolver (issue 17) -----------------------
+
+RELEASE_PIPELINE_BUNDLE_TAG = RELEASE_PIPELINE_BUNDLE
+PROJECT_URL = "https://github.com/taskimage/taskimage"
+MAINTAINERS = ({"name": "taskimage maintainers", "email": "taskimage@example.org"},)
+ARTIFACTHUB_CATEGORY = "integration-delivery"
+CHANGES = (
+    {"kind": "added", "description": "Multi-arch builds with buildah and qemu, one TaskRun or a matrix of them"},
+    {"kind": "added", "description": "source-artifact: the source travels as an OCI artifact, no shared volume"},
+    {"kind": "added", "description": "EXPIRES_AFTER: quay.expires-after on per-run images and source artifacts"},
+)
+SEMVER_RE = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))?$")
+
+
+def _artifacthub_annotations() -> dict[str, str]:
+    return {
+        "artifacthub.io/license": "Apache-2.0",
+        "artifacthub.io/category": ARTIFACTHUB_CATEGORY,
+        "artifacthub.io/links": dump([{"name": "source", "url": PROJECT_URL}]),
+        "artifacthub.io/maintainers": dump([dict(m) for m in MAINTAINERS]),
+        "artifacthub.io/changes": dump([dict(c) for c in CHANGES]),
+    }
+
+
+def _pin(text: str, image: str, task_bundle: str, pipeline_bundle: str) -> str:
+    """Every reference to the unreleased image and the bundles by tag becomes the release's digest."""
+    return (
+        text.replace(RELEASE_IMAGE, image)
+        .replace(RELEASE_TASK_BUNDLE, task_bundle)
+        .replace(RELEASE_PIPELINE_BUNDLE_TAG, pipeline_bundle)
+    )
+
+
+def _annotate(text: str, path: Path) -> str:
+    """Add the artifacthub.io/* annotations to the one Tekton object of ``text`` (YAML dumped again)."""
+    obj = yaml.safe_load(text)
+    if not isinstance(obj, dict) or obj.get("kind") not in ("Task", "Pipeline"):
+        raise ValueError(f"{path}: not a single Task or Pipeline")
+    obj["metadata"].setdefault("annotations", {}).update(_artifacthub_annotations())
+    return dump(obj)
+
+
+def render_release(
+    root: Path, out: Path, image: str, task_bundle: str, pipeline_bundle: str, version: str = VERSION
+) -> list[Path]:
+    """The catalog as Artifact Hub indexes it (tektoncd/catalog layout, one repository per kind):
+
+    ``OUT/tasks/<name>/<version>/{<name>.yaml,README.md,samples/}`` and the same under
+    ``OUT/pipelines/``, each kind with an ``artifacthub-repo.yml``, and ``OUT/LICENSE``. The step
+    image, and the Tasks the Pipelines take from a bundle, are pinned by digest.
+    """
+    for flag, value in (("--image-digest", image), ("--bundle", task_bundle), ("--pipeline-bundle", pipeline_bundle)):
+        if not DIGEST_RE.match(value or ""):
+            raise ValueError(f"{flag}: {value!r} is not REPOSITORY@sha256:<64 hex>")
+        if value.endswith(UNRELEASED_DIGEST):
+            raise ValueError(f"{flag}: {value!r} is the unreleased placeholder digest, which no registry serves")
+    if not SEMVER_RE.match(version) or version != VERSION:
+        raise ValueError(f"--version: {version!r} must be this catalog's version {VERSION} (the directory and label)")
+    written: list[Path] = []
+
+    def write(path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(path)
+
+    generated = expected(root, image)
+    for kind, folder in (("task", "tasks"), ("pipeline", "pipelines")):
+        for src in sorted((root / "catalog" / kind).glob(f"*/{version}")):
+            name = src.parent.name
+            dest = out / folder / name / version
+            yaml_rel = Path("catalog") / kind / name / version / f"{name}.yaml"
+            text = generated.get(yaml_rel) or (root / yaml_rel).read_text()
+            text = _pin(text, image, task_bundle, pipeline_bundle)
+            write(dest / f"{name}.yaml", _annotate(text, yaml_rel))
+            readme = generated.get(yaml_rel.with_name("README.md")) or (src / "README.md").read_text()
+            write(dest / "README.md", _pin(readme, image, task_bundle, pipeline_bundle))
+            for sample in sorted((src / "samples").glob("*.yaml")):
+                write(dest / "samples" / sample.name, _pin(sample.read_text(), image, task_bundle, pipeline_bundle))
+        repo_meta = {"owners": [dict(m) for m in MAINTAINERS]}
+        write(
+            out / folder / "artifacthub-repo.yml", f"# Artifact Hub repository metadata ({kind}s)\n" + dump(repo_meta)
+        )
+    write(out / "LICENSE", (root / "LICENSE").read_text())
+    return written
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m taskimage.tekton.catalog", description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -534,7 +875,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--builder-image", metavar="REPO@DIGEST", help="the task image the released Tasks run")
     ap.add_argument("--task-bundle", metavar="REPO@DIGEST", help="the released Tasks bundle the Pipelines use")
+    ap.add_argument(
+        "--release",
+        type=Path,
+        metavar="DIR",
+        help="render the release catalog for Artifact Hub into DIR (needs --image-digest, --bundle, --pipeline-bundle)",
+    )
+    ap.add_argument("--image-digest", metavar="REPO@DIGEST", help="with --release: the released task image")
+    ap.add_argument("--bundle", metavar="REPO@DIGEST", help="with --release: the released Tasks bundle")
+    ap.add_argument("--pipeline-bundle", metavar="REPO@DIGEST", help="with --release: the released Pipelines bundle")
+    ap.add_argument("--version", default=VERSION, help=f"with --release: the catalog version (default {VERSION})")
     args = ap.parse_args(argv)
+    if args.release:
+        try:
+            paths = render_release(
+                args.root, args.release, args.image_digest, args.bundle, args.pipeline_bundle, args.version
+            )
+        except ValueError as exc:
+            print(f"ERROR {exc}", file=sys.stderr)
+            return 2
+        for path in paths:
+            print(path)
+        return 0
     if args.release_dir:
         if not args.builder_image:
             ap.error("--release-dir needs --builder-image (and --task-bundle for the Pipelines)")
