@@ -20,7 +20,15 @@ from taskimage.errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, Taskimag
 
 COMMAND_MODULES = ["build", "index", "sbom", "binfmt", "bundle", "lint", "run", "cluster", "dev", "source", "gc"]
 # optional dependencies (pyproject extras) and the extra that brings each
-OPTIONAL_MODULES = {"kubernetes": "cluster", "urllib3": "cluster", "jsonschema": "lint", "kubernetes_validate": "lint", "packageurl": "supplychain", "spdx_tools": "supplychain", "cyclonedx": "supplychain"}
+OPTIONAL_MODULES = {
+    "kubernetes": "cluster",
+    "urllib3": "cluster",
+    "jsonschema": "lint",
+    "kubernetes_validate": "lint",
+    "packageurl": "supplychain",
+    "spdx_tools": "supplychain",
+    "cyclonedx": "supplychain",
+}
 # commands registered by a module of another name
 COMMAND_OWNER = {"pipeline": "cluster", "logs": "cluster", "provenance": "sbom"}
 

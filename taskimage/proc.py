@@ -276,11 +276,6 @@ def stop_all(sig: int = signal.SIGTERM, grace: float = GRACE) -> None:
     _stop_groups(token.running(), sig, grace)
 
 
-def reset_stopping() -> None:
-    """A fresh token for the current context (tests that run several commands in one process)."""
-    _token.set(CancelToken())
-
-
 class Spawned:
     """A long-running child (e.g. a local registry) with its output in a log file."""
 

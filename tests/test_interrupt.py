@@ -194,10 +194,11 @@ def test_a_stop_ends_only_the_command_it_interrupted(capsys):
 
     ok, why = emulation_ready(("linux/arm64",))
     need(ok, why)
-    proc.stop_all()  # what the SIGTERM handler's unwinding does
-    with pytest.raises(Interrupted):
-        proc.run(["true"])  # the stop is in force: no child starts
-    code = cli.main(["binfmt", "status", "linux/arm64"])
+    with proc.scope():  # the stopped run's context; the test's own stays clean for later tests
+        proc.stop_all()  # what the SIGTERM handler's unwinding does
+        with pytest.raises(Interrupted):
+            proc.run(["true"])  # the stop is in force: no child starts
+        code = cli.main(["binfmt", "status", "linux/arm64"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert out.splitlines()[2].split()[:3] == ["linux/arm64", "ok", "qemu-aarch64"], out

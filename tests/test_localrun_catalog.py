@@ -93,7 +93,6 @@ def test_base_image_with_device_nodes_builds_on_containerd_and_names_mknod_on_cr
         "-p",
         f"BUILDER_IMAGE={task_image}",
     ]
-    tools.reset_stopping()
     code = cli.main(argv)
     captured = capsys.readouterr()
     report = json.loads(captured.out)

@@ -136,7 +136,6 @@ def test_kube_objects_from_the_file_and_the_command_line(image, tmp_path, capsys
     extra.mkdir()
     (extra / "note").write_text("from-dir")
     taskrun = str(DATA / "kube-objects.yaml")
-    tools.reset_stopping()
     argv = ["run", "--taskrun", taskrun, "-p", f"IMAGE={image}", "--configmap", f"extra={extra}", "--keep"]
     code = cli.main([*argv, "--tls-verify=false", "--output", "json"])
     captured = capsys.readouterr()
@@ -169,7 +168,6 @@ def test_missing_kube_object_is_named_before_anything_runs(image, capsys):
 
 
 def test_sidecar_is_ready_before_the_steps_and_stopped_after(image, capsys):
-    tools.reset_stopping()
     code = cli.main(
         ["run", str(DATA / "sidecar-task.yaml"), "-p", f"IMAGE={image}", "--tls-verify=false", "--output", "json"]
     )
@@ -189,7 +187,6 @@ def test_missing_working_dir_is_created(image, tmp_path, capsys):
 
 
 def test_stepactions_from_a_bundle_and_by_name_with_step_results(image, registry, capsys):
-    tools.reset_stopping()
     bundle = f"{registry.host}/localrun/stepactions:1"
     assert cli.main(["bundle", "push", bundle, str(DATA / "stepaction.yaml"), "--tls-verify=false"]) == 0
     capsys.readouterr()
@@ -233,7 +230,6 @@ def test_a_signal_stops_every_step_and_sidecar_container(image, tmp_path, sig):
 
 
 def test_service_account_credentials_in_the_steps_home(image, capsys):
-    tools.reset_stopping()
     argv = ["run", "--taskrun", str(DATA / "creds-taskrun.yaml"), "-p", f"IMAGE={image}", "--tls-verify=false"]
     code = cli.main([*argv, "--output", "json"])
     captured = capsys.readouterr()

@@ -21,7 +21,6 @@ import pytest
 from conftest import emulation_ready, have_tools, need, skopeo_raw, skopeo_raw_bytes
 
 from taskimage import cli
-from taskimage import proc as tools
 from taskimage.dev import env as devenv
 from taskimage.tekton import catalog
 
@@ -73,7 +72,6 @@ def released(registry, task_image, tmp_path_factory):
     ok, reason = emulation_ready(["linux/arm64"])
     need(ok, reason)
     out = tmp_path_factory.mktemp("release")
-    tools.reset_stopping()
     catalog.release_tasks(out, task_image)
     tasks_ref = f"{registry.host}/taskimage/tasks:{catalog.VERSION}"
     assert cli.main(["bundle", "push", tasks_ref, str(out / "tasks.yaml"), "--tls-verify=false"]) == 0
@@ -106,7 +104,6 @@ def git_image():
 
 
 def run(capsys, *argv) -> tuple[int, dict, str]:
-    tools.reset_stopping()
     code = cli.main(["run", *argv, "--tls-verify=false", "--output", "json"])
     captured = capsys.readouterr()
     assert captured.out, f"exit {code}, nothing on stdout: {captured.err[-3000:]}"

@@ -11,7 +11,6 @@ import pytest
 from conftest import have_tools, need
 
 from taskimage import cli
-from taskimage import proc as tools
 
 RUN = """\
 apiVersion: tekton.dev/v1
@@ -95,7 +94,6 @@ def checkout(tmp_path):
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
-    tools.reset_stopping()
     code = cli.main(["run", *argv, "--tls-verify=false", "--output", "json"])
     captured = capsys.readouterr()
     return code, captured.out, captured.err

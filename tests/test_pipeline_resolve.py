@@ -14,7 +14,6 @@ import pytest
 from conftest import have_tools, need
 
 from taskimage import cli
-from taskimage import proc as tools
 
 TASK = """\
 apiVersion: tekton.dev/v1
@@ -57,7 +56,6 @@ spec:
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
-    tools.reset_stopping()
     code = cli.main(["run", *argv, "--tls-verify=false", "--output", "json"])
     captured = capsys.readouterr()
     return code, captured.out, captured.err

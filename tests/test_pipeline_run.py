@@ -32,7 +32,6 @@ def image(busybox_base):
 
 
 def run(capsys, *argv) -> tuple[int, dict, str]:
-    tools.reset_stopping()
     code = cli.main(["run", *argv, "--tls-verify=false", "--output", "json"])
     captured = capsys.readouterr()
     return code, json.loads(captured.out), captured.err

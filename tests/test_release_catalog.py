@@ -255,7 +255,6 @@ def amd64_task_image(registry) -> str:
 def test_released_tasks_bundle_runs_with_its_pinned_image(amd64_task_image, registry, busybox_base, tmp_path, capsys):
     """`taskimage run --bundle` of the released Tasks bundle builds with no BUILDER_IMAGE override:
     the default the release pinned is a task image the registry serves."""
-    from taskimage import proc as tools
 
     ok, why = emulation_ready(("linux/arm64",))
     need(ok, why)
@@ -269,7 +268,6 @@ def test_released_tasks_bundle_runs_with_its_pinned_image(amd64_task_image, regi
     source.mkdir()
     (source / "Containerfile").write_text(f"FROM {busybox_base}\nRUN echo released > /released\n")
     target = f"{registry.host}/released/app:v1"
-    tools.reset_stopping()
     capsys.readouterr()
     code = cli.main(
         [
@@ -312,8 +310,6 @@ def test_taskrun_with_resolver_hub_runs_the_task_artifact_hub_serves(
     import http.server
     import json
     import threading
-
-    from taskimage import proc as tools
 
     digest = "sha256:" + "ab" * 32
     out = tmp_path / "catalog"
@@ -376,7 +372,6 @@ def test_taskrun_with_resolver_hub_runs_the_task_artifact_hub_serves(
             }
         )
     )
-    tools.reset_stopping()
     capsys.readouterr()
     try:
         code = cli.main(

@@ -508,9 +508,7 @@ def git_server(tmp_path):
 def test_matrix_by_hand_source_artifact_then_two_platform_builds_then_index_no_shared_volume(
     amd64_task_image, registry, busybox_base, git_server, tmp_path, capsys
 ):
-    from taskimage import proc as tools
 
-    tools.reset_stopping()
     repo = f"{registry.host}/e2e/app"
     code, out, err = run_cli(
         capsys,

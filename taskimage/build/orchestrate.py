@@ -851,6 +851,8 @@ def move_tags(opts: BuildOptions, registry: buildah.Registry, digest: str) -> No
         if got != digest:
             raise TaskimageError(f"{tag.url} names {got} after tagging, not the pushed list {digest}")
         log.info(f"{tag.url} = {source}")
+
+
 def attach_index(
     opts: BuildOptions, registry: buildah.Registry, digest: str, images, builds: Sequence[PlatformBuild]
 ) -> tuple[attest.Attached, ...]:

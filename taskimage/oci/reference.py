@@ -35,6 +35,9 @@ class ImageReference:
     def with_digest(self, digest: str) -> str:
         return f"{self.name}@{digest}"
 
+    def with_tag(self, tag: str) -> ImageReference:
+        return dataclasses.replace(self, tag=tag)
+
     def __str__(self) -> str:
         return self.url
 

@@ -65,7 +65,10 @@ RESULTS = (
     ("IMAGE_REF", "The manifest list by digest, REPOSITORY@sha256:... (what to deploy or sign)."),
     ("IMAGES", "Comma-separated per-platform images, each REPOSITORY@sha256:..., in platform order."),
     ("IMAGE_TAGS", "Comma-separated REPOSITORY:TAG of every tag that names the list: IMAGE's, then ADDITIONAL_TAGS."),
-    ("SBOM_BLOB_URL", "The index SBOM (listing every platform image by digest) as a blob, REPOSITORY@sha256:...; empty with SBOM none."),
+    (
+        "SBOM_BLOB_URL",
+        "The index SBOM (listing every platform image by digest) as a blob, REPOSITORY@sha256:...; empty with SBOM none.",
+    ),
     (
         "ATTESTATIONS",
         "What was attached as OCI referrers, comma-separated KIND:SUBJECT:DIGEST (KIND spdx, cyclonedx or "
@@ -698,12 +701,12 @@ def expected(root: Path, builder_image: str = RELEASE_IMAGE) -> dict[Path, str]:
         raise FileNotFoundError(f"{readme}: the hand-written README (with generated tables) is missing")
     out[SOURCE_DIR / "README.md"] = fill_readme(readme.read_text(), source_task_tables(source), readme)
     for rel in INSTALLED:
-        source = out.get(rel)
-        if source is None:
+        text = out.get(rel)
+        if text is None:
             if not (root / rel).is_file():
                 raise FileNotFoundError(f"{root / rel}: cluster install applies it, and it is missing")
-            source = (root / rel).read_text()
-        out[INSTALL_DATA / rel] = source
+            text = (root / rel).read_text()
+        out[INSTALL_DATA / rel] = text
     return out
 
 
