@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import signal
 import sys
 from collections.abc import Sequence
@@ -55,6 +56,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     owner = COMMAND_OWNER.get(command or "", command)
     names = [owner] if owner in COMMAND_MODULES else COMMAND_MODULES
     for name in names:
+        if importlib.util.find_spec(f"taskimage.commands.{name}") is None:
+            continue  # left out of this installation: the task image has no `dev` (.containerignore)
         importlib.import_module(f"taskimage.commands.{name}").register(sub)
     return parser
 

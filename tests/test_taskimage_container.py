@@ -234,6 +234,8 @@ print(json.dumps({
     "registries_conf": open("/etc/containers/registries.conf").read(),
     "isolation": os.environ.get("BUILDAH_ISOLATION"),
     "no_volume": storage.choose("auto", "/tmp/not-a-volume/storage"),
+    "package": sorted(os.listdir(os.path.dirname(storage.__file__) + "/..")),
+    "commands": sorted(os.listdir(os.path.dirname(storage.__file__) + "/../commands")),
 }))
 """
 
@@ -254,6 +256,11 @@ def test_task_image_contents(task_image, podman):
     assert facts["isolation"] == "chroot"
     # without a volume the storage sits on the container's overlay root: vfs, with the reason
     assert facts["no_volume"][0] == "vfs" and "overlay" in facts["no_volume"][1]
+    # the developer environment (local registry, mmdebstrap, look-alikes) is not shipped
+    assert "build" in facts["package"] and "dev" not in facts["package"], facts["package"]
+    assert "build.py" in facts["commands"] and "dev.py" not in facts["commands"], facts["commands"]
+    proc = podman(task_image.image_for("linux/amd64"), "--help")
+    assert proc.returncode == 0 and " dev " not in proc.stdout and "build" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_task_image_amd64_size_within_budget(task_image, podman):
