@@ -13,13 +13,14 @@ missing --file, build arg without '=', bad boolean/choice, unknown flag) and tes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-from conftest import need, registry_tags
+from conftest import need, registry_tags, skopeo_raw_bytes
 
 from taskimage.oci.platforms import ACCEPTED
 
@@ -268,4 +269,8 @@ def test_the_same_workspace_with_good_input_builds_and_pushes(registry, ws):
         ["build", "--image", image, "--context", str(ws / "source" / "app"), "--tls-verify=false"], {}
     )
     assert rc == 0, err[-3000:]
-    assert registry_tags(registry.host) - before == {"bad-input/control:1"}
+    index = skopeo_raw_bytes(image)
+    subjects = [m["digest"] for m in json.loads(index)["manifests"]] + ["sha256:" + hashlib.sha256(index).hexdigest()]
+    # the image's tag, and the OCI 1.1 referrers fallback tag (SBOM, provenance) of each manifest it pushed
+    expected = {"bad-input/control:1"} | {f"bad-input/control:{d.replace(':', '-')}" for d in subjects}
+    assert registry_tags(registry.host) - before == expected
