@@ -500,8 +500,11 @@ def task_image_argv(
     results_dir: Path,
     tls_verify: bool = False,
     jobs: int = 0,
+    ca_file: Path | None = None,
 ) -> list[str]:
-    """The `taskimage build` command line that builds the task image (pure: tests check it)."""
+    """The `taskimage build` command line that builds the task image (pure: tests check it).
+    ``ca_file``: the host's CA bundle, given to the build as the optional secret the wheel
+    download trusts (a TLS-intercepting proxy's CA is in it; a layer never is)."""
     short = {k.rsplit(".", 1)[1].upper(): v for k, v in labels.items()}  # SOURCE, REVISION, ...
     argv = [
         sys.executable,
@@ -531,7 +534,18 @@ def task_image_argv(
     ]
     if jobs:
         argv += ["--jobs", str(jobs)]
+    if ca_file is not None:
+        argv += ["--secret", f"id=ca-certificates,src={ca_file}"]
     return argv + ["--platform", ",".join(platforms)]
+
+
+def host_ca_file() -> Path | None:
+    """The CA bundle this host's tools are told to trust ($SSL_CERT_FILE, $REQUESTS_CA_BUNDLE), if any."""
+    for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+        value = os.environ.get(var)
+        if value and Path(value).is_file():
+            return Path(value)
+    return None
 
 
 TASK_IMAGE_CACHE_LIMIT = 8 * 1024**3  # bytes of layer cache kept (a few Containerfile versions)
@@ -599,6 +613,7 @@ def build_task_image(
             results_dir=results_dir,
             tls_verify=tls_verify,
             jobs=jobs,
+            ca_file=host_ca_file(),
         )
         log.phase(f"task image {ref} for {', '.join(platforms)}")
         started = time.monotonic()
