@@ -73,7 +73,7 @@ def _on_signal(signum, frame):  # Tekton sends SIGTERM on timeout / cancel
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    with tools.scope():  # one cancel token per command run
+    with tools.scope(), log.secrets_scope():  # one cancel token and one set of secrets per command
         return _main(argv)
 
 

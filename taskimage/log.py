@@ -6,11 +6,12 @@ Thread-safe: parallel platform builds interleave whole lines, never half lines.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO
 
 _lock = threading.Lock()
@@ -22,6 +23,21 @@ def add_secret(value: str) -> None:
     if value and len(value) >= 3 and value not in _secrets:
         _secrets.append(value)
         _secrets.sort(key=len, reverse=True)
+
+
+@contextlib.contextmanager
+def secrets_scope() -> Iterator[None]:
+    """One command: the secrets it registers are forgotten when it ends (a program that runs
+    several commands in one process does not get an earlier command's values masked in a later
+    one's output); those registered before it stay in force inside it. Process-wide, not per
+    thread: tool output is read by the sh library's own threads, which must redact too."""
+    with _lock:
+        saved = list(_secrets)
+    try:
+        yield
+    finally:
+        with _lock:
+            _secrets[:] = saved
 
 
 def redact(text: str) -> str:

@@ -236,3 +236,18 @@ def test_parsed_options_do_not_show_credentials(tmp_path):
     )
     opts = build.options_from_values(values)
     assert leaks(repr(opts), str(opts)) == []
+
+
+def test_a_commands_secrets_are_forgotten_when_it_ends(capsys):
+    """A program running several commands in one process (this suite does): a password of one
+    command is not masked in a later command's output, where it may be an ordinary word. Reproduced
+    by test_source_artifact, whose 'passwd' printed as '***wd' after a login registry's 'pass'."""
+    from taskimage import cli, log
+
+    with log.secrets_scope():
+        log.add_secret("outer-secret")
+        assert cli.main(["build", "--creds", "user:inner-secret", "--image", "Bad/Name:1"]) == 2
+        err = capsys.readouterr().err
+        assert "inner-secret" not in err and "ERROR: --image" in err
+        assert log.redact("outer-secret inner-secret") == "*** inner-secret"  # the command's own: gone
+    assert log.redact("outer-secret") == "outer-secret"
