@@ -222,7 +222,8 @@ def _pipelines_as_code(args: argparse.Namespace) -> list[dict] | None:
         )
         repo = found.stdout.strip() if found.returncode == 0 else "."
     event = pac.event_from_checkout(repo, args.event, args.branch, args.repo_url)
-    filled = pac.fill(text, event.variables(), args.task)
+    variables = event.variables()
+    filled = pac.fill(text, variables, args.task)
     try:
         docs = [d for d in yaml.safe_load_all(filled) if isinstance(d, dict)]
     except yaml.YAMLError as exc:
@@ -248,6 +249,11 @@ def _pipelines_as_code(args: argparse.Namespace) -> list[dict] | None:
         if pac.PREFIX + key in annotations:
             log.warn(f"annotation {pac.PREFIX}{key}: ignored (means something only on a cluster)")
     hub = (args.hub_url or os.environ.get("TASKIMAGE_HUB_URL") or DEFAULT_HUB_URL).rstrip("/")
+    if any(m.group(1) == "git_auth_secret" for m in pac.PLACEHOLDER.finditer(text)):
+        log.info(
+            f"Secret {variables['git_auth_secret']} ({{{{ git_auth_secret }}}}): made here without a token (-w WORKSPACE=DIR to bind your own)"
+        )
+        docs = docs + [pac.git_auth_secret(variables["git_auth_secret"], event.repo_url)]
     return docs + pac.remote_tasks(annotations, repo, args.task, hub)
 
 

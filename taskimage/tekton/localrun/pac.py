@@ -34,7 +34,7 @@ from taskimage.errors import ToolError, UsageError
 
 PREFIX = "pipelinesascode.tekton.dev/"
 EVENTS = ("push", "pull_request")
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w.-]*)\s*\}\}")  # not Go templates ({{.Names}})
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w.-]*)\s*\}\}")  # not Go templates ({{.Names}})
 IGNORED = ("max-keep-runs", "cancel-in-progress")  # meaningful only on a cluster
 
 
@@ -71,6 +71,24 @@ class Event:
             "target_namespace": "default",
             "trigger_comment": "",
         }
+
+
+def git_auth_secret(name: str, repo_url: str) -> dict:
+    """The Secret Pipelines-as-Code creates for every run and names in ``{{ git_auth_secret }}``:
+    ``.gitconfig`` and ``.git-credentials`` for the repository's host. On one machine there is no
+    provider token to put in it: the credentials file is empty and the clone goes with the access
+    the step already has to the URL (a local or public repository; a private one: bind your own
+    directory with ``-w WORKSPACE=DIR``)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "type": "Opaque",
+        "stringData": {
+            ".gitconfig": f'[credential "{repo_url}"]\n\thelper = store\n',
+            ".git-credentials": "",
+        },
+    }
 
 
 def is_pac(text: str) -> bool:
@@ -116,13 +134,13 @@ def event_from_checkout(repo: str, event: str, branch: str | None, repo_url: str
 
 
 def fill(text: str, variables: Mapping[str, str], source: str) -> str:
-    unknown = sorted({m.group(1) for m in _PLACEHOLDER.finditer(text)} - set(variables))
+    unknown = sorted({m.group(1) for m in PLACEHOLDER.finditer(text)} - set(variables))
     if unknown:
         raise UsageError(
             f"{source}: unknown Pipelines-as-Code placeholder {{{{ {unknown[0]} }}}} "
             f"(known: {', '.join(sorted(variables))})"
         )
-    return _PLACEHOLDER.sub(lambda m: variables[m.group(1)], text)
+    return PLACEHOLDER.sub(lambda m: variables[m.group(1)], text)
 
 
 def _list(value: str) -> list[str]:
