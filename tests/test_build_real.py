@@ -112,12 +112,24 @@ def test_multiarch_build_runs_each_step_on_its_architecture(tmp_path, registry, 
 
     # results: registry digest, no trailing newline, per-platform refs in the requested order
     got = {f.name: f.read_text() for f in results.iterdir()}
-    assert got == {
+    assert sorted(got) == sorted(
+        ["IMAGE_DIGEST", "IMAGE_URL", "IMAGE_REF", "IMAGES", "IMAGE_TAGS", "SBOM_BLOB_URL", "ATTESTATIONS"]
+    )
+    assert {k: got[k] for k in ("IMAGE_DIGEST", "IMAGE_URL", "IMAGE_REF", "IMAGES", "IMAGE_TAGS")} == {
         "IMAGE_DIGEST": digest,
         "IMAGE_URL": image,
         "IMAGE_REF": f"{registry.host}/demo/uname@{digest}",
         "IMAGES": ",".join(f"{registry.host}/demo/uname@{entries[w]}" for w in wanted),
+        "IMAGE_TAGS": image,
     }
+    # SBOM and provenance (on by default) for every platform image and the index, each in the registry
+    attested = [a.split(":", 2) for a in got["ATTESTATIONS"].split(",")]
+    assert sorted((k, s) for k, s, _ in attested) == sorted(
+        (k, s) for k in ("spdx", "provenance") for s in [*(str(normalize(w)) for w in wanted), "index"]
+    )
+    for _, _, referrer in attested:
+        assert skopeo_raw(f"{registry.host}/demo/uname@{referrer}")["subject"]["digest"] in [digest, *entries.values()]
+    assert got["SBOM_BLOB_URL"].startswith(f"{registry.host}/demo/uname@sha256:")
     # logs made for tkn: phase headers, prefixed tool output, a summary table
     assert "==> preflight" in err and "==> build linux/s390x" in err and "==> push " in err
     assert "[linux/arm64] STEP 2/2: RUN uname -m > /uname.txt" in err

@@ -283,7 +283,7 @@ def test_sigterm_during_taskimage_run_leaves_no_container(tmp_path, busybox_base
 
     try:
         wait_for(lambda: "[sleep] sleeping" in log_path.read_text() and containers(), 180, "the step to run", log_path)
-        rc, _ = terminate(proc)
+        rc = terminate(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
