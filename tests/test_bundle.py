@@ -23,6 +23,7 @@ from conftest import skopeo_raw, skopeo_raw_bytes, tag_exists
 
 from taskimage import cli
 from taskimage.errors import UsageError
+from taskimage.oci import registry as remote
 from taskimage.tekton import bundle
 
 DATA = Path(__file__).parent / "data" / "bundle"
@@ -250,13 +251,13 @@ def test_authfile_may_be_a_dockerconfig_workspace(tmp_path):
 
 
 def test_skopeo_argv_carries_the_registry_flags(tmp_path):
-    options = bundle.RegistryOptions(tls_verify=False, authfile="/ws/config.json", cert_dir="/certs")
+    options = remote.Access(tls_verify=False, authfile="/ws/config.json", cert_dir="/certs")
     ref = bundle.parse_image("registry.example.com/team/bundle:1")
     argv = bundle.skopeo_push_argv(tmp_path, ref, options)
     assert argv[:4] == ["skopeo", "copy", "--quiet", "--preserve-digests"]
     assert argv[4:7] == ["--dest-tls-verify=false", "--dest-authfile=/ws/config.json", "--dest-cert-dir=/certs"]
     assert argv[-2:] == [f"dir:{tmp_path}", "docker://registry.example.com/team/bundle:1"]
-    assert bundle.skopeo_inspect_raw_argv("r/x:1", bundle.RegistryOptions())[3:] == [
+    assert bundle.skopeo_inspect_raw_argv("r/x:1", remote.Access())[3:] == [
         "--tls-verify=true",
         "docker://r/x:1",
     ]

@@ -19,6 +19,7 @@ from conftest import skopeo_raw, skopeo_raw_bytes, tag_exists
 from taskimage.build import buildah, index
 from taskimage.build.params import resolve
 from taskimage.errors import UsageError
+from taskimage.oci import registry as remote
 from taskimage.oci.platforms import Platform
 
 D1 = "sha256:" + "1" * 64
@@ -121,7 +122,7 @@ def test_platform_of_config_normalizes_and_refuses_configs_without_arch():
 
 
 def test_skopeo_argv():
-    reg = buildah.Registry(tls_verify=False, authfile="/a.json", cert_dir="/certs")
+    reg = remote.Access(tls_verify=False, authfile="/a.json", cert_dir="/certs")
     assert buildah.skopeo_push_list_dir(reg, Path("/l"), "r/x:1") == [
         "skopeo",
         "copy",
@@ -138,7 +139,7 @@ def test_skopeo_argv():
     ]
     assert buildah.skopeo_push_list_dir(reg, Path("/l"), "r/x:1", "docker")[5:7] == ["--format", "v2s2"]
     assert buildah.skopeo_push_list_dir(reg, Path("/l"), "r/x:1", "oci")[5:7] == ["--format", "oci"]
-    assert buildah.skopeo_copy_image(buildah.Registry(), f"r/a@{D1}", f"r/b@{D1}") == [
+    assert buildah.skopeo_copy_image(remote.Access(), f"r/a@{D1}", f"r/b@{D1}") == [
         "skopeo",
         "copy",
         "--quiet",

@@ -44,7 +44,7 @@ class Attached:
 
 def facts(
     spec: buildah.BuildSpec,
-    registry: buildah.Registry,
+    registry: remote.Access,
     platforms: Sequence[Platform],
     started: datetime.datetime,
     keys: dict | None = None,
@@ -74,7 +74,7 @@ def facts(
 
 
 def platform_bases(
-    spec: buildah.BuildSpec, registry: buildah.Registry, platforms: Sequence[Platform]
+    spec: buildah.BuildSpec, registry: remote.Access, platforms: Sequence[Platform]
 ) -> dict[str, tuple[tuple[str, str], ...]]:
     """Each platform's FROM images with the digest of that platform's manifest, as the registry
     has them now (the annotation buildah 1.28 writes, org.opencontainers.image.base.digest, names
@@ -111,7 +111,7 @@ def now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _client(registry: buildah.Registry, image: ImageReference, retry: tuple[int, float]) -> referrers.Client:
+def _client(registry: remote.Access, image: ImageReference, retry: tuple[int, float]) -> referrers.Client:
     return referrers.Client.for_registry(registry, image.registry, *retry)
 
 
@@ -173,7 +173,7 @@ def _remove(path: str) -> None:
 
 def attach_platform(
     image: ImageReference,
-    registry: buildah.Registry,
+    registry: remote.Access,
     p: Platform,
     digest: str,
     manifest: bytes,
@@ -233,7 +233,7 @@ def _attached_sbom(client: referrers.Client, image: ImageReference, digest: str,
 
 def attach_index(
     image: ImageReference,
-    registry: buildah.Registry,
+    registry: remote.Access,
     digest: str,
     images: Sequence[tuple[Platform, str]],
     sbom_format: str,

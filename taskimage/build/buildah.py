@@ -5,8 +5,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from taskimage.oci.platforms import Platform
+
+if TYPE_CHECKING:  # oci.registry imports this module
+    from taskimage.oci.registry import Access
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,27 +26,6 @@ class Storage:
         if self.runroot:
             out += ["--runroot", self.runroot]
         return out
-
-
-@dataclasses.dataclass(frozen=True)
-class Registry:
-    """Registry access options shared by buildah and skopeo."""
-
-    tls_verify: bool = True
-    authfile: str | None = None
-    cert_dir: str | None = None
-
-    def buildah_args(self) -> list[str]:
-        out = [f"--tls-verify={'true' if self.tls_verify else 'false'}"]
-        if self.authfile:
-            out += ["--authfile", self.authfile]
-        if self.cert_dir:
-            out += ["--cert-dir", self.cert_dir]
-        return out
-
-    def skopeo_args(self) -> list[str]:
-        # skopeo inspect spells them like buildah
-        return self.buildah_args()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +46,7 @@ class BuildSpec:
 
 
 def build(
-    storage: Storage, registry: Registry, spec: BuildSpec, platform: Platform, iidfile: str, *, layers: bool = True
+    storage: Storage, registry: Access, spec: BuildSpec, platform: Platform, iidfile: str, *, layers: bool = True
 ) -> list[str]:
     argv = [
         "buildah",
@@ -147,7 +130,7 @@ def push_dir(storage: Storage, image: str, directory: str, fmt: str) -> list[str
     ]
 
 
-def skopeo_push_dir(registry: Registry, directory: str, destination: str) -> list[str]:
+def skopeo_push_dir(registry: Access, directory: str, destination: str) -> list[str]:
     """Push a ``dir:`` copy unchanged to ``destination`` (REPOSITORY@DIGEST: no tag is written)."""
     return [
         "skopeo",
@@ -161,7 +144,7 @@ def skopeo_push_dir(registry: Registry, directory: str, destination: str) -> lis
     ]
 
 
-def skopeo_inspect_raw(registry: Registry, ref: str, *, config: bool = False) -> list[str]:
+def skopeo_inspect_raw(registry: Access, ref: str, *, config: bool = False) -> list[str]:
     return [
         "skopeo",
         "inspect",
@@ -172,7 +155,7 @@ def skopeo_inspect_raw(registry: Registry, ref: str, *, config: bool = False) ->
     ]
 
 
-def skopeo_copy_image(registry: Registry, source: str, destination: str) -> list[str]:
+def skopeo_copy_image(registry: Access, source: str, destination: str) -> list[str]:
     """Copy one image between repositories, by digest, unchanged."""
     return [
         "skopeo",
@@ -187,7 +170,7 @@ def skopeo_copy_image(registry: Registry, source: str, destination: str) -> list
     ]
 
 
-def skopeo_copy_list(registry: Registry, source: str, destination: str) -> list[str]:
+def skopeo_copy_list(registry: Access, source: str, destination: str) -> list[str]:
     """Copy a pushed manifest list and its images, by digest, to another tag, unchanged."""
     return [
         "skopeo",
@@ -203,7 +186,7 @@ def skopeo_copy_list(registry: Registry, source: str, destination: str) -> list[
     ]
 
 
-def skopeo_push_list_dir(registry: Registry, directory: Path, destination: str, fmt: str = "") -> list[str]:
+def skopeo_push_list_dir(registry: Access, directory: Path, destination: str, fmt: str = "") -> list[str]:
     """Push a list and its images' manifests (``dir:``, no layers) unchanged; the tag moves last.
 
     ``fmt`` (oci | docker, when the list and every image are of that family) pins the list's type:
@@ -225,7 +208,7 @@ def skopeo_push_list_dir(registry: Registry, directory: Path, destination: str, 
     ]
 
 
-def copy_flags(registry: Registry, *, src: bool) -> list[str]:
+def copy_flags(registry: Access, *, src: bool) -> list[str]:
     side = "src" if src else "dest"
     out = [f"--{side}-tls-verify={'true' if registry.tls_verify else 'false'}"]
     if registry.cert_dir:

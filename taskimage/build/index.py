@@ -84,7 +84,7 @@ class SourceRef:
 class IndexOptions:
     image: ImageReference
     refs: tuple[SourceRef, ...]
-    registry: buildah.Registry
+    registry: remote.Access
     format: str = "oci"
     retry: int = 3
     retry_delay: float = 2.0
@@ -245,7 +245,7 @@ def write_list_dir(directory: Path, instances: Sequence[Instance], document: byt
 
 
 def push_list(
-    registry: buildah.Registry,
+    registry: remote.Access,
     image: ImageReference,
     instances: Sequence[Instance],
     fmt: str,
@@ -284,7 +284,7 @@ def push_list(
     return digest, images
 
 
-def read_instance(opts: IndexOptions, registry: buildah.Registry, ref: SourceRef) -> Instance:
+def read_instance(opts: IndexOptions, registry: remote.Access, ref: SourceRef) -> Instance:
     """Read one REF's manifest and config; refuse lists and unknown references."""
     try:
         raw = remote.inspect_raw(registry, ref.pinned, opts.retry, opts.retry_delay, retry_not_found=False)

@@ -42,7 +42,7 @@ class BuildOptions:
     image: ImageReference
     platforms: tuple[Platform, ...]
     spec: buildah.BuildSpec
-    registry: buildah.Registry
+    registry: remote.Access
     storage_driver: str = "auto"
     root: str | None = None
     runroot: str | None = None
@@ -271,7 +271,7 @@ class PlatformMismatch(TaskimageError):
     """The built image's config names another platform than the one requested."""
 
 
-def cache_problem(registry: buildah.Registry, repo: str) -> str | None:
+def cache_problem(registry: remote.Access, repo: str) -> str | None:
     """Why the layer cache ``repo`` cannot be used (unreachable, refused), or None.
 
     Checked once before the builds: buildah retries every cache pull of every step (3 x 2 s) and
@@ -363,7 +363,7 @@ def cache_failure(tail: Sequence[str]) -> bool:
 def build_platform(
     opts: BuildOptions,
     store: buildah.Storage,
-    registry: buildah.Registry,
+    registry: remote.Access,
     p: Platform,
     workdir: str,
     keys: dict | None = None,
@@ -415,7 +415,7 @@ def build_platform(
 def push_built(
     opts: BuildOptions,
     store: buildah.Storage,
-    registry: buildah.Registry,
+    registry: remote.Access,
     b: PlatformBuild,
     workdir: str,
     before: frozenset[str],
@@ -435,7 +435,7 @@ def push_built(
 
 
 def attach_built(
-    opts: BuildOptions, registry: buildah.Registry, b: PlatformBuild, store: buildah.Storage | None = None
+    opts: BuildOptions, registry: remote.Access, b: PlatformBuild, store: buildah.Storage | None = None
 ) -> PlatformBuild:
     """Attach the pushed image's SBOM (read from the storage, or for a reused image from the
     registry) and provenance as referrers (taskimage/build/attest.py)."""
@@ -461,7 +461,7 @@ def attach_built(
 # --- the whole-build key (taskimage/build/key.py) -------------------------------------------------
 
 
-def build_keys(opts: BuildOptions, registry: buildah.Registry) -> dict[Platform, str]:
+def build_keys(opts: BuildOptions, registry: remote.Access) -> dict[Platform, str]:
     """Each platform's whole-build key, for builds with a layer cache (where results are filed)."""
     timer = log.Timer()
     try:
@@ -516,7 +516,7 @@ def build_keys(opts: BuildOptions, registry: buildah.Registry) -> dict[Platform,
     return keys
 
 
-def reuse_built(opts: BuildOptions, registry: buildah.Registry, p: Platform, build_key: str) -> index.Instance | None:
+def reuse_built(opts: BuildOptions, registry: remote.Access, p: Platform, build_key: str) -> index.Instance | None:
     """The image an earlier run built and verified from the same inputs, copied by digest; or None."""
     prefix = f"[{p}] "
     ref = buildkey.tag(opts.spec.cache_repo, build_key)
@@ -551,7 +551,7 @@ def reuse_built(opts: BuildOptions, registry: buildah.Registry, p: Platform, bui
 
 
 def record_built(
-    opts: BuildOptions, registry: buildah.Registry, p: Platform, pushed: index.Instance, build_key: str
+    opts: BuildOptions, registry: remote.Access, p: Platform, pushed: index.Instance, build_key: str
 ) -> None:
     """File the pushed image under its whole-build key in the layer cache (never fatal)."""
     ref = buildkey.tag(opts.spec.cache_repo, build_key)
@@ -592,7 +592,7 @@ def verify_image(store: buildah.Storage, p: Platform, image_id: str, prefix: str
 
 def _push_by_digest(
     opts: BuildOptions,
-    registry: buildah.Registry,
+    registry: remote.Access,
     p: Platform,
     manifest: bytes,
     config: bytes,
@@ -620,7 +620,7 @@ def _push_by_digest(
 def push_platform(
     opts: BuildOptions,
     store: buildah.Storage,
-    registry: buildah.Registry,
+    registry: remote.Access,
     p: Platform,
     image_id: str,
     workdir: str,
@@ -656,7 +656,7 @@ def push_platform(
 
 
 def push_from_cache(
-    opts: BuildOptions, registry: buildah.Registry, p: Platform, image_id: str, cached: str
+    opts: BuildOptions, registry: remote.Access, p: Platform, image_id: str, cached: str
 ) -> index.Instance | None:
     """Copy the final image from the layer cache, where the build just put it (or found it), by digest.
 
@@ -822,7 +822,7 @@ def _pushed(builds: Sequence[PlatformBuild]) -> list[index.Instance]:
     return out
 
 
-def move_tags(opts: BuildOptions, registry: buildah.Registry, digest: str) -> None:
+def move_tags(opts: BuildOptions, registry: remote.Access, digest: str) -> None:
     """Point every ADDITIONAL_TAGS tag at the list just pushed and read back, and check each.
 
     Runs only after IMAGE's tag holds the verified list; the list is copied by digest, so every
@@ -854,7 +854,7 @@ def move_tags(opts: BuildOptions, registry: buildah.Registry, digest: str) -> No
 
 
 def attach_index(
-    opts: BuildOptions, registry: buildah.Registry, digest: str, images, builds: Sequence[PlatformBuild]
+    opts: BuildOptions, registry: remote.Access, digest: str, images, builds: Sequence[PlatformBuild]
 ) -> tuple[attest.Attached, ...]:
     """Everything attached: each platform's referrers and the index's. The tag has moved already,
     so a failure here is a warning (the results list only what was attached), not a failed build."""

@@ -43,6 +43,7 @@ def _source_artifact(values: dict) -> Iterator[dict]:
         yield values
         return
     from taskimage.oci import artifact, auth
+    from taskimage.oci import registry as remote
 
     host = artifact.parse_pinned(ref, source)[0].registry  # a bad reference fails before any download
     if values["SOURCE_ROOT"][0]:
@@ -54,7 +55,7 @@ def _source_artifact(values: dict) -> Iterator[dict]:
     cert_dir = values["CERT_DIR"][0] or None
     if cert_dir and not Path(cert_dir).is_dir():
         raise UsageError(f"{values['CERT_DIR'][1]}: {cert_dir!r} is not a directory")
-    access = artifact.Access(values["TLSVERIFY"][0], str(path) if path else None, cert_dir)
+    access = remote.Access(values["TLSVERIFY"][0], str(path) if path else None, cert_dir)
     tmp = Path(tempfile.mkdtemp(prefix="taskimage-source-"))
     try:
         log.phase(f"source {ref}")

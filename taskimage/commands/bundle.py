@@ -11,6 +11,7 @@ import tempfile
 from taskimage import log
 from taskimage.build import params
 from taskimage.errors import UsageError
+from taskimage.oci import registry as remote
 from taskimage.oci.reference import parse_image
 from taskimage.tekton import bundle
 
@@ -23,13 +24,13 @@ def _registry_flags(parser: argparse.ArgumentParser) -> None:
     params.add_arguments(parser, REGISTRY_PARAMS, positional_platforms=False)
 
 
-def _options(args: argparse.Namespace) -> bundle.RegistryOptions:
+def _options(args: argparse.Namespace) -> remote.Access:
     values = params.resolve(args, REGISTRY_PARAMS)
     cert_dir, cert_source = values["CERT_DIR"]
     if cert_dir and not os.path.isdir(cert_dir):
         raise UsageError(f"{cert_source}: {cert_dir!r} is not a directory")
     authfile, auth_source = values["AUTHFILE"]
-    return bundle.RegistryOptions(
+    return remote.Access(
         tls_verify=values["TLSVERIFY"][0],
         authfile=bundle.resolve_authfile(authfile, source=auth_source),
         cert_dir=cert_dir or None,

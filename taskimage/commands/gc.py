@@ -11,8 +11,8 @@ from taskimage import log
 from taskimage.build import params
 from taskimage.errors import UsageError
 from taskimage.oci import auth, expiry, gc
-from taskimage.oci.artifact import Access
 from taskimage.oci.reference import parse_image
+from taskimage.oci.registry import Access
 
 REGISTRY_PARAMS = tuple(params.BY_NAME[name] for name in ("TLSVERIFY", "AUTHFILE", "CERT_DIR"))
 

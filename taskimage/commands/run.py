@@ -258,9 +258,10 @@ def _pipelines_as_code(args: argparse.Namespace) -> list[dict] | None:
 
 
 def _bundle_has_pipeline(args: argparse.Namespace, tls_verify: bool, authfile: str | None) -> bool:
-    from taskimage.tekton.bundle import RegistryOptions, list_entries
+    from taskimage.oci.registry import Access
+    from taskimage.tekton.bundle import list_entries
 
-    entries = list_entries(args.bundle, RegistryOptions(tls_verify=tls_verify, authfile=authfile))
+    entries = list_entries(args.bundle, Access(tls_verify=tls_verify, authfile=authfile))
     return any(e.kind == "pipeline" and e.name == args.name for e in entries)
 
 

@@ -54,24 +54,6 @@ class ArchiveRefused(TaskimageError):
     """An artifact's archive would write outside the target directory (or holds a device)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Access:
-    """Registry access for skopeo: --tls-verify, --authfile, --cert-dir (buildah's flags)."""
-
-    tls_verify: bool = True
-    authfile: str | None = None
-    cert_dir: str | None = None
-
-    def flags(self, side: str) -> list[str]:
-        """Flags for one side of a skopeo command: '' (inspect), 'src-' or 'dest-'."""
-        out = [f"--{side}tls-verify={'true' if self.tls_verify else 'false'}"]
-        if self.authfile:
-            out.append(f"--{side}authfile={self.authfile}")
-        if self.cert_dir:
-            out.append(f"--{side}cert-dir={self.cert_dir}")
-        return out
-
-
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -292,7 +274,7 @@ class Pushed:
 def push(
     directory: str | Path,
     ref: ImageReference,
-    access: Access,
+    access: registry.Access,
     *,
     include_git: bool = False,
     annotations: dict[str, str] | None = None,
@@ -375,7 +357,7 @@ def _check_layout(pinned: str, digest: str, layout: Path) -> Path:
 
 
 def pull(
-    value: str, directory: str | Path, access: Access, *, retry: int = 3, retry_delay: float = 2.0
+    value: str, directory: str | Path, access: registry.Access, *, retry: int = 3, retry_delay: float = 2.0
 ) -> tuple[str, int]:
     """Pull the artifact ``value`` (REPO@sha256:…) into ``directory``; returns (pinned ref, entries).
 
@@ -437,7 +419,6 @@ def _empty(directory: Path, *, remove: bool) -> None:
 
 __all__ = [
     "ARTIFACT_TYPE",
-    "Access",
     "ArchiveRefused",
     "Pushed",
     "check_members",

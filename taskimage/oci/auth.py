@@ -101,7 +101,7 @@ def merged_authfile(base: Path | None, registry: str, creds: str, source: str = 
 
 @contextlib.contextmanager
 def with_creds(registry, host: str, creds: str | None):
-    """``registry`` (a :class:`taskimage.build.buildah.Registry`) whose auth file also holds ``creds``
+    """``registry`` (a :class:`taskimage.oci.registry.Access`) whose auth file also holds ``creds``
     for ``host``; the private temporary file is removed afterwards. No creds: ``registry`` as is."""
     if not creds:
         yield registry

@@ -27,8 +27,8 @@ from collections.abc import Callable, Sequence
 from taskimage import log
 from taskimage import proc as tools
 from taskimage.errors import ToolError
-from taskimage.oci.artifact import Access
 from taskimage.oci.reference import ImageReference
+from taskimage.oci.registry import Access
 
 INDEX_TYPES = {
     "application/vnd.oci.image.index.v1+json",

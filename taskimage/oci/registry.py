@@ -10,6 +10,7 @@ with the same four Tekton results.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -59,6 +60,37 @@ _LOCAL = re.compile(
 _NO_HOST = re.compile(r"no such host|invalid reference format")
 
 
+@dataclasses.dataclass(frozen=True)
+class Access:
+    """Registry access options (--tls-verify, --authfile, --cert-dir), the one shape that buildah,
+    skopeo, ``build``, ``index``, ``bundle``, ``source`` and ``gc`` take."""
+
+    tls_verify: bool = True
+    authfile: str | None = None
+    cert_dir: str | None = None
+
+    def buildah_args(self) -> list[str]:
+        out = [f"--tls-verify={'true' if self.tls_verify else 'false'}"]
+        if self.authfile:
+            out += ["--authfile", self.authfile]
+        if self.cert_dir:
+            out += ["--cert-dir", self.cert_dir]
+        return out
+
+    def skopeo_args(self) -> list[str]:
+        # skopeo inspect spells them like buildah
+        return self.buildah_args()
+
+    def flags(self, side: str) -> list[str]:
+        """Flags for one side of a skopeo command: '' (inspect), 'src-' or 'dest-'."""
+        out = [f"--{side}tls-verify={'true' if self.tls_verify else 'false'}"]
+        if self.authfile:
+            out.append(f"--{side}authfile={self.authfile}")
+        if self.cert_dir:
+            out.append(f"--{side}cert-dir={self.cert_dir}")
+        return out
+
+
 def status_kind(status: int) -> str:
     if status in (401, 403):
         return AUTH
@@ -95,7 +127,7 @@ def not_found(lines: Sequence[str]) -> bool:
     return classify(lines) == NOT_FOUND
 
 
-def access(v: dict, src: dict) -> tuple[buildah.Registry, str | None]:
+def access(v: dict, src: dict) -> tuple[Access, str | None]:
     """TLSVERIFY, AUTHFILE, CERT_DIR and CREDS checked (as build and index take them)."""
     authfile = auth.resolve_authfile(v["AUTHFILE"], src["AUTHFILE"])
     creds = v["CREDS"] or None
@@ -104,7 +136,7 @@ def access(v: dict, src: dict) -> tuple[buildah.Registry, str | None]:
     cert_dir = v["CERT_DIR"] or None
     if cert_dir and not Path(cert_dir).is_dir():
         raise UsageError(f"{src['CERT_DIR']}: {cert_dir!r} is not a directory")
-    return buildah.Registry(v["TLSVERIFY"], str(authfile) if authfile else None, cert_dir), creds
+    return Access(v["TLSVERIFY"], str(authfile) if authfile else None, cert_dir), creds
 
 
 def with_retry(action, *, what: str, image: ImageReference, retry: int, retry_delay: float):
@@ -138,7 +170,7 @@ def with_retry(action, *, what: str, image: ImageReference, retry: int, retry_de
 
 
 def inspect_raw(
-    registry: buildah.Registry,
+    registry: Access,
     ref: str,
     retry: int,
     delay: float,
@@ -179,7 +211,7 @@ def results_for(image: ImageReference, digest: str, images, tags: Sequence[Image
 
 
 def read_back_index(
-    registry: buildah.Registry,
+    registry: Access,
     image: ImageReference,
     platforms: Sequence[Platform],
     pushed_digest: str,

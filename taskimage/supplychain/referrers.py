@@ -131,7 +131,7 @@ class Client:
 
     @classmethod
     def for_registry(cls, registry, host: str, retry: int = 3, retry_delay: float = 2.0) -> Client:
-        """From a :class:`taskimage.build.buildah.Registry` (the build's access options)."""
+        """From a :class:`taskimage.oci.registry.Access` (the build's access options)."""
         return cls(
             host,
             tls_verify=registry.tls_verify,

@@ -451,15 +451,6 @@ def write_dir_layout(bundle: Bundle, path: Path) -> Path:
 # --- registry -------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class RegistryOptions:
-    """buildah's registry flags: --tls-verify, --authfile, --cert-dir."""
-
-    tls_verify: bool = True
-    authfile: str | None = None
-    cert_dir: str | None = None
-
-
 def resolve_authfile(value: str | None, *, source: str = "--authfile") -> str | None:
     """A file, or a directory holding ``config.json`` or ``.dockerconfigjson`` (a Tekton
     ``dockerconfig`` workspace); the same rules as ``build`` (:mod:`taskimage.oci.auth`), which also
@@ -470,17 +461,7 @@ def resolve_authfile(value: str | None, *, source: str = "--authfile") -> str | 
     return str(path) if path else None
 
 
-def _skopeo_flags(options: RegistryOptions, side: str) -> list[str]:
-    """Registry flags for one side of a skopeo command: side '' (inspect), 'src-' or 'dest-'."""
-    flags = [f"--{side}tls-verify={'true' if options.tls_verify else 'false'}"]
-    if options.authfile:
-        flags.append(f"--{side}authfile={options.authfile}")
-    if options.cert_dir:
-        flags.append(f"--{side}cert-dir={options.cert_dir}")
-    return flags
-
-
-def skopeo_push_argv(layout: Path, ref: ImageReference, options: RegistryOptions) -> list[str]:
+def skopeo_push_argv(layout: Path, ref: ImageReference, options: remote.Access) -> list[str]:
     # --preserve-digests: skopeo fails instead of rewriting the manifest (which would change
     # the digest and could drop the layer annotations).
     return [
@@ -488,7 +469,7 @@ def skopeo_push_argv(layout: Path, ref: ImageReference, options: RegistryOptions
         "copy",
         "--quiet",
         "--preserve-digests",
-        *_skopeo_flags(options, "dest-"),
+        *options.flags("dest-"),
         f"dir:{layout}",
         f"docker://{ref.url}",
     ]
@@ -501,18 +482,18 @@ def _registries_conf() -> list[str]:
     return ["--registries-conf", path] if path else []
 
 
-def skopeo_inspect_raw_argv(ref: str, options: RegistryOptions) -> list[str]:
-    return ["skopeo", *_registries_conf(), "inspect", "--raw", *_skopeo_flags(options, ""), f"docker://{ref}"]
+def skopeo_inspect_raw_argv(ref: str, options: remote.Access) -> list[str]:
+    return ["skopeo", *_registries_conf(), "inspect", "--raw", *options.flags(""), f"docker://{ref}"]
 
 
-def skopeo_pull_argv(ref: str, layout: Path, options: RegistryOptions) -> list[str]:
+def skopeo_pull_argv(ref: str, layout: Path, options: remote.Access) -> list[str]:
     return [
         "skopeo",
         *_registries_conf(),
         "copy",
         "--quiet",
         "--preserve-digests",
-        *_skopeo_flags(options, "src-"),
+        *options.flags("src-"),
         f"docker://{ref}",
         f"dir:{layout}",
     ]
@@ -521,7 +502,7 @@ def skopeo_pull_argv(ref: str, layout: Path, options: RegistryOptions) -> list[s
 PUSH_RETRY, PUSH_RETRY_DELAY = 3, 1.0  # as build and index: transient registry errors retried with backoff
 
 
-def _auth_error(exc: ToolError, repository: str, options: RegistryOptions) -> ToolError:
+def _auth_error(exc: ToolError, repository: str, options: remote.Access) -> ToolError:
     """A refused login becomes RegistryAuthError with a message that says what to check."""
     if not remote.auth_refused(exc.tail):
         return exc
@@ -533,7 +514,7 @@ def _auth_error(exc: ToolError, repository: str, options: RegistryOptions) -> To
     )
 
 
-def read_manifest(ref: str, options: RegistryOptions) -> bytes:
+def read_manifest(ref: str, options: remote.Access) -> bytes:
     try:
         result = tools.run(skopeo_inspect_raw_argv(ref, options), stream=False, quiet=True, what="skopeo inspect")
     except ToolError as exc:
@@ -541,7 +522,7 @@ def read_manifest(ref: str, options: RegistryOptions) -> bytes:
     return result.stdout.encode("utf-8")
 
 
-def push(bundle: Bundle, ref: ImageReference, options: RegistryOptions) -> str:
+def push(bundle: Bundle, ref: ImageReference, options: remote.Access) -> str:
     """Push with ``skopeo copy dir:…``, then read the manifest back: its digest must be ours."""
     with tempfile.TemporaryDirectory(prefix="taskimage-bundle-") as tmp:
         layout = write_dir_layout(bundle, Path(tmp) / "bundle")
@@ -609,7 +590,7 @@ def _ref_arg(ref: str) -> str:
     return ref[len("docker://") :] if ref.startswith("docker://") else ref
 
 
-def list_entries(ref: str, options: RegistryOptions) -> list[Entry]:
+def list_entries(ref: str, options: remote.Access) -> list[Entry]:
     ref = _ref_arg(ref)
     return parse_manifest(ref, read_manifest(ref, options))
 
@@ -637,7 +618,7 @@ def fetch_object(
     """The object ``kind``/``name`` of the bundle ``ref``, parsed (what the bundles resolver
     returns to Tekton). ``kind`` is matched lower-case, like the dev.tekton.image.kind annotation."""
     ref = _ref_arg(ref)
-    options = RegistryOptions(tls_verify=tls_verify, authfile=resolve_authfile(authfile))
+    options = remote.Access(tls_verify=tls_verify, authfile=resolve_authfile(authfile))
     raw = read_manifest(ref, options)
     entries = parse_manifest(ref, raw)
     wanted = kind.lower()
@@ -673,7 +654,6 @@ __all__ = [
     "Entry",
     "Layer",
     "MAX_OBJECTS",
-    "RegistryOptions",
     "TektonObject",
     "build_bundle",
     "fetch_object",
