@@ -40,7 +40,7 @@ from taskimage import proc as tools
 from taskimage.errors import Interrupted, UsageError
 from taskimage.tekton.localrun import dag, matrix, when
 from taskimage.tekton.localrun import params as params_mod
-from taskimage.tekton.localrun.plan import make_plan, parse_duration
+from taskimage.tekton.localrun.plan import cli_workspaces, make_plan, parse_duration
 from taskimage.tekton.localrun.report import PipelineRunReport, TaskReport, TaskRunReport
 from taskimage.tekton.localrun.resolve import Resolved, Resolver
 from taskimage.tekton.localrun.runner import Options, execute
@@ -398,19 +398,7 @@ class PipelineRunner:
 
     def _workspaces(self, spec: Mapping, run_spec: Mapping, cli: Sequence[str]) -> dict[str, WsBinding | None]:
         declared = {str(w.get("name")): w for w in spec.get("workspaces") or []}
-        given: dict[str, str] = {}
-        for item in cli:
-            name, sep, path = item.partition("=")
-            if not sep or not name or not path:
-                raise UsageError(f"-w {item}: expected NAME=DIR")
-            if name not in declared:
-                raise UsageError(
-                    f"-w {name}: pipeline {self.pname} declares no workspace {name} (declared: {', '.join(sorted(declared)) or 'none'})"
-                )
-            full = os.path.abspath(os.path.expanduser(path))
-            if not os.path.isdir(full):
-                raise UsageError(f"-w {name}={path}: not a directory")
-            given[name] = full
+        given = cli_workspaces(cli, declared, f"pipeline {self.pname}")
         bindings = {str(b.get("name")): b for b in run_spec.get("workspaces") or []}
         out: dict[str, WsBinding | None] = {}
         missing = []

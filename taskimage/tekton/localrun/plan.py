@@ -139,7 +139,9 @@ def _taskrun_identity(loaded: Loaded) -> tuple[str, str, str]:
     return str(name), str(meta.get("namespace") or "default"), str(meta.get("uid") or uuid.uuid4())
 
 
-def _cli_workspaces(items: Sequence[str], declared: Mapping[str, Mapping]) -> dict[str, str]:
+def cli_workspaces(items: Sequence[str], declared: Mapping[str, Mapping], owner: str) -> dict[str, str]:
+    """``-w NAME=DIR`` arguments as {NAME: absolute DIR}, each NAME one that ``owner`` ("the task",
+    "pipeline NAME") declares and each DIR an existing directory."""
     out: dict[str, str] = {}
     for item in items:
         name, sep, path = item.partition("=")
@@ -147,7 +149,7 @@ def _cli_workspaces(items: Sequence[str], declared: Mapping[str, Mapping]) -> di
             raise UsageError(f"-w {item}: expected NAME=DIR")
         if name not in declared:
             raise UsageError(
-                f"-w {name}: the task declares no workspace {name} (declared: {', '.join(sorted(declared)) or 'none'})"
+                f"-w {name}: {owner} declares no workspace {name} (declared: {', '.join(sorted(declared)) or 'none'})"
             )
         full = os.path.abspath(os.path.expanduser(path))
         if not os.path.isdir(full):
@@ -160,7 +162,7 @@ def _workspaces(
     spec: Mapping, loaded: Loaded, cli: Sequence[str], steps: Sequence[Mapping], objects: kube.KubeObjects
 ) -> tuple[Workspace, ...]:
     declared = {str(w["name"]): w for w in spec.get("workspaces") or []}
-    given = _cli_workspaces(cli, declared)
+    given = cli_workspaces(cli, declared, "the task")
     bindings = {str(b.get("name")): b for b in ((loaded.taskrun or {}).get("spec") or {}).get("workspaces") or []}
     isolated: dict[str, list[str]] = {}
     for i, s in enumerate(steps):
