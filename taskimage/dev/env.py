@@ -186,6 +186,30 @@ class OCILayout:
             target.write_bytes(data)
         return digest
 
+    def image(self, config: dict, layers: list[tuple[str, bytes]], platform: dict | None = None) -> dict:
+        """Write one image's config, layers ((media type, bytes) each) and manifest as blobs; the
+        manifest's descriptor for :meth:`write_index`, with ``platform`` when given."""
+        config_bytes = json.dumps(config, sort_keys=True).encode()
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": self.blob(config_bytes),
+                "size": len(config_bytes),
+            },
+            "layers": [{"mediaType": kind, "digest": self.blob(data), "size": len(data)} for kind, data in layers],
+        }
+        manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
+        descriptor = {
+            "mediaType": manifest["mediaType"],
+            "digest": self.blob(manifest_bytes),
+            "size": len(manifest_bytes),
+        }
+        if platform is not None:
+            descriptor["platform"] = platform
+        return descriptor
+
     def write_index(self, manifests: list[dict]) -> None:
         """index.json names one image, ``latest``: the manifest itself when there is one,
         else a nested image index listing them all (what ``skopeo copy --all`` pushes)."""
@@ -349,7 +373,6 @@ def build_layout(
     manifests = []
     for p in platforms:
         layer, diff_id = _layer_from_rootfs(_rootfs(flavour, p, spec))
-        layer_digest = layout.blob(layer)
         config = {
             "created": "1970-01-01T00:00:00Z",
             "architecture": p.arch,
@@ -359,29 +382,8 @@ def build_layout(
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
             "history": [{"created": "1970-01-01T00:00:00Z", "created_by": f"mmdebstrap {flavour}"}],
         }
-        config_bytes = json.dumps(config, sort_keys=True).encode()
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": layout.blob(config_bytes),
-                "size": len(config_bytes),
-            },
-            "layers": [
-                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": len(layer)}
-            ],
-        }
-        manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
         platform = {"architecture": p.arch, "os": p.os, **({"variant": p.variant} if p.variant else {})}
-        manifests.append(
-            {
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": layout.blob(manifest_bytes),
-                "size": len(manifest_bytes),
-                "platform": platform,
-            }
-        )
+        manifests.append(layout.image(config, [("application/vnd.oci.image.layer.v1.tar+gzip", layer)], platform))
     layout.write_index(manifests)
     layout_dir.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -167,7 +167,6 @@ def device_node_image(registry_host: str, ref: str | None = None) -> str:
 
     Unpacking it as root needs CAP_MKNOD: containerd gives it to a container, CRI-O does not."""
     import io
-    import json
     import tarfile
     import tempfile
 
@@ -193,37 +192,10 @@ def device_node_image(registry_host: str, ref: str | None = None) -> str:
             "config": {"Env": _PATH, "Cmd": ["/bin/sh"]},
             "rootfs": {"type": "layers", "diff_ids": [base_diff, env._sha256(dev_layer)]},
         }
-        config_bytes = json.dumps(config, sort_keys=True).encode()
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": layout.blob(config_bytes),
-                "size": len(config_bytes),
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": layout.blob(base),
-                    "size": len(base),
-                },
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": layout.blob(dev_layer),
-                    "size": len(dev_layer),
-                },
-            ],
-        }
-        manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
-        layout.write_index(
-            [
-                {
-                    "mediaType": manifest["mediaType"],
-                    "digest": layout.blob(manifest_bytes),
-                    "size": len(manifest_bytes),
-                }
-            ]
-        )
+        layers = [
+            ("application/vnd.oci.image.layer.v1.tar+gzip", base),
+            ("application/vnd.oci.image.layer.v1.tar", dev_layer),
+        ]
+        layout.write_index([layout.image(config, layers)])
         env.push_layout(Path(tmp), ref)
     return ref
