@@ -34,6 +34,14 @@ def check_dir(value: str | None, source: str = "--results-dir") -> Path | None:
     return path
 
 
+def write_digestfile(path: str, text: str) -> None:
+    """``--digestfile``: ``text`` written atomically (a temporary file beside it, then a rename)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, prefix=".digest-") as f:
+        f.write(text)
+    os.replace(f.name, path)
+
+
 def size(results: Mapping[str, str]) -> int:
     """Approximate termination-message bytes (JSON entries with key, value and type)."""
     return sum(len(k) + len(v) + 40 for k, v in results.items())

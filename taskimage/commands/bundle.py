@@ -6,10 +6,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 from taskimage import log
-from taskimage.build import params
+from taskimage.build import params, results
 from taskimage.errors import UsageError
 from taskimage.oci import registry as remote
 from taskimage.oci.reference import parse_image
@@ -37,13 +36,6 @@ def _options(args: argparse.Namespace) -> remote.Access:
     )
 
 
-def _write_atomically(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, prefix=".digest-") as f:
-        f.write(text)
-    os.replace(f.name, path)
-
-
 def push_command(args: argparse.Namespace) -> int:
     ref = parse_image(args.ref, source="bundle push REF")
     options = _options(args)
@@ -60,7 +52,7 @@ def push_command(args: argparse.Namespace) -> int:
     pushed = ref.with_digest(digest)
     log.info(f"pushed {len(objects)} object(s) as {pushed}")
     if args.digestfile:
-        _write_atomically(args.digestfile, digest)
+        results.write_digestfile(args.digestfile, digest)
     sys.stdout.write(pushed + "\n")
     sys.stdout.flush()
     return 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from taskimage import log
@@ -33,13 +32,6 @@ def _access(args: argparse.Namespace) -> tuple[remote.Access, int]:
     return access, int(values["RETRY"][0])
 
 
-def _write_atomically(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, prefix=".digest-") as f:
-        f.write(text)
-    os.replace(f.name, path)
-
-
 def push_command(args: argparse.Namespace) -> int:
     ref = parse_image(args.ref, source="source push REF")
     if args.source_root:
@@ -57,7 +49,7 @@ def push_command(args: argparse.Namespace) -> int:
     )
     log.info(f"pushed {pushed.entries} entries ({pushed.layer_size} bytes compressed) as {pushed.pinned}")
     if args.digestfile:
-        _write_atomically(args.digestfile, pushed.digest)
+        results.write_digestfile(args.digestfile, pushed.digest)
     if results_dir is not None:
         results.write(results_dir, {RESULT: pushed.pinned})
     sys.stdout.write(pushed.pinned + "\n")
