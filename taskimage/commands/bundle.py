@@ -4,12 +4,10 @@ without ``tkn``, for the ``bundles`` resolver (see :mod:`taskimage.tekton.bundle
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from taskimage import log
 from taskimage.build import params, results
-from taskimage.errors import UsageError
 from taskimage.oci import registry as remote
 from taskimage.oci.reference import parse_image
 from taskimage.tekton import bundle
@@ -24,16 +22,7 @@ def _registry_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace) -> remote.Access:
-    values = params.resolve(args, REGISTRY_PARAMS)
-    cert_dir, cert_source = values["CERT_DIR"]
-    if cert_dir and not os.path.isdir(cert_dir):
-        raise UsageError(f"{cert_source}: {cert_dir!r} is not a directory")
-    authfile, auth_source = values["AUTHFILE"]
-    return remote.Access(
-        tls_verify=values["TLSVERIFY"][0],
-        authfile=bundle.resolve_authfile(authfile, source=auth_source),
-        cert_dir=cert_dir or None,
-    )
+    return remote.checked_access(params.resolve(args, REGISTRY_PARAMS))
 
 
 def push_command(args: argparse.Namespace) -> int:

@@ -4,15 +4,14 @@ cache tags of one repository, never a manifest that a kept tag reaches (see :mod
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from taskimage import log
 from taskimage.build import params
 from taskimage.errors import UsageError
-from taskimage.oci import auth, expiry, gc
+from taskimage.oci import expiry, gc
+from taskimage.oci import registry as remote
 from taskimage.oci.reference import parse_image
-from taskimage.oci.registry import Access
 
 REGISTRY_PARAMS = tuple(params.BY_NAME[name] for name in ("TLSVERIFY", "AUTHFILE", "CERT_DIR"))
 
@@ -27,11 +26,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--keep: at least one pattern is required (e.g. --keep 'v*' --keep main)")
     older_than = expiry.seconds(args.older_than, "--older-than")
     values = params.resolve(args, REGISTRY_PARAMS)
-    cert_dir, cert_source = values["CERT_DIR"]
-    if cert_dir and not os.path.isdir(cert_dir):
-        raise UsageError(f"{cert_source}: {cert_dir!r} is not a directory")
-    path = auth.resolve_authfile(*values["AUTHFILE"])
-    registry = gc.Registry(repo, Access(values["TLSVERIFY"][0], str(path) if path else None, cert_dir or None))
+    registry = gc.Registry(repo, remote.checked_access(values))
     log.phase(f"gc {repo.name} (keep {', '.join(keep)}; delete what is older than {args.older_than})")
     decisions = gc.plan(registry, keep, older_than, include_undated=args.include_undated)
     rows = [

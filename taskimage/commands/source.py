@@ -4,14 +4,13 @@ carried between TaskRuns as an OCI artifact, by digest (see :mod:`taskimage.oci.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from taskimage import log
 from taskimage.build import params, results
 from taskimage.errors import UsageError
-from taskimage.oci import artifact, auth, expiry
+from taskimage.oci import artifact, expiry
 from taskimage.oci import registry as remote
 from taskimage.oci.reference import parse_image
 
@@ -21,15 +20,7 @@ RESULT = "SOURCE_ARTIFACT"
 
 def _access(args: argparse.Namespace) -> tuple[remote.Access, int]:
     values = params.resolve(args, REGISTRY_PARAMS)
-    cert_dir, cert_source = values["CERT_DIR"]
-    if cert_dir and not os.path.isdir(cert_dir):
-        raise UsageError(f"{cert_source}: {cert_dir!r} is not a directory")
-    authfile, auth_source = values["AUTHFILE"]
-    path = auth.resolve_authfile(authfile, auth_source)
-    access = remote.Access(
-        tls_verify=values["TLSVERIFY"][0], authfile=str(path) if path else None, cert_dir=cert_dir or None
-    )
-    return access, int(values["RETRY"][0])
+    return remote.checked_access(values), int(values["RETRY"][0])
 
 
 def push_command(args: argparse.Namespace) -> int:

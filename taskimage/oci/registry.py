@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -125,6 +126,16 @@ def auth_refused(lines: Sequence[str]) -> bool:
 
 def not_found(lines: Sequence[str]) -> bool:
     return classify(lines) == NOT_FOUND
+
+
+def checked_access(values: dict) -> Access:
+    """TLSVERIFY, CERT_DIR and AUTHFILE as ``params.resolve`` gives them ((value, source) each),
+    checked in that order (as ``bundle``, ``source`` and ``gc`` take them)."""
+    cert_dir, cert_source = values["CERT_DIR"]
+    if cert_dir and not os.path.isdir(cert_dir):
+        raise UsageError(f"{cert_source}: {cert_dir!r} is not a directory")
+    path = auth.resolve_authfile(*values["AUTHFILE"])
+    return Access(values["TLSVERIFY"][0], str(path) if path else None, cert_dir or None)
 
 
 def access(v: dict, src: dict) -> tuple[Access, str | None]:
