@@ -157,26 +157,20 @@ def skopeo_inspect_raw(registry: Access, ref: str, *, config: bool = False) -> l
 
 def skopeo_copy_image(registry: Access, source: str, destination: str) -> list[str]:
     """Copy one image between repositories, by digest, unchanged."""
-    return [
-        "skopeo",
-        "copy",
-        "--quiet",
-        "--preserve-digests",
-        *copy_flags(registry, src=True),
-        *copy_flags(registry, src=False),
-        *(["--authfile", registry.authfile] if registry.authfile else []),
-        f"docker://{source}",
-        f"docker://{destination}",
-    ]
+    return _skopeo_copy(registry, [], source, destination)
 
 
 def skopeo_copy_list(registry: Access, source: str, destination: str) -> list[str]:
     """Copy a pushed manifest list and its images, by digest, to another tag, unchanged."""
+    return _skopeo_copy(registry, ["--all"], source, destination)
+
+
+def _skopeo_copy(registry: Access, extra: list[str], source: str, destination: str) -> list[str]:
     return [
         "skopeo",
         "copy",
         "--quiet",
-        "--all",
+        *extra,
         "--preserve-digests",
         *copy_flags(registry, src=True),
         *copy_flags(registry, src=False),
