@@ -93,9 +93,11 @@ def parse_secrets(
     return tuple(out)
 
 
-def _secret_file(src: str, sid: str, named: str, root: Path | None) -> Path:
-    path = Path(src)
-    where = "the build-secrets workspace" if root is not None else "the working directory"
+def _workspace_file(value: str, shown: str, what: str, root: Path | None, workspace: str) -> Path:
+    """``value`` as an existing path: relative to ``root`` (the ``workspace`` workspace) and never
+    outside it after symlinks, or, without ``root``, relative to the working directory. Errors
+    start with ``what`` and quote ``shown`` (the value as given)."""
+    path = Path(value)
     if not path.is_absolute():
         path = (root if root is not None else Path.cwd()) / path
     if root is not None:
@@ -103,9 +105,15 @@ def _secret_file(src: str, sid: str, named: str, root: Path | None) -> Path:
             # Kubernetes Secret volumes hold symlinks into ..data/: resolve, then check.
             path.resolve().relative_to(root.resolve())
         except ValueError:
-            raise UsageError(f"{named}: secret {sid!r}: {src!r} is outside the build-secrets workspace") from None
+            raise UsageError(f"{what}: {shown!r} is outside the {workspace} workspace") from None
     if not path.exists():
-        raise UsageError(f"{named}: secret {sid!r}: no file {src!r} in {where}")
+        where = f"the {workspace} workspace" if root is not None else "the working directory"
+        raise UsageError(f"{what}: no file {shown!r} in {where}")
+    return path
+
+
+def _secret_file(src: str, sid: str, named: str, root: Path | None) -> Path:
+    path = _workspace_file(src, src, f"{named}: secret {sid!r}", root, "build-secrets")
     if not path.resolve().is_file():
         raise UsageError(f"{named}: secret {sid!r}: {src!r} is not a regular file")
     if not os.access(path, os.R_OK):
@@ -296,17 +304,7 @@ def parse_ssh(
         for item in paths.split(","):
             if not item.strip():
                 raise UsageError(f"{named}: {value!r}: an empty key path")
-            path = Path(item.strip())
-            if not path.is_absolute():
-                path = (root if root is not None else Path.cwd()) / path
-            if root is not None:
-                try:
-                    path.resolve().relative_to(root.resolve())
-                except ValueError:
-                    raise UsageError(f"{named}: ssh {sid!r}: {item!r} is outside the ssh-directory workspace") from None
-            if not path.exists():
-                where = "the ssh-directory workspace" if root is not None else "the working directory"
-                raise UsageError(f"{named}: ssh {sid!r}: no file {item!r} in {where}")
+            path = _workspace_file(item.strip(), item, f"{named}: ssh {sid!r}", root, "ssh-directory")
             files.append(str(path.resolve()))
         out.append(f"{sid}={','.join(files)}")
     return tuple(out)
