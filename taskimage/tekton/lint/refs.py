@@ -57,6 +57,13 @@ def _list(value: Any) -> list:
     return value if isinstance(value, list) else []
 
 
+def _run_params(spec: dict) -> dict:
+    """A TaskRun's or PipelineRun's params: {name: type of the value given}."""
+    return {
+        p["name"]: value_type(p.get("value")) for p in _list(spec.get("params")) if isinstance(p, dict) and "name" in p
+    }
+
+
 def _names(items: Any) -> frozenset[str]:
     return frozenset(i["name"] for i in _list(items) if isinstance(i, dict) and isinstance(i.get("name"), str))
 
@@ -454,11 +461,7 @@ def check_references(doc: Document) -> list[Problem]:
     elif kind == "Pipeline":
         checker.pipeline_spec(spec, ("spec",))
     elif kind == "TaskRun" and isinstance(spec.get("taskSpec"), dict):
-        params = {
-            p["name"]: value_type(p.get("value"))
-            for p in _list(spec.get("params"))
-            if isinstance(p, dict) and "name" in p
-        }
+        params = _run_params(spec)
         checker.task_spec(
             spec["taskSpec"],
             ("spec", "taskSpec"),
@@ -467,11 +470,7 @@ def check_references(doc: Document) -> list[Problem]:
             where="taskSpec",
         )
     elif kind == "PipelineRun" and isinstance(spec.get("pipelineSpec"), dict):
-        params = {
-            p["name"]: value_type(p.get("value"))
-            for p in _list(spec.get("params"))
-            if isinstance(p, dict) and "name" in p
-        }
+        params = _run_params(spec)
         checker.pipeline_spec(
             spec["pipelineSpec"],
             ("spec", "pipelineSpec"),
