@@ -164,6 +164,7 @@ class LocalRegistry:
 # --- base images --------------------------------------------------------------------------
 
 CACHE_VERSION = 2  # bump when the way rootfs/layouts are made changes
+LAYOUT_VERSION = 3  # layouts only; v3: a later platform's image config no longer nests the first one's
 INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
 
 
@@ -364,7 +365,7 @@ def build_layout(
     platforms = list(platforms)
     if spec is None and flavour not in FLAVOURS:
         raise UsageError(f"--flavour: unknown base image {flavour!r}; accepted: {', '.join(FLAVOURS)}")
-    key = f"{flavour}-v{CACHE_VERSION}-" + "_".join(p.slug for p in platforms)
+    key = f"{flavour}-v{LAYOUT_VERSION}-" + "_".join(p.slug for p in platforms)
     layout_dir = cache_dir() / "layouts" / key
     if (layout_dir / "index.json").exists():
         return layout_dir
@@ -373,7 +374,7 @@ def build_layout(
     manifests = []
     for p in platforms:
         layer, diff_id = _layer_from_rootfs(_rootfs(flavour, p, spec))
-        config = {
+        image_config = {
             "created": "1970-01-01T00:00:00Z",
             "architecture": p.arch,
             "os": p.os,
@@ -383,7 +384,7 @@ def build_layout(
             "history": [{"created": "1970-01-01T00:00:00Z", "created_by": f"mmdebstrap {flavour}"}],
         }
         platform = {"architecture": p.arch, "os": p.os, **({"variant": p.variant} if p.variant else {})}
-        manifests.append(layout.image(config, [("application/vnd.oci.image.layer.v1.tar+gzip", layer)], platform))
+        manifests.append(layout.image(image_config, [("application/vnd.oci.image.layer.v1.tar+gzip", layer)], platform))
     layout.write_index(manifests)
     layout_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
