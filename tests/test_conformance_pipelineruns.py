@@ -65,7 +65,11 @@ def classify(code: int, stderr: str) -> tuple[str, str]:
     return "wrong", f"exit {code}: {last}"
 
 
-@pytest.mark.skipif(not RUNS, reason=f"no Tekton examples in {EXAMPLES} (set TASKIMAGE_TEKTON_EXAMPLES)")
+def test_the_example_corpus_is_here():
+    """.ci/setup-host puts Tekton's examples in ../shared/tekton-examples (or downloads them)."""
+    need(bool(RUNS), f"no Tekton examples in {EXAMPLES} (set TASKIMAGE_TEKTON_EXAMPLES)")
+
+
 @pytest.mark.parametrize(
     "example",
     [
