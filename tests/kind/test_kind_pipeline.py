@@ -12,6 +12,11 @@ Opt-in (``pytest -m kind``); needs Docker and network. Steps:
 6. read the pushed manifest list back through a port-forward with skopeo and check both
    platforms and that the run's IMAGE_DIGEST result is the list's digest.
 
+A second test runs the matrix Pipeline ``buildah-multiarch-matrix`` (one TaskRun per platform,
+the source as an OCI artifact) on the same cluster, with Tekton's affinity assistant left at its
+default (asserted from the ``feature-flags`` ConfigMap, never changed): only emptyDir and Secret
+workspaces are bound; see its docstring for how its Tasks are installed.
+
 Environment:
 - ``TASKIMAGE_BUILDER_IMAGE`` (required): the task image the Task runs (its BUILDER_IMAGE param),
   pullable by the cluster or present in the local Docker (it is then ``kind load``-ed).
@@ -222,3 +227,163 @@ def test_pipeline_builds_and_pushes_a_manifest_list(cluster):
     platforms = sorted(f"{m['platform']['os']}/{m['platform']['architecture']}" for m in manifest["manifests"])
     assert platforms == ["linux/amd64", "linux/arm64"]
     assert results.get("IMAGE_DIGEST") == "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+MATRIX_TASKS = ("source-artifact", "buildah-multiarch-platform", "buildah-multiarch-index")
+MATRIX_PIPELINE = REPO / "catalog/pipeline/buildah-multiarch-matrix/0.1/buildah-multiarch-matrix.yaml"
+
+REGISTRY_AUTH = textwrap.dedent(
+    """
+    apiVersion: v1
+    kind: Secret
+    metadata: {name: e2e-registry-auth, namespace: NS}
+    type: kubernetes.io/dockerconfigjson
+    stringData:
+      .dockerconfigjson: '{"auths": {}}'
+    """
+).replace("NS", NS)
+
+
+def _matrix_pipeline_with_cluster_task_refs() -> dict:
+    """The catalog's matrix Pipeline with every ``resolver: bundles`` taskRef (the release bundle,
+    which this cluster cannot pull) pointed at the catalog Task of the same name, applied next to it."""
+    from taskimage.tekton import model as tekton
+
+    (pipeline,) = (tekton.Pipeline.from_dict(d) for d in tekton.load_file(MATRIX_PIPELINE))
+    for name in MATRIX_TASKS:
+        pipeline, changed = pipeline.with_task_ref(name)
+        assert changed == 1, f"{MATRIX_PIPELINE.name}: expected one taskRef to {name}, rewrote {changed}"
+    doc = pipeline.to_dict()
+    refs = [t["taskRef"] for t in doc["spec"]["tasks"]]
+    assert refs == [{"name": n, "kind": "Task"} for n in MATRIX_TASKS], refs  # no resolver left
+    return doc
+
+
+def _skopeo(*argv: str) -> bytes:
+    return subprocess.run(["skopeo", *argv], check=True, capture_output=True, timeout=300).stdout
+
+
+def test_matrix_pipeline_with_the_default_affinity_assistant(cluster, tmp_path):
+    """The matrix Pipeline (one TaskRun per platform, source as an OCI artifact) on a cluster whose
+    Tekton keeps the affinity assistant at its default: the Pipeline shares no volume, so only
+    emptyDir and Secret workspaces are bound and no TaskRun is pinned by an affinity assistant.
+
+    Its taskRefs resolve the Tasks from the release bundle; here the three catalog Tasks
+    (catalog/task/{source-artifact,buildah-multiarch-platform,buildah-multiarch-index}/0.1) are
+    applied with kubectl and, next to them, a copy of the Pipeline whose taskRefs name those Tasks
+    (rewritten with ``Pipeline.with_task_ref``, as ``taskimage cluster install`` does for one Task).
+    The qemu binfmt DaemonSet (tekton/binfmt-daemonset.yaml) is applied with its image set to
+    TASKIMAGE_BUILDER_IMAGE (its own image is a release placeholder) so that the arm64 TaskRun can
+    run under qemu whether or not the other test ran first.
+    """
+    kc, builder = cluster
+    kubeconfig = str(kc.kubeconfig_path.resolve())
+
+    # Tekton as released: the affinity assistant at its default, matrix (beta) enabled by default.
+    flags = json.loads(kc.kubectl("get", "configmap", "feature-flags", "-n", "tekton-pipelines", "-o", "json"))
+    flags = flags.get("data") or {}
+    assert flags.get("coschedule", "workspaces") == "workspaces", flags  # absent key: the default
+    assert flags.get("disable-affinity-assistant", "false") == "false", flags
+    assert flags.get("enable-api-fields", "beta") in ("beta", "alpha"), flags  # matrix is beta
+
+    binfmt = (REPO / "tekton/binfmt-daemonset.yaml").read_text()
+    binfmt = binfmt.replace(
+        "ghcr.io/taskimage/taskimage@sha256:0000000000000000000000000000000000000000000000000000000000000000", builder
+    )
+    assert f"image: {builder}" in binfmt, "tekton/binfmt-daemonset.yaml: its image placeholder changed"
+    (tmp_path / "binfmt.yaml").write_text(binfmt)
+    kc.kubectl("apply", "-f", str(tmp_path / "binfmt.yaml"))
+    kc.kubectl("rollout", "status", "daemonset/taskimage-binfmt", "-n", "taskimage-system", "--timeout=300s")
+
+    from taskimage.tekton import model as tekton
+
+    (tmp_path / "pipeline.yaml").write_text(tekton.dump_yaml([_matrix_pipeline_with_cluster_task_refs()]))
+    (tmp_path / "auth.yaml").write_text(REGISTRY_AUTH)
+    for name in MATRIX_TASKS:
+        kc.kubectl("apply", "-n", NS, "-f", str(REPO / f"catalog/task/{name}/0.1/{name}.yaml"))
+    kc.kubectl("apply", "-n", NS, "-f", str(tmp_path / "pipeline.yaml"))
+    kc.kubectl("apply", "-f", str(tmp_path / "auth.yaml"))
+
+    repository = f"registry.{NS}.svc.cluster.local:5000/e2e/matrix"
+    start = _taskimage(
+        "pipeline",
+        "start",
+        "buildah-multiarch-matrix",
+        "--kubeconfig",
+        kubeconfig,
+        "-n",
+        NS,
+        "-p",
+        f"url=git://gitserver.{NS}.svc.cluster.local/app",
+        "-p",
+        f"REPOSITORY={repository}",
+        "-p",
+        "TAG=1",
+        "-p",
+        "PLATFORMS=amd64,arm64",
+        "-p",
+        "TLSVERIFY=false",
+        "-p",
+        f"BUILDER_IMAGE={builder}",
+        "-w",
+        "name=storage,emptyDir=",
+        "-w",
+        "name=dockerconfig,secret=e2e-registry-auth",
+        "--showlog",
+    )
+    assert start.returncode == 0, start.stderr[-5000:]
+    run = start.stdout.strip()
+    assert f"PipelineRun {run} succeeded" in start.stderr
+    for task in ("fetch-source", "build", "index"):
+        assert f"[{task}:" in start.stderr  # each pipeline task's step logs were streamed
+
+    status = json.loads(kc.kubectl("get", "pipelinerun", run, "-n", NS, "-o", "json"))
+    succeeded = [c for c in status["status"]["conditions"] if c["type"] == "Succeeded"]
+    assert [c["status"] for c in succeeded] == ["True"], succeeded
+    bound = status["spec"]["workspaces"]
+    assert sorted(w["name"] for w in bound) == ["dockerconfig", "storage"]
+    assert all(set(w) <= {"name", "emptyDir", "secret"} for w in bound), bound  # no PVC anywhere
+    results = {r["name"]: r["value"] for r in status["status"].get("results", [])}
+
+    taskruns = json.loads(kc.kubectl("get", "taskruns", "-n", NS, "-l", f"tekton.dev/pipelineRun={run}", "-o", "json"))
+    by_task: dict[str, list[dict]] = {}
+    for tr in taskruns["items"]:
+        by_task.setdefault(tr["metadata"]["labels"]["tekton.dev/pipelineTask"], []).append(tr)
+        conditions = [c for c in tr["status"]["conditions"] if c["type"] == "Succeeded"]
+        assert [c["status"] for c in conditions] == ["True"], (tr["metadata"]["name"], conditions)
+    assert sorted(by_task) == ["build", "fetch-source", "index"]
+    assert len(by_task["fetch-source"]) == len(by_task["index"]) == 1
+    platforms = sorted(
+        p["value"] for tr in by_task["build"] for p in tr["spec"].get("params", []) if p["name"] == "PLATFORM"
+    )
+    assert platforms == ["amd64", "arm64"]  # the matrix fanned out, one TaskRun per platform
+
+    pods = json.loads(kc.kubectl("get", "pods", "-n", NS, "-l", f"tekton.dev/pipelineRun={run}", "-o", "json"))
+    assert len(pods["items"]) == 4, [p["metadata"]["name"] for p in pods["items"]]
+    for pod in pods["items"]:  # no PVC to share, so no affinity assistant placed these pods
+        assert "affinity-assistant" not in json.dumps(pod["spec"].get("affinity") or {}), pod["metadata"]["name"]
+
+    with kc.port_forward("service/registry", 5000, "-n", NS) as port:
+        local = f"127.0.0.1:{port}/e2e/matrix"
+        raw = _skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{local}:1")
+        index = json.loads(raw)
+        configs = {
+            m["digest"]: json.loads(
+                _skopeo("inspect", "--tls-verify=false", "--config", "--raw", f"docker://{local}@{m['digest']}")
+            )
+            for m in index["manifests"]
+        }
+    assert index["mediaType"] in (
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    )
+    listed = sorted(f"{m['platform']['os']}/{m['platform']['architecture']}" for m in index["manifests"])
+    assert listed == ["linux/amd64", "linux/arm64"]
+    for m in index["manifests"]:  # each image really is what the list says it is
+        assert configs[m["digest"]]["architecture"] == m["platform"]["architecture"]
+        assert configs[m["digest"]]["os"] == "linux"
+    assert results.get("IMAGE_DIGEST") == "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert sorted(results.get("IMAGES", "").split(",")) == sorted(
+        f"{repository}@{m['digest']}" for m in index["manifests"]
+    )
+    assert results.get("SOURCE_ARTIFACT", "").startswith(f"{repository}@sha256:")
