@@ -284,6 +284,45 @@ def push_list(
     return digest, images
 
 
+def move_tags(
+    registry: remote.Access,
+    image: ImageReference,
+    tags: Sequence[ImageReference],
+    digest: str,
+    retry: int,
+    retry_delay: float,
+) -> None:
+    """Point every ADDITIONAL_TAGS tag at the list just pushed to ``image`` and read back, and check each.
+
+    Runs only after IMAGE's tag holds the verified list (build and index alike); the list is copied
+    by digest, so every tag names exactly that list (a failure here leaves IMAGE moved and names the
+    tags not moved).
+    """
+    if not tags:
+        return
+    log.phase("move tags")
+    source = image.with_digest(digest)
+    for i, tag in enumerate(tags):
+        argv = buildah.skopeo_copy_list(registry, source, tag.url)
+        try:
+            remote.with_retry(
+                lambda argv=argv: tools.run(argv, what="skopeo copy"),
+                what=f"tagging {tag.url}",
+                image=tag,
+                retry=retry,
+                retry_delay=retry_delay,
+            )
+            raw = remote.inspect_raw(registry, tag.url, retry, retry_delay)
+        except TaskimageError:
+            left = ", ".join(t.url for t in tags[i:])
+            log.warn(f"{image.url} names the new list; not moved: {left}")
+            raise
+        got = "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
+        if got != digest:
+            raise TaskimageError(f"{tag.url} names {got} after tagging, not the pushed list {digest}")
+        log.info(f"{tag.url} = {source}")
+
+
 def read_instance(opts: IndexOptions, registry: remote.Access, ref: SourceRef) -> Instance:
     """Read one REF's manifest and config; refuse lists and unknown references."""
     try:
