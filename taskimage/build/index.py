@@ -9,7 +9,9 @@ Only skopeo is used, so the step needs no container storage and no privileges:
 3. the list is written as a small ``dir:`` copy holding the list and each image's manifest and
    config, but no layers, and ``skopeo copy --all --preserve-digests`` pushes it: every layer is
    already in the repository, so nothing but manifests moves and no digest changes;
-4. the tag is read back and checked (as ``build`` does), then the same results are written.
+4. the tag is read back and checked (as ``build`` does); only then do ADDITIONAL_TAGS move, each a
+   copy of the list by digest (:func:`move_tags`, which ``build`` uses too), and the same results
+   are written. ANNOTATIONS are ``index:KEY=VALUE`` only: the images' manifests are fixed already.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from taskimage import log
 from taskimage import proc as tools
-from taskimage.build import buildah, results
+from taskimage.build import buildah, inputs, results
 from taskimage.build.params import BY_NAME, Param
 from taskimage.errors import TaskimageError, ToolError, UsageError
 from taskimage.oci import auth, media
@@ -53,9 +55,18 @@ REFS = Param(
     default=[],
     metavar="REPO@DIGEST",
 )
+INDEX_ANNOTATIONS = dataclasses.replace(
+    BY_NAME["ANNOTATIONS"],
+    description="Annotations on the manifest list (an OCI index), each index:KEY=VALUE as buildx spells "
+    "it, e.g. index:org.opencontainers.image.source=URL. The images are pushed already, so other "
+    "forms (KEY=VALUE, manifest:KEY=VALUE) are refused.",
+    metavar="index:KEY=VALUE",
+)
 PARAMS: tuple[Param, ...] = (
     BY_NAME["IMAGE"],
     REFS,
+    BY_NAME["ADDITIONAL_TAGS"],
+    INDEX_ANNOTATIONS,
     BY_NAME["FORMAT"],
     BY_NAME["TLSVERIFY"],
     BY_NAME["RETRY"],
@@ -90,6 +101,8 @@ class IndexOptions:
     retry_delay: float = 2.0
     results_dir: Path | None = None
     creds: str | None = dataclasses.field(default=None, repr=False)
+    tags: tuple[ImageReference, ...] = ()  # ADDITIONAL_TAGS: moved after the list is read back
+    annotations: tuple[tuple[str, str], ...] = ()  # ANNOTATIONS index:KEY=VALUE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +173,8 @@ def options_from_values(values: dict) -> IndexOptions:
                 f"{src['REFS']}: {ref.text!r} is on {ref.image.registry}, not on {image.registry} "
                 f"where {image.url} goes; copy it there first"
             )
+    tags = inputs.parse_tags(v["ADDITIONAL_TAGS"], src["ADDITIONAL_TAGS"], image)
+    annotations = inputs.parse_index_annotations(v["ANNOTATIONS"], src["ANNOTATIONS"], v["FORMAT"])
     registry, creds = remote.access(v, src)
     return IndexOptions(
         image=image,
@@ -170,6 +185,8 @@ def options_from_values(values: dict) -> IndexOptions:
         retry_delay=float(v["RETRY_DELAY"]),
         results_dir=results.check_dir(v["RESULTS_DIR"], src["RESULTS_DIR"]),
         creds=creds,
+        tags=tags,
+        annotations=annotations,
     )
 
 
@@ -388,10 +405,23 @@ def run(opts: IndexOptions) -> IndexOutcome:
                     retry_delay=opts.retry_delay,
                 )
 
+            if opts.annotations and all(FAMILY[i.media_type] == "docker" for i in instances):
+                raise UsageError(
+                    "--annotation (ANNOTATIONS): index: annotations need an OCI index; the images are docker "
+                    "manifests, so the list is a docker list, which has no annotations"
+                )
             digest, images = push_list(
-                registry, opts.image, instances, opts.format, workdir, opts.retry, opts.retry_delay
+                registry,
+                opts.image,
+                instances,
+                opts.format,
+                workdir,
+                opts.retry,
+                opts.retry_delay,
+                annotations=opts.annotations,
             )
-            out = remote.results_for(opts.image, digest, images)
+            move_tags(registry, opts.image, opts.tags, digest, opts.retry, opts.retry_delay)
+            out = remote.results_for(opts.image, digest, images, opts.tags)
             # the Tasks share one results list; joining attaches nothing (the platform builds did)
             out.update({"SBOM_BLOB_URL": "", "ATTESTATIONS": ""})
             if opts.results_dir:

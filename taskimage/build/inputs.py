@@ -264,6 +264,22 @@ def check_index_format(annotations: Annotations, fmt: str, source: str) -> None:
         )
 
 
+def parse_index_annotations(values: Sequence[str], source: str, fmt: str) -> tuple[tuple[str, str], ...]:
+    """ANNOTATIONS of ``taskimage index``: ``index:KEY=VALUE`` only. The images it joins are pushed
+    already (their manifests, so their digests, are fixed), so a ``manifest:`` (or bare ``KEY=VALUE``)
+    form, which buildx puts on each image manifest, is refused rather than dropped."""
+    named = _named(source, "ANNOTATIONS")
+    for value in values:
+        if value.strip() and _scope(value)[0] != "index":
+            raise UsageError(
+                f"{named}: {value!r}: only index:KEY=VALUE applies to a list of images already pushed "
+                "(their manifests cannot change)"
+            )
+    annotations = parse_annotations(values, source, ())
+    check_index_format(annotations, fmt, source)
+    return annotations.index
+
+
 # --- SOURCE_DATE_EPOCH ----------------------------------------------------------------------------
 
 
