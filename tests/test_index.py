@@ -344,6 +344,14 @@ def test_index_of_docker_images_is_a_docker_list_with_the_images_unchanged(tmp_p
         raw = skopeo_raw_bytes(f"{repo}:src-{p.replace('/', '-')}")
         assert json.loads(raw)["mediaType"] == index.DOCKER_MANIFEST
         refs.append(f"{repo}@sha256:{hashlib.sha256(raw).hexdigest()}")
+    # an index: annotation cannot go on a docker list: refused before anything is pushed
+    before = registry_tags(registry.host)
+    rc, out, err = taskimage(
+        ["index", "--image", f"{repo}:v1", "--tls-verify=false", *refs, "--annotation", "index:k=v"]
+    )
+    assert rc == 2, err[-2000:]
+    assert "--annotation (ANNOTATIONS): index: annotations need an OCI index" in err.strip().splitlines()[-1]
+    assert registry_tags(registry.host) == before
     rc, out, err = taskimage(
         ["index", "--image", f"{repo}:v1", "--tls-verify=false", *refs], {"TASKIMAGE_RESULTS_DIR": str(tmp_path)}
     )

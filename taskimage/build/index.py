@@ -384,6 +384,12 @@ def run(opts: IndexOptions) -> IndexOutcome:
             log.phase("read per-platform images")
             instances = [read_instance(opts, registry, ref) for ref in opts.refs]
             check_platforms(instances)
+            if opts.annotations and all(FAMILY[i.media_type] == "docker" for i in instances):
+                # refused before anything is copied or pushed, as every other usage error
+                raise UsageError(
+                    "--annotation (ANNOTATIONS): index: annotations need an OCI index; the images are docker "
+                    "manifests, so the list is a docker list, which has no annotations"
+                )
             log.info(
                 log.table(
                     ("PLATFORM", "TYPE", "IMAGE"),
@@ -405,11 +411,6 @@ def run(opts: IndexOptions) -> IndexOutcome:
                     retry_delay=opts.retry_delay,
                 )
 
-            if opts.annotations and all(FAMILY[i.media_type] == "docker" for i in instances):
-                raise UsageError(
-                    "--annotation (ANNOTATIONS): index: annotations need an OCI index; the images are docker "
-                    "manifests, so the list is a docker list, which has no annotations"
-                )
             digest, images = push_list(
                 registry,
                 opts.image,
