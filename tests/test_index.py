@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import skopeo_raw, skopeo_raw_bytes, tag_exists
+from conftest import registry_tags, skopeo_raw, skopeo_raw_bytes, tag_exists
+from faultproxy import Fault, FaultProxy
 
 from taskimage.build import buildah, index
 from taskimage.build.params import resolve
@@ -78,6 +80,70 @@ def test_image_is_required_and_may_not_be_a_digest():
         index.options_from_values(_values(refs=[f"reg.example/a/b@{D1}"]))
     with pytest.raises(UsageError, match="digest reference"):
         index.options_from_values(_values(image=f"reg.example/a/b@{D1}", refs=[f"reg.example/a/b@{D1}"]))
+
+
+def test_tags_and_index_annotations_parse_as_build_parses_them():
+    opts = index.options_from_values(
+        _values(
+            image="reg.example/a/b:v1",
+            refs=[f"reg.example/a/b@{D1}"],
+            additional_tags=["1.2", "", "reg.example/a/c:x", "1.2", "v1"],
+            annotations=["index:org.opencontainers.image.source=https://git.example/a.git", "", "index:k=a:b"],
+        )
+    )
+    assert [t.url for t in opts.tags] == ["reg.example/a/b:1.2", "reg.example/a/c:x"]  # IMAGE's own tag dropped
+    assert opts.annotations == (("org.opencontainers.image.source", "https://git.example/a.git"), ("k", "a:b"))
+
+
+@pytest.mark.parametrize(
+    "field, value, source, message",
+    [
+        ("annotations", "manifest:k=v", "--annotation (ANNOTATIONS)", "only index:KEY=VALUE"),
+        ("annotations", "manifest[linux/amd64]:k=v", "--annotation (ANNOTATIONS)", "only index:KEY=VALUE"),
+        ("annotations", "com.example.k=v", "--annotation (ANNOTATIONS)", "only index:KEY=VALUE"),
+        ("annotations", "index[linux/amd64]:k=v", "--annotation (ANNOTATIONS)", "takes no platforms"),
+        ("annotations", "index:novalue", "--annotation (ANNOTATIONS)", "is not [TYPE[PLATFORMS]:]KEY=VALUE"),
+        ("additional_tags", "other.example/a/b:1", "--tag (ADDITIONAL_TAGS)", "is on other.example"),
+        ("additional_tags", "-x", "--tag (ADDITIONAL_TAGS)", "invalid tag"),
+    ],
+)
+def test_bad_tags_and_annotations_are_one_line_usage_errors(field, value, source, message):
+    with pytest.raises(UsageError) as exc:
+        index.options_from_values(
+            _values(image="reg.example/a/b:v1", refs=[f"reg.example/a/b@{D1}"], **{field: [value]})
+        )
+    text = str(exc.value)
+    assert text.startswith(f"{source}: ") and repr(value) in text, text
+    assert message in text and "\n" not in text
+
+
+def test_index_annotations_with_format_docker_are_refused():
+    with pytest.raises(UsageError, match=r"^--annotation \(ANNOTATIONS\): index: annotations need an OCI index"):
+        index.options_from_values(
+            _values(
+                image="reg.example/a/b:v1", refs=[f"reg.example/a/b@{D1}"], annotations=["index:k=v"], format="docker"
+            )
+        )
+
+
+def test_the_index_task_args_parse_into_refs_tags_and_annotations():
+    """The catalog Task passes the refs first, then each array after its flag (an empty array: a bare flag)."""
+    from taskimage import cli
+    from taskimage.tekton import catalog
+
+    task = next(t for t in catalog.task_defs() if t.name == "buildah-multiarch-index")
+    arrays = {
+        "$(params.IMAGE_REFS[*])": [f"reg.example/a/b@{D1}", f"reg.example/a/b@{D2}"],
+        "$(params.ADDITIONAL_TAGS[*])": ["1", "latest"],
+        "$(params.ANNOTATIONS[*])": ["index:k=v"],
+    }
+    for empty in (False, True):
+        argv = []
+        for arg in task.args:
+            argv += (arrays[arg] if not empty or "IMAGE_REFS" in arg else []) if arg in arrays else [arg]
+        args = cli._parse(cli.build_parser("index"), argv)
+        assert args.positional_refs == arrays["$(params.IMAGE_REFS[*])"]
+        assert (args.additional_tags, args.annotations) == (([], []) if empty else (["1", "latest"], ["index:k=v"]))
 
 
 def _instance(digest, media_type, platform):
@@ -278,6 +344,14 @@ def test_index_of_docker_images_is_a_docker_list_with_the_images_unchanged(tmp_p
         raw = skopeo_raw_bytes(f"{repo}:src-{p.replace('/', '-')}")
         assert json.loads(raw)["mediaType"] == index.DOCKER_MANIFEST
         refs.append(f"{repo}@sha256:{hashlib.sha256(raw).hexdigest()}")
+    # an index: annotation cannot go on a docker list: refused before anything is pushed
+    before = registry_tags(registry.host)
+    rc, out, err = taskimage(
+        ["index", "--image", f"{repo}:v1", "--tls-verify=false", *refs, "--annotation", "index:k=v"]
+    )
+    assert rc == 2, err[-2000:]
+    assert "--annotation (ANNOTATIONS): index: annotations need an OCI index" in err.strip().splitlines()[-1]
+    assert registry_tags(registry.host) == before
     rc, out, err = taskimage(
         ["index", "--image", f"{repo}:v1", "--tls-verify=false", *refs], {"TASKIMAGE_RESULTS_DIR": str(tmp_path)}
     )
@@ -307,3 +381,91 @@ def test_bad_refs_exit_2_and_push_nothing(tmp_path, registry, busybox_base, busy
         last = err.strip().splitlines()[-1]
         assert message in last, (refs, last)
         assert not tag_exists(image)
+
+
+# --- extra tags and index annotations, for real ----------------------------------------------------
+
+
+def digest_at(ref: str) -> str:
+    return "sha256:" + hashlib.sha256(skopeo_raw_bytes(ref)).hexdigest()
+
+
+def _index_with_tags(host: str, repo: str, refs, results: Path, *extra: str):
+    """`taskimage index` as the catalog Task calls it: the refs first, then --tag and --annotation."""
+    results.mkdir()
+    return taskimage(
+        [
+            "index",
+            "--image",
+            f"{host}/{repo}:1.2.3",
+            "--tls-verify=false",
+            "--retry",
+            "0",
+            "--retry-delay",
+            "0",
+            "--results-dir",
+            str(results),
+            *refs,
+            "--tag",
+            "1.2",
+            f"{host}/{repo}:latest",  # a bare tag and a full one
+            *extra,
+        ]
+    )
+
+
+@pytest.mark.tools
+def test_index_tags_all_name_the_pushed_list_with_its_annotation_and_none_moves_when_the_list_push_fails(
+    tmp_path, registry, entries
+):
+    repo = "joined/tagged"
+    tags = ["1.2.3", "1.2", "latest"]
+    source = "index:org.opencontainers.image.source=https://git.example/team/app.git"
+    refs = [entries["linux/amd64"], entries["linux/arm64"]]
+    rc, _, err = _index_with_tags(registry.host, repo, refs, tmp_path / "r1", "--annotation", source)
+    assert rc == 0, err[-3000:]
+    first = (tmp_path / "r1" / "IMAGE_DIGEST").read_text()
+    assert {t: digest_at(f"{registry.host}/{repo}:{t}") for t in tags} == dict.fromkeys(tags, first)
+    assert (tmp_path / "r1" / "IMAGE_TAGS").read_text() == ",".join(f"{registry.host}/{repo}:{t}" for t in tags)
+    listed = skopeo_raw(f"{registry.host}/{repo}:latest")
+    assert listed["mediaType"] == index.OCI_INDEX
+    assert listed["annotations"] == {"org.opencontainers.image.source": "https://git.example/team/app.git"}
+    assert [m["digest"] for m in listed["manifests"]] == [r.split("@")[1] for r in refs]
+    assert err.index("==> verify pushed index") < err.index("==> move tags")  # tags move after the read-back
+
+    # another list (one more platform), whose PUT to IMAGE's tag fails: no tag may move
+    fault = Fault("503", ("PUT",), rf"^/v2/{repo}/manifests/1\.2\.3$")
+    with FaultProxy(registry.host, [fault]) as proxy:
+        through = [r.replace(registry.host, proxy.host, 1) for r in [*refs, entries["linux/s390x"]]]
+        rc, _, err = _index_with_tags(proxy.host, repo, through, tmp_path / "r2")
+        assert rc == 1, err[-3000:]
+        assert fault.fired >= 1
+        moved = [r.path for r in proxy.log if r.method == "PUT" and re.search(r"/manifests/(?!sha256:)", r.path)]
+    assert moved and [m.rsplit("/", 1)[1] for m in moved] == ["1.2.3"] * len(moved)  # only the failed list PUT(s)
+    assert {t: digest_at(f"{registry.host}/{repo}:{t}") for t in tags} == dict.fromkeys(tags, first)
+    assert not (tmp_path / "r2" / "IMAGE_TAGS").exists()
+    assert not (tmp_path / "r2" / "IMAGE_DIGEST").exists()
+
+
+@pytest.mark.tools
+def test_non_index_annotations_exit_2_naming_the_value_and_push_nothing(tmp_path, registry, entries):
+    digest = entries["linux/amd64"].split("@")[1]
+    image = f"{registry.host}/joined/refused-annotation:v1"  # another repository: a run would copy by digest
+    before = registry_tags(registry.host)
+    for argv, env, named in [
+        (["--annotation", "manifest:com.example.k=v"], {}, "--annotation (ANNOTATIONS): 'manifest:com.example.k=v'"),
+        (["--annotation", "index:a=b", "com.example.k=v"], {}, "--annotation (ANNOTATIONS): 'com.example.k=v'"),
+        (
+            [],
+            {"TASKIMAGE_ANNOTATIONS": "manifest[linux/amd64]:k=v"},
+            "TASKIMAGE_ANNOTATIONS: 'manifest[linux/amd64]:k=v'",
+        ),
+    ]:
+        rc, out, err = taskimage(
+            ["index", "--image", image, "--tls-verify=false", entries["linux/amd64"], "--tag", "extra", *argv], env
+        )
+        assert rc == 2, err[-2000:]
+        last = err.strip().splitlines()[-1]
+        assert named in last and "only index:KEY=VALUE" in last, last
+    assert registry_tags(registry.host) == before
+    assert not tag_exists(f"{registry.host}/joined/refused-annotation@{digest}")

@@ -182,6 +182,11 @@ def test_matrix_pipeline_from_the_bundle(released, git_image, app_repo, registry
     assert results["COMMIT"] == commit
     assert platforms_of(f"{registry.host}/pipeline/matrix:m1") == ["linux/amd64", "linux/arm64"]
     assert len(results["IMAGES"].split(",")) == 2
+    # the clone's url and commit reached the index Task as index: annotations
+    assert skopeo_raw(f"{registry.host}/pipeline/matrix:m1")["annotations"] == {
+        "org.opencontainers.image.source": url,
+        "org.opencontainers.image.revision": commit,
+    }
     # the two TaskRuns overlapped: a line of build[1]'s step came before the last line of build[0]'s
     lines = err.splitlines()
     first = [i for i, line in enumerate(lines) if line.startswith("[build[0] : ")]

@@ -9,7 +9,9 @@ Only skopeo is used, so the step needs no container storage and no privileges:
 3. the list is written as a small ``dir:`` copy holding the list and each image's manifest and
    config, but no layers, and ``skopeo copy --all --preserve-digests`` pushes it: every layer is
    already in the repository, so nothing but manifests moves and no digest changes;
-4. the tag is read back and checked (as ``build`` does), then the same results are written.
+4. the tag is read back and checked (as ``build`` does); only then do ADDITIONAL_TAGS move, each a
+   copy of the list by digest (:func:`move_tags`, which ``build`` uses too), and the same results
+   are written. ANNOTATIONS are ``index:KEY=VALUE`` only: the images' manifests are fixed already.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from taskimage import log
 from taskimage import proc as tools
-from taskimage.build import buildah, results
+from taskimage.build import buildah, inputs, results
 from taskimage.build.params import BY_NAME, Param
 from taskimage.errors import TaskimageError, ToolError, UsageError
 from taskimage.oci import auth, media
@@ -53,9 +55,18 @@ REFS = Param(
     default=[],
     metavar="REPO@DIGEST",
 )
+INDEX_ANNOTATIONS = dataclasses.replace(
+    BY_NAME["ANNOTATIONS"],
+    description="Annotations on the manifest list (an OCI index), each index:KEY=VALUE as buildx spells "
+    "it, e.g. index:org.opencontainers.image.source=URL. The images are pushed already, so other "
+    "forms (KEY=VALUE, manifest:KEY=VALUE) are refused.",
+    metavar="index:KEY=VALUE",
+)
 PARAMS: tuple[Param, ...] = (
     BY_NAME["IMAGE"],
     REFS,
+    BY_NAME["ADDITIONAL_TAGS"],
+    INDEX_ANNOTATIONS,
     BY_NAME["FORMAT"],
     BY_NAME["TLSVERIFY"],
     BY_NAME["RETRY"],
@@ -90,6 +101,8 @@ class IndexOptions:
     retry_delay: float = 2.0
     results_dir: Path | None = None
     creds: str | None = dataclasses.field(default=None, repr=False)
+    tags: tuple[ImageReference, ...] = ()  # ADDITIONAL_TAGS: moved after the list is read back
+    annotations: tuple[tuple[str, str], ...] = ()  # ANNOTATIONS index:KEY=VALUE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +173,8 @@ def options_from_values(values: dict) -> IndexOptions:
                 f"{src['REFS']}: {ref.text!r} is on {ref.image.registry}, not on {image.registry} "
                 f"where {image.url} goes; copy it there first"
             )
+    tags = inputs.parse_tags(v["ADDITIONAL_TAGS"], src["ADDITIONAL_TAGS"], image)
+    annotations = inputs.parse_index_annotations(v["ANNOTATIONS"], src["ANNOTATIONS"], v["FORMAT"])
     registry, creds = remote.access(v, src)
     return IndexOptions(
         image=image,
@@ -170,6 +185,8 @@ def options_from_values(values: dict) -> IndexOptions:
         retry_delay=float(v["RETRY_DELAY"]),
         results_dir=results.check_dir(v["RESULTS_DIR"], src["RESULTS_DIR"]),
         creds=creds,
+        tags=tags,
+        annotations=annotations,
     )
 
 
@@ -284,6 +301,45 @@ def push_list(
     return digest, images
 
 
+def move_tags(
+    registry: remote.Access,
+    image: ImageReference,
+    tags: Sequence[ImageReference],
+    digest: str,
+    retry: int,
+    retry_delay: float,
+) -> None:
+    """Point every ADDITIONAL_TAGS tag at the list just pushed to ``image`` and read back, and check each.
+
+    Runs only after IMAGE's tag holds the verified list (build and index alike); the list is copied
+    by digest, so every tag names exactly that list (a failure here leaves IMAGE moved and names the
+    tags not moved).
+    """
+    if not tags:
+        return
+    log.phase("move tags")
+    source = image.with_digest(digest)
+    for i, tag in enumerate(tags):
+        argv = buildah.skopeo_copy_list(registry, source, tag.url)
+        try:
+            remote.with_retry(
+                lambda argv=argv: tools.run(argv, what="skopeo copy"),
+                what=f"tagging {tag.url}",
+                image=tag,
+                retry=retry,
+                retry_delay=retry_delay,
+            )
+            raw = remote.inspect_raw(registry, tag.url, retry, retry_delay)
+        except TaskimageError:
+            left = ", ".join(t.url for t in tags[i:])
+            log.warn(f"{image.url} names the new list; not moved: {left}")
+            raise
+        got = "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
+        if got != digest:
+            raise TaskimageError(f"{tag.url} names {got} after tagging, not the pushed list {digest}")
+        log.info(f"{tag.url} = {source}")
+
+
 def read_instance(opts: IndexOptions, registry: remote.Access, ref: SourceRef) -> Instance:
     """Read one REF's manifest and config; refuse lists and unknown references."""
     try:
@@ -328,6 +384,12 @@ def run(opts: IndexOptions) -> IndexOutcome:
             log.phase("read per-platform images")
             instances = [read_instance(opts, registry, ref) for ref in opts.refs]
             check_platforms(instances)
+            if opts.annotations and all(FAMILY[i.media_type] == "docker" for i in instances):
+                # refused before anything is copied or pushed, as every other usage error
+                raise UsageError(
+                    "--annotation (ANNOTATIONS): index: annotations need an OCI index; the images are docker "
+                    "manifests, so the list is a docker list, which has no annotations"
+                )
             log.info(
                 log.table(
                     ("PLATFORM", "TYPE", "IMAGE"),
@@ -350,9 +412,17 @@ def run(opts: IndexOptions) -> IndexOutcome:
                 )
 
             digest, images = push_list(
-                registry, opts.image, instances, opts.format, workdir, opts.retry, opts.retry_delay
+                registry,
+                opts.image,
+                instances,
+                opts.format,
+                workdir,
+                opts.retry,
+                opts.retry_delay,
+                annotations=opts.annotations,
             )
-            out = remote.results_for(opts.image, digest, images)
+            move_tags(registry, opts.image, opts.tags, digest, opts.retry, opts.retry_delay)
+            out = remote.results_for(opts.image, digest, images, opts.tags)
             # the Tasks share one results list; joining attaches nothing (the platform builds did)
             out.update({"SBOM_BLOB_URL": "", "ATTESTATIONS": ""})
             if opts.results_dir:

@@ -211,6 +211,16 @@ class Annotations:
         return self.manifest + tuple((k, v) for q, k, v in self.platform if q == p)
 
 
+def _scope(value: str) -> tuple[str, str | None, str]:
+    """An annotation's buildx type (``manifest`` when none is given), its ``[platforms]`` text or
+    None, and the ``KEY=VALUE`` rest. A key may hold colons: only a buildx type is a scope."""
+    head = value.partition("=")[0]
+    m = _SCOPED_RE.match(value) if ":" in head else None
+    if m and m.group("type") in _BUILDX_TYPES:
+        return m.group("type"), m.group("platforms"), m.group("rest")
+    return "manifest", None, value
+
+
 def parse_annotations(values: Sequence[str], source: str, platforms: Sequence[Platform]) -> Annotations:
     named = _named(source, "ANNOTATIONS")
     manifest: list[tuple[str, str]] = []
@@ -219,12 +229,7 @@ def parse_annotations(values: Sequence[str], source: str, platforms: Sequence[Pl
     for value in values:
         if not value.strip():
             continue  # an empty array element from Tekton
-        head = value.partition("=")[0]
-        m = _SCOPED_RE.match(value) if ":" in head else None
-        kind, selected, rest = "manifest", None, value
-        if m and m.group("type") in _BUILDX_TYPES:
-            kind, rest = m.group("type"), m.group("rest")
-            selected = m.group("platforms")
+        kind, selected, rest = _scope(value)
         key, sep, val = rest.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"{named}: {value!r} is not [TYPE[PLATFORMS]:]KEY=VALUE")
@@ -248,6 +253,31 @@ def parse_annotations(values: Sequence[str], source: str, platforms: Sequence[Pl
                     )
                 per_platform.append((p, key, val))
     return Annotations(tuple(manifest), tuple(per_platform), tuple(index))
+
+
+def check_index_format(annotations: Annotations, fmt: str, source: str) -> None:
+    """index: annotations need an OCI index: refuse them with ``--format docker``."""
+    if annotations.index and fmt == "docker":
+        raise UsageError(
+            f"{_named(source, 'ANNOTATIONS')}: index: annotations need an OCI index; a docker manifest list "
+            "has no annotations (--format docker)"
+        )
+
+
+def parse_index_annotations(values: Sequence[str], source: str, fmt: str) -> tuple[tuple[str, str], ...]:
+    """ANNOTATIONS of ``taskimage index``: ``index:KEY=VALUE`` only. The images it joins are pushed
+    already (their manifests, so their digests, are fixed), so a ``manifest:`` (or bare ``KEY=VALUE``)
+    form, which buildx puts on each image manifest, is refused rather than dropped."""
+    named = _named(source, "ANNOTATIONS")
+    for value in values:
+        if value.strip() and _scope(value)[0] != "index":
+            raise UsageError(
+                f"{named}: {value!r}: only index:KEY=VALUE applies to a list of images already pushed "
+                "(their manifests cannot change)"
+            )
+    annotations = parse_annotations(values, source, ())
+    check_index_format(annotations, fmt, source)
+    return annotations.index
 
 
 # --- SOURCE_DATE_EPOCH ----------------------------------------------------------------------------

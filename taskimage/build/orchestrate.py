@@ -164,11 +164,7 @@ def options_from_values(values: dict) -> BuildOptions:
     if epoch is not None and "SOURCE_DATE_EPOCH" not in dict(build_args):
         build_args += (("SOURCE_DATE_EPOCH", str(epoch)),)  # as buildx does; also in the whole-build key
     annotations = inputs.parse_annotations(v["ANNOTATIONS"], src["ANNOTATIONS"], platforms)
-    if annotations.index and v["FORMAT"] == "docker":
-        raise UsageError(
-            f"{src['ANNOTATIONS']}: index: annotations need an OCI index; a docker manifest list has no "
-            f"annotations (--format docker)"
-        )
+    inputs.check_index_format(annotations, v["FORMAT"], src["ANNOTATIONS"])
 
     spec = buildah.BuildSpec(
         context=context,
@@ -799,7 +795,7 @@ def run(opts: BuildOptions) -> Outcome:
                     opts.retry_delay,
                     annotations=opts.index_annotations,
                 )
-                move_tags(opts, registry, digest)
+                index.move_tags(registry, opts.image, opts.tags, digest, opts.retry, opts.retry_delay)
                 out = remote.results_for(opts.image, digest, images, opts.tags)
                 out.update(attest.results_for(opts.image, attach_index(opts, registry, digest, images, builds)))
                 outcome = Outcome(opts.image, digest, images, builds, out)
@@ -820,37 +816,6 @@ def _pushed(builds: Sequence[PlatformBuild]) -> list[index.Instance]:
             raise AssertionError(f"{b.platform} was built but not pushed")
         out.append(b.pushed)
     return out
-
-
-def move_tags(opts: BuildOptions, registry: remote.Access, digest: str) -> None:
-    """Point every ADDITIONAL_TAGS tag at the list just pushed and read back, and check each.
-
-    Runs only after IMAGE's tag holds the verified list; the list is copied by digest, so every
-    tag names exactly that list (a failure here leaves IMAGE moved and names the tags not moved).
-    """
-    if not opts.tags:
-        return
-    log.phase("move tags")
-    source = opts.image.with_digest(digest)
-    for i, tag in enumerate(opts.tags):
-        argv = buildah.skopeo_copy_list(registry, source, tag.url)
-        try:
-            remote.with_retry(
-                lambda argv=argv: tools.run(argv, what="skopeo copy"),
-                what=f"tagging {tag.url}",
-                image=tag,
-                retry=opts.retry,
-                retry_delay=opts.retry_delay,
-            )
-            raw = remote.inspect_raw(registry, tag.url, opts.retry, opts.retry_delay)
-        except TaskimageError:
-            left = ", ".join(t.url for t in opts.tags[i:])
-            log.warn(f"{opts.image.url} names the new list; not moved: {left}")
-            raise
-        got = "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
-        if got != digest:
-            raise TaskimageError(f"{tag.url} names {got} after tagging, not the pushed list {digest}")
-        log.info(f"{tag.url} = {source}")
 
 
 def attach_index(

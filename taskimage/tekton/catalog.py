@@ -284,7 +284,12 @@ def task_defs() -> tuple[TaskDef, ...]:
                 "Runs `taskimage index`; no build, no privileges."
             ),
             params=index_params,
-            args=("index", "$(params.IMAGE_REFS[*])"),
+            # the refs first, as positionals: an array flag takes every argument up to the next flag
+            args=(
+                "index",
+                "$(params.IMAGE_REFS[*])",
+                *P.step_args("index", [p for p in index_params if p.name != "IMAGE_REFS"])[1:],
+            ),
             env=tuple(P.step_env(index_params)),
             workspaces=(WS_DOCKERCONFIG, WS_SSLCERTDIR),
             security_context=INDEX_SECURITY_CONTEXT,
