@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
 import attrs
 import kmock
 import pytest
@@ -40,9 +42,21 @@ class ApplyingApiServer(kmock.KubernetesEmulator):
     stay. kmock alone merges every PATCH and answers 404 for a missing object."""
 
     applied: dict[tuple[Any, ...], Any] = attrs.field(factory=dict, init=False)
+    # Namespaces (the binfmt DaemonSet's file has one): kmock reads /api/v1/namespaces/NAME as
+    # "namespace NAME" and serves nothing there, so GET and apply of a Namespace are served here.
+    namespaces: dict[str, Any] = attrs.field(factory=dict, init=False)
 
     async def _handle(self, request):
         ctype = str(request.headers.get("Content-Type", ""))
+        namespace = re.fullmatch(r"/api/v1/namespaces/([^/]+)", request.url.path)
+        if namespace and request.method in ("GET", "PATCH"):
+            name = namespace.group(1)
+            if request.method == "PATCH" and ctype.startswith("application/apply-patch"):
+                self.namespaces[name] = _set(self.namespaces.get(name, {}), json.loads(request.text))
+            if name not in self.namespaces:
+                status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}
+                return aiohttp.web.json_response(status, status=404)
+            return aiohttp.web.json_response(self.namespaces[name])
         if request.method == "PATCH" and ctype.startswith("application/apply-patch") and request.resource is not None:
             config = json.loads(request.text)
             manager = request.params.get("fieldManager", "")
@@ -393,6 +407,131 @@ async def test_install_warns_about_a_task_the_pipeline_needs_but_nobody_installe
     assert code == 0, err
     assert "refers to Task trivy-scan, which is not in namespace ci" in err
     assert "mini-build, which" not in err
+
+
+# --------------------------------------------------------------------------- the task image
+
+# What the shipped Task, Pipeline and binfmt DaemonSet name until a release pins the task image:
+# the digest of no image. Applied as is, the DaemonSet crash-loops on ImagePullBackOff and every
+# TaskRun keeping the BUILDER_IMAGE default fails at its first pull.
+PLACEHOLDER = "@sha256:" + "0" * 64
+BUILDER = "registry.example.org/team/taskimage@sha256:" + "c" * 64
+REFUSED = (
+    "ERROR: the unreleased placeholder image …@sha256:000… (in Task buildah-multiarch, Pipeline buildah-multiarch, "
+    "DaemonSet taskimage-binfmt) cannot be pulled by any cluster: pass --builder-image REPO@sha256:DIGEST "
+    "(a released task image)"
+)
+
+
+def _builder_param(doc: dict[str, Any]) -> dict[str, Any]:
+    (param,) = [p for p in doc["spec"]["params"] if p["name"] == "BUILDER_IMAGE"]
+    return param
+
+
+async def test_install_of_the_shipped_files_runs_the_builder_image_given(tekton_api, kubeconfig, capsys):
+    kmock = tekton_api
+    kmock.resources["v1/namespaces"] = kmock.ResourceInfo(kind="Namespace", namespaced=False)
+    argv = ["cluster", "install", "--kubeconfig", str(kubeconfig), "--builder-image", BUILDER]
+    code, out, err = await run_cli(argv, capsys)
+    assert code == 0, err
+    assert out.splitlines() == [
+        "task.tekton.dev/buildah-multiarch created",
+        "pipeline.tekton.dev/buildah-multiarch created",
+        "namespace/taskimage-system created",
+        "daemonset.apps/taskimage-binfmt created",
+    ]
+    # Read back from the API server: what a cluster would pull.
+    task = stored(kmock, "tasks", "buildah-multiarch")
+    pipeline = stored(kmock, "pipelines", "buildah-multiarch")
+    daemonset = kmock.objects["apps/v1/daemonsets", "taskimage-system", "taskimage-binfmt"].raw
+    assert _builder_param(task)["default"] == BUILDER
+    assert _builder_param(pipeline)["default"] == BUILDER
+    assert [c["image"] for c in daemonset["spec"]["template"]["spec"]["containers"]] == [BUILDER]
+    assert [s["image"] for s in task["spec"]["steps"]] == ["$(params.BUILDER_IMAGE)"]
+    for doc in (task, pipeline, daemonset):
+        assert PLACEHOLDER not in json.dumps(doc)
+    assert (
+        kmock.namespaces["taskimage-system"]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    )
+    assert_server_side_applies(kmock, 4)
+
+    # The same image again changes nothing.
+    code, out, err = await run_cli(argv, capsys)
+    assert code == 0, err
+    assert all(line.endswith(" unchanged") for line in out.splitlines()), out
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["apply", "dry-run"])
+async def test_install_without_builder_image_refuses_the_placeholder_and_writes_nothing(
+    tekton_api, kubeconfig, capsys, dry_run
+):
+    kmock = tekton_api
+    argv = ["cluster", "install", "--kubeconfig", str(kubeconfig)] + (["--dry-run"] if dry_run else [])
+    code, out, err = await run_cli(argv, capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [REFUSED]
+    assert out == ""
+    assert not [r for r in list(kmock) if r.method in ("POST", "PUT", "PATCH", "DELETE")]
+    assert list(kmock) == []  # refused before connecting: not even a read
+
+
+async def test_install_refuses_the_placeholder_wherever_it_is_left(tekton_api, kubeconfig, catalog, capsys):
+    kmock = tekton_api
+    doc = copy.deepcopy(TASK)
+    doc["spec"]["steps"][0]["image"] = "ghcr.io/taskimage/taskimage" + PLACEHOLDER
+    (catalog / "catalog/task/buildah-multiarch/0.1/buildah-multiarch.yaml").write_text(yaml.safe_dump(doc))
+    base = ["cluster", "install", "--kubeconfig", str(kubeconfig), "--from", str(catalog), "--skip-binfmt"]
+    code, out, err = await run_cli(base, capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "ERROR: the unreleased placeholder image …@sha256:000… (in Task mini-build) cannot be pulled by any "
+        "cluster: pass --builder-image REPO@sha256:DIGEST (a released task image)"
+    ]
+    # --builder-image sets BUILDER_IMAGE defaults and DaemonSet containers, not a step's literal image.
+    code, out, err = await run_cli(base + ["--builder-image", BUILDER], capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"ERROR: --builder-image {BUILDER}: the unreleased placeholder image …@sha256:000… is still in Task "
+        "mini-build, outside the BUILDER_IMAGE param defaults and DaemonSet containers --builder-image sets"
+    ]
+    assert list(kmock) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "registry.example.org/team/taskimage:1.0",
+            "--builder-image: 'registry.example.org/team/taskimage:1.0' names no digest (a tag can be moved): "
+            "give REPO@sha256:DIGEST (a released task image)",
+        ),
+        (
+            "registry.example.org/team/taskimage@sha256:abc",
+            "--builder-image: 'sha256:abc' in 'registry.example.org/team/taskimage@sha256:abc' is not a sha256 "
+            "digest (sha256: and 64 hex digits)",
+        ),
+        (
+            "registry.example.org/Team/taskimage@sha256:" + "c" * 64,
+            f"--builder-image: invalid image name 'registry.example.org/Team/taskimage@sha256:{'c' * 64}': "
+            "repository names must be lower-case",
+        ),
+        (
+            "ghcr.io/taskimage/taskimage" + PLACEHOLDER,
+            f"--builder-image: 'ghcr.io/taskimage/taskimage{PLACEHOLDER}' is the unreleased placeholder digest; "
+            "give a released task image",
+        ),
+    ],
+    ids=["tag-only", "short-digest", "upper-case", "placeholder"],
+)
+async def test_a_bad_builder_image_is_refused_before_any_request(tekton_api, kubeconfig, capsys, value, message):
+    kmock = tekton_api
+    for extra in ([], ["--dry-run"]):
+        argv = ["cluster", "install", "--kubeconfig", str(kubeconfig), "--builder-image", value, *extra]
+        code, out, err = await run_cli(argv, capsys)
+        assert code == 2
+        assert err.strip().splitlines() == [f"ERROR: {message}"]
+        assert out == ""
+    assert list(kmock) == []
 
 
 # --------------------------------------------------------------------------- errors

@@ -41,7 +41,8 @@ def test_cluster_install_reads_the_files_shipped_in_the_wheel(tmp_path):
 
     where = _run([str(venv / "bin/python"), "-c", "import taskimage; print(taskimage.__file__)"], tmp_path)
     assert Path(where.strip()).is_relative_to(venv)
-    out = _run([str(venv / "bin/taskimage"), "cluster", "install", "--dry-run"], tmp_path)
+    builder = "registry.example.org/team/taskimage@sha256:" + "c" * 64
+    out = _run([str(venv / "bin/taskimage"), "cluster", "install", "--dry-run", "--builder-image", builder], tmp_path)
     docs = list(yaml.safe_load_all(out))
     assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
         ("Task", "buildah-multiarch"),
@@ -49,7 +50,11 @@ def test_cluster_install_reads_the_files_shipped_in_the_wheel(tmp_path):
         ("Namespace", "taskimage-system"),
         ("DaemonSet", "taskimage-binfmt"),
     ]
+    # The repository's files, with the task image given in place of the release placeholder.
     task = yaml.safe_load((ROOT / "catalog/task/buildah-multiarch/0.1/buildah-multiarch.yaml").read_text())
+    (param,) = [p for p in task["spec"]["params"] if p["name"] == "BUILDER_IMAGE"]
+    param["default"] = builder
     assert docs[0] == task
-    binfmt = list(yaml.safe_load_all((ROOT / "tekton/binfmt-daemonset.yaml").read_text()))
-    assert docs[2:] == [d for d in binfmt if d]
+    binfmt = [d for d in yaml.safe_load_all((ROOT / "tekton/binfmt-daemonset.yaml").read_text()) if d]
+    binfmt[1]["spec"]["template"]["spec"]["containers"][0]["image"] = builder
+    assert docs[2:] == binfmt

@@ -10,6 +10,7 @@ applied objects (kubectl's ``kind.group/name action`` spelling), the PipelineRun
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.resources
 import sys
 from pathlib import Path
@@ -36,10 +37,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "install",
         help="apply the Task, the Pipeline and the binfmt DaemonSet (idempotent)",
         description="Apply the buildah-multiarch Task and Pipeline (or, with --bundle, a Pipeline that "
-        "resolves the Task from a bundle image) and the qemu binfmt DaemonSet. Existing objects are "
-        "patched only when they differ; each object is reported as created, unchanged or updated.",
+        "resolves the Task from a bundle image) and the qemu binfmt DaemonSet, all running the task image "
+        "--builder-image names. Existing objects are patched only when they differ; each object is reported "
+        "as created, unchanged or updated.",
     )
     _connection_flags(install)
+    install.add_argument(
+        "--builder-image",
+        metavar="REPO@DIGEST",
+        help="the task image (a released one, pinned by digest) the DaemonSet runs and the Task's and Pipeline's "
+        "BUILDER_IMAGE param defaults to; needed while the files name the unreleased sha256:000… placeholder",
+    )
     install.add_argument(
         "--bundle", metavar="REF", help="resolve the Task from this Tekton bundle image instead of applying it"
     )
@@ -178,7 +186,10 @@ def _resolve(root: Path, path: str, flag: str) -> Path:
 
 
 def install_documents(args: argparse.Namespace) -> list[dict]:
-    """The objects ``cluster install`` applies, in order: Task (unless --bundle), Pipeline, DaemonSet."""
+    """The objects ``cluster install`` applies, in order: Task (unless --bundle), Pipeline, DaemonSet,
+    with ``--builder-image`` set in them (:func:`with_builder_image`). A usage error when an object
+    would still name the unreleased placeholder image, which no cluster can pull."""
+    builder = builder_image(args.builder_image) if args.builder_image is not None else None
     root = Path(args.root) if args.root else default_root()
     if args.root and not root.is_dir():
         raise UsageError(f"--from {args.root}: not a directory")
@@ -202,7 +213,75 @@ def install_documents(args: argparse.Namespace) -> list[dict]:
     if not args.skip_binfmt:
         binfmt = tekton.load_file(_resolve(root, args.binfmt, "--binfmt"))
         docs += binfmt
+    if builder:
+        docs = with_builder_image(docs, builder)
+    refuse_placeholder(docs, builder)
     return docs
+
+
+BUILDER_PARAM = "BUILDER_IMAGE"
+
+
+def builder_image(value: str) -> str:
+    """``--builder-image``: an image reference pinned by a sha256 digest, as ``REGISTRY/REPO@DIGEST``."""
+    from taskimage.oci.reference import parse_pinned
+    from taskimage.tekton.catalog import UNRELEASED_DIGEST
+
+    ref, digest = parse_pinned(value, source="--builder-image", example="REPO@sha256:DIGEST (a released task image)")
+    if digest == UNRELEASED_DIGEST:
+        raise UsageError(f"--builder-image: {value!r} is the unreleased placeholder digest; give a released task image")
+    return ref.with_digest(digest)
+
+
+def with_builder_image(docs: list[dict], image: str) -> list[dict]:
+    """Copies of ``docs`` running the task image ``image``: the default of the BUILDER_IMAGE param of
+    every Task and Pipeline that declares one, and the image of every container of a DaemonSet (the
+    binfmt DaemonSet runs ``taskimage binfmt install`` from the task image)."""
+    out = []
+    for doc in docs:
+        doc = copy.deepcopy(doc)
+        spec = doc.get("spec") or {}
+        if doc.get("kind") in ("Task", "Pipeline"):
+            for param in spec.get("params") or []:
+                if param.get("name") == BUILDER_PARAM:
+                    param["default"] = image
+        elif doc.get("kind") == "DaemonSet":
+            pod = (spec.get("template") or {}).get("spec") or {}
+            for container in (pod.get("initContainers") or []) + (pod.get("containers") or []):
+                container["image"] = image
+        out.append(doc)
+    return out
+
+
+def refuse_placeholder(docs: list[dict], builder: str | None) -> None:
+    """A usage error naming the objects that still carry the release placeholder image
+    (``…@sha256:000…``, the digest of no image): applied, the DaemonSet would crash-loop on
+    ImagePullBackOff and every TaskRun keeping the BUILDER_IMAGE default would fail."""
+    from taskimage.tekton.catalog import UNRELEASED_DIGEST
+
+    where = [f"{d.get('kind')} {(d.get('metadata') or {}).get('name')}" for d in docs if _names(d, UNRELEASED_DIGEST)]
+    if not where:
+        return
+    objects = ", ".join(where)
+    if builder is None:
+        raise UsageError(
+            f"the unreleased placeholder image …@sha256:000… (in {objects}) cannot be pulled by any cluster: "
+            "pass --builder-image REPO@sha256:DIGEST (a released task image)"
+        )
+    raise UsageError(
+        f"--builder-image {builder}: the unreleased placeholder image …@sha256:000… is still in {objects}, "
+        f"outside the {BUILDER_PARAM} param defaults and DaemonSet containers --builder-image sets"
+    )
+
+
+def _names(value: object, digest: str) -> bool:
+    if isinstance(value, str):
+        return f"@{digest}" in value
+    if isinstance(value, dict):
+        return any(_names(v, digest) for v in value.values())
+    if isinstance(value, list):
+        return any(_names(v, digest) for v in value)
+    return False
 
 
 def cmd_install(args: argparse.Namespace) -> int:

@@ -79,3 +79,18 @@ def parse_image(value: str, *, source: str = "--image", allow_digest: bool = Fal
     if len(f"{registry}/{rest}") > 255:
         raise UsageError(f"{source}: image name {raw!r} is longer than 255 characters")
     return ImageReference(registry, rest, tag)
+
+
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def parse_pinned(value: str, *, source: str, example: str = "REPO@sha256:<64 hex>") -> tuple[ImageReference, str]:
+    """``[docker://]REPO[:TAG]@sha256:HEX`` -> (reference, digest). What a cluster pulls must be
+    pinned: a tag alone, or anything after ``@`` that is not a sha256 digest, is a usage error."""
+    raw = value
+    _, at, digest = (value or "").strip().removeprefix("docker://").partition("@")
+    if not at:
+        raise UsageError(f"{source}: {raw!r} names no digest (a tag can be moved): give {example}")
+    if not _DIGEST_RE.fullmatch(digest):
+        raise UsageError(f"{source}: {digest!r} in {raw!r} is not a sha256 digest (sha256: and 64 hex digits)")
+    return parse_image(value, source=source, allow_digest=True), digest

@@ -6,7 +6,8 @@ Opt-in (``pytest -m kind``); needs Docker and network. Steps:
 2. install Tekton Pipelines from its release YAML and wait for its deployments,
 3. start a registry and a git server (a tiny repository with a Containerfile whose RUN step
    has to run under qemu) inside the cluster,
-4. ``taskimage cluster install`` (the repository's catalog Task and Pipeline, binfmt DaemonSet),
+4. ``taskimage cluster install --builder-image`` (the repository's catalog Task and Pipeline,
+   binfmt DaemonSet, running TASKIMAGE_BUILDER_IMAGE),
 5. ``taskimage pipeline start buildah-multiarch ... --showlog`` building linux/amd64 and
    linux/arm64 into the in-cluster registry,
 6. read the pushed manifest list back through a port-forward with skopeo and check both
@@ -19,6 +20,7 @@ workspaces are bound; see its docstring for how its Tasks are installed.
 
 Environment:
 - ``TASKIMAGE_BUILDER_IMAGE`` (required): the task image the Task runs (its BUILDER_IMAGE param),
+  as ``REPO@sha256:DIGEST`` (``cluster install --builder-image`` takes only a digest reference),
   pullable by the cluster or present in the local Docker (it is then ``kind load``-ed).
 - ``TASKIMAGE_KIND_TEKTON_RELEASE``: Tekton release YAML URL (default below).
 - ``TASKIMAGE_KIND_VERSION``: kind release to download when ``kind`` is not on PATH; ``TASKIMAGE_KIND_NODE_IMAGE``.
@@ -173,11 +175,12 @@ def test_pipeline_builds_and_pushes_a_manifest_list(cluster):
     kc, builder = cluster
     kubeconfig = str(kc.kubeconfig_path.resolve())
 
-    install = _taskimage("cluster", "install", "--kubeconfig", kubeconfig, "-n", NS, "--from", str(REPO))
+    argv = ["cluster", "install", "--kubeconfig", kubeconfig, "-n", NS, "--from", str(REPO), "--builder-image", builder]
+    install = _taskimage(*argv)
     assert install.returncode == 0, install.stderr
     assert "task.tekton.dev/buildah-multiarch created" in install.stdout
     assert "pipeline.tekton.dev/buildah-multiarch created" in install.stdout
-    again = _taskimage("cluster", "install", "--kubeconfig", kubeconfig, "-n", NS, "--from", str(REPO))
+    again = _taskimage(*argv)
     assert again.returncode == 0, again.stderr
     assert all(line.endswith(" unchanged") for line in again.stdout.splitlines()), (
         again.stdout
