@@ -157,3 +157,14 @@ def _no_mounts_left_behind(tmp_path_factory):
     base = str(tmp_path_factory.getbasetemp())
     for mountpoint in _mounts_below(base):
         subprocess.run(["umount", "-l", mountpoint], capture_output=True)
+
+
+@pytest.fixture(autouse=True)
+def _secrets_of_one_test():
+    """Each test is one command's worth of secrets, as `cli.main` scopes them: a test that calls
+    option parsing directly (registering e.g. the password 'pass' of a sample auth file) does not
+    get 'passwd' masked in a later test's output."""
+    from taskimage import log
+
+    with log.secrets_scope():
+        yield
