@@ -36,7 +36,9 @@ $ti dev registry --dir "$REGISTRY_DIR" --port "$PORT" >/dev/null 2>&1 &
 registry_pid=$!
 work=$(mktemp -d)
 git_pid=""
-trap 'kill $registry_pid $git_pid 2>/dev/null; wait $registry_pid $git_pid 2>/dev/null; rm -rf "$work"' EXIT
+# the script's own status survives the clean-up (under set -e, `wait` on the killed registry,
+# status 143, would otherwise end the trap and the script with 143 after a successful run)
+trap 'rc=$?; kill $registry_pid $git_pid 2>/dev/null || true; wait $registry_pid $git_pid 2>/dev/null || true; rm -rf "$work"; exit $rc' EXIT
 for _ in $(seq 50); do curl -fsS "http://$REG/v2/" >/dev/null 2>&1 && break; sleep 0.2; done
 
 echo "==> base image for the app: Debian bookworm minbase for ${PLATFORMS// /, } (mmdebstrap; cached after the first run)"
