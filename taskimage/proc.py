@@ -44,6 +44,7 @@ class CancelToken:
         self._event = threading.Event()
         self._running: dict[int, sh.RunningCommand] = {}
         self._lock = threading.RLock()  # re-entrant: a signal handler may run while this thread holds it
+        self._escalation: threading.Thread | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -58,15 +59,26 @@ class CancelToken:
             self.reason = reason
             self._event.set()
             processes = list(self._running.values())
+        tree = _descendants({p.pid for p in processes})  # before anything dies and is re-parented
         _signal_groups(processes, sig)
-        threading.Thread(target=self._escalate, args=(processes,), name="stop", daemon=True).start()
+        _signal_tree(tree, sig)  # a RUN step in a session of its own is outside its runner's group
+        self._escalation = threading.Thread(target=self._escalate, args=(processes, tree), name="stop", daemon=True)
+        self._escalation.start()
         return True
 
-    def _escalate(self, processes: list) -> None:
+    def _escalate(self, processes: list, tree: dict[int, str]) -> None:
         deadline = time.monotonic() + self.grace
-        while time.monotonic() < deadline and any(p.is_alive() for p in processes):
+        while time.monotonic() < deadline and (any(p.is_alive() for p in processes) or _alive(tree)):
             time.sleep(0.05)
         _signal_groups([p for p in processes if p.is_alive()], signal.SIGKILL)
+        _signal_tree(tree, signal.SIGKILL)
+
+    def finish(self) -> None:
+        """Wait for a begun stop to end (at most the grace period): the command does not exit
+        while a child that ignores SIGTERM still waits for its SIGKILL (a daemon thread would die
+        with the process, leaving that child running)."""
+        if self._escalation is not None:
+            self._escalation.join()
 
     def check(self) -> None:
         """Raise :class:`Interrupted` once the run is stopping."""
@@ -106,11 +118,13 @@ def current() -> CancelToken:
 @contextlib.contextmanager
 def scope(grace: float = GRACE) -> Iterator[CancelToken]:
     """A run: a fresh token for the code inside, the previous one back afterwards."""
-    reset = _token.set(CancelToken(grace))
+    token = CancelToken(grace)
+    reset = _token.set(token)
     try:
-        yield _token.get()  # type: ignore[misc]
+        yield token
     finally:
         _token.reset(reset)
+        token.finish()
 
 
 def submit(pool: concurrent.futures.Executor, fn: Callable, *args, **kwargs) -> concurrent.futures.Future:
@@ -238,6 +252,52 @@ def run(
     return result
 
 
+def _proc_stat(pid: int) -> tuple[int, str] | None:
+    """(parent pid, start time) of ``pid`` from /proc, or None if it is gone (or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] == "Z":
+        return None
+    return int(fields[1]), fields[19]
+
+
+def _descendants(roots: set[int]) -> dict[int, str]:
+    """Every process below ``roots`` now (pid → start time, so a reused pid is never signalled)."""
+    children: dict[int, list[int]] = {}
+    starts: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _proc_stat(int(entry))
+            if stat is not None:
+                children.setdefault(stat[0], []).append(int(entry))
+                starts[int(entry)] = stat[1]
+    found: dict[int, str] = {}
+    frontier = list(roots)
+    while frontier:
+        for child in children.get(frontier.pop(), []):
+            if child not in found and child in starts:
+                found[child] = starts[child]
+                frontier.append(child)
+    return found
+
+
+def _alive(tree: dict[int, str]) -> bool:
+    return any((stat := _proc_stat(pid)) is not None and stat[1] == start for pid, start in tree.items())
+
+
+def _signal_tree(tree: dict[int, str], sig: int) -> None:
+    for pid, start in tree.items():
+        stat = _proc_stat(pid)
+        if stat is not None and stat[1] == start:
+            try:
+                os.kill(pid, sig)
+            except OSError:  # gone meanwhile
+                pass
+
+
 def _signal_groups(processes, sig: int) -> None:
     for p in processes:
         try:
@@ -252,12 +312,14 @@ def _stop_groups(processes, sig: int = signal.SIGTERM, grace: float = GRACE) -> 
     The whole group: buildah's chroot runner and the RUN step's processes are in it. A RUN step
     that is PID 1 of its own namespace ignores SIGTERM; SIGKILL ends it.
     """
+    tree = _descendants({p.pid for p in processes})
     _signal_groups(processes, sig)
+    _signal_tree(tree, sig)
     deadline = time.monotonic() + grace
-    for p in processes:
-        while p.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
+    while time.monotonic() < deadline and (any(p.is_alive() for p in processes) or _alive(tree)):
+        time.sleep(0.05)
     _signal_groups([p for p in processes if p.is_alive()], signal.SIGKILL)
+    _signal_tree(tree, signal.SIGKILL)
 
 
 def _stop_group(process, grace: float = GRACE) -> None:

@@ -90,14 +90,14 @@ def start(argv, env, log_path: Path) -> subprocess.Popen:
         )
 
 
-def wait_for(predicate, timeout: float, what: str, log_path: Path):
+def wait_for(predicate, timeout: float, what: str, log_path: Path, detail=lambda: ""):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}; log:\n{log_path.read_text()[-3000:]}")
+    pytest.fail(f"timed out waiting for {what}; {detail()}; log:\n{log_path.read_text()[-3000:]}")
 
 
 def terminate(proc: subprocess.Popen) -> int:
@@ -113,7 +113,14 @@ def terminate(proc: subprocess.Popen) -> int:
 
 def none_left(tree: dict[int, str], log_path: Path) -> None:
     """Every process of ``tree`` goes (the kernel reaps them a moment after the parent exits)."""
-    wait_for(lambda: not any(alive(pid, c) for pid, c in tree.items()), 30, "the run's processes to end", log_path)
+    left = lambda: {pid: c for pid, c in tree.items() if alive(pid, c)}  # noqa: E731
+    wait_for(
+        lambda: not left(),
+        30,
+        f"the run's processes to end (of {len(tree)})",
+        log_path,
+        lambda: f"still running: {left()}",
+    )
 
 
 @pytest.mark.emulation
