@@ -59,19 +59,12 @@ class CancelToken:
             self.reason = reason
             self._event.set()
             processes = list(self._running.values())
-        tree = _descendants({p.pid for p in processes})  # before anything dies and is re-parented
-        _signal_groups(processes, sig)
-        _signal_tree(tree, sig)  # a RUN step in a session of its own is outside its runner's group
-        self._escalation = threading.Thread(target=self._escalate, args=(processes, tree), name="stop", daemon=True)
+        tree = _begin_stop(processes, sig)
+        self._escalation = threading.Thread(
+            target=_kill_after, args=(processes, tree, self.grace), name="stop", daemon=True
+        )
         self._escalation.start()
         return True
-
-    def _escalate(self, processes: list, tree: dict[int, str]) -> None:
-        deadline = time.monotonic() + self.grace
-        while time.monotonic() < deadline and (any(p.is_alive() for p in processes) or _alive(tree)):
-            time.sleep(0.05)
-        _signal_groups([p for p in processes if p.is_alive()], signal.SIGKILL)
-        _signal_tree(tree, signal.SIGKILL)
 
     def finish(self) -> None:
         """Wait for a begun stop to end (at most the grace period): the command does not exit
@@ -312,9 +305,21 @@ def _stop_groups(processes, sig: int = signal.SIGTERM, grace: float = GRACE) -> 
     The whole group: buildah's chroot runner and the RUN step's processes are in it. A RUN step
     that is PID 1 of its own namespace ignores SIGTERM; SIGKILL ends it.
     """
+    _kill_after(processes, _begin_stop(processes, sig), grace)
+
+
+def _begin_stop(processes, sig: int) -> dict[int, str]:
+    """``sig`` to each child's process group and to every process below it (a RUN step in a
+    session of its own is outside its runner's group); returns that tree, read before anything
+    dies and is re-parented."""
     tree = _descendants({p.pid for p in processes})
     _signal_groups(processes, sig)
     _signal_tree(tree, sig)
+    return tree
+
+
+def _kill_after(processes, tree: dict[int, str], grace: float) -> None:
+    """SIGKILL to whatever of ``processes`` and ``tree`` is still there after ``grace`` seconds."""
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and (any(p.is_alive() for p in processes) or _alive(tree)):
         time.sleep(0.05)
