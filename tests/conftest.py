@@ -168,3 +168,24 @@ def _secrets_of_one_test():
 
     with log.secrets_scope():
         yield
+
+
+def push_release_bundles(registry_host: str, out, builder_image: str) -> tuple[str, str]:
+    """The Tasks and Pipelines bundles as a release renders them (the Tasks pinned to
+    ``builder_image``, the Pipelines to the Tasks bundle by digest), pushed with `taskimage bundle
+    push` to ``registry_host``/taskimage; returns (tasks bundle by digest, pipelines bundle by tag)."""
+    import hashlib
+    from pathlib import Path
+
+    from taskimage import cli
+    from taskimage.tekton import catalog
+
+    root = Path(__file__).resolve().parents[1]
+    catalog.release_tasks(out, builder_image)
+    tasks = f"{registry_host}/taskimage/tasks:{catalog.VERSION}"
+    assert cli.main(["bundle", "push", tasks, str(out / "tasks.yaml"), "--tls-verify=false"]) == 0
+    pinned = f"{registry_host}/taskimage/tasks@sha256:" + hashlib.sha256(skopeo_raw_bytes(tasks)).hexdigest()
+    catalog.release_pipelines(root, out, pinned, builder_image)
+    pipelines = f"{registry_host}/taskimage/pipelines:{catalog.VERSION}"
+    assert cli.main(["bundle", "push", pipelines, str(out / "pipelines.yaml"), "--tls-verify=false"]) == 0
+    return pinned, pipelines

@@ -18,11 +18,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import emulation_ready, have_tools, need, skopeo_raw, skopeo_raw_bytes
+from conftest import emulation_ready, have_tools, need, push_release_bundles, skopeo_raw
 
 from taskimage import cli
 from taskimage.dev import env as devenv
-from taskimage.tekton import catalog
 
 pytestmark = [pytest.mark.podman, pytest.mark.emulation, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,15 +71,7 @@ def released(registry, task_image, tmp_path_factory):
     ok, reason = emulation_ready(["linux/arm64"])
     need(ok, reason)
     out = tmp_path_factory.mktemp("release")
-    catalog.release_tasks(out, task_image)
-    tasks_ref = f"{registry.host}/taskimage/tasks:{catalog.VERSION}"
-    assert cli.main(["bundle", "push", tasks_ref, str(out / "tasks.yaml"), "--tls-verify=false"]) == 0
-    import hashlib
-
-    digest = "sha256:" + hashlib.sha256(skopeo_raw_bytes(tasks_ref)).hexdigest()
-    catalog.release_pipelines(ROOT, out, f"{registry.host}/taskimage/tasks@{digest}", task_image)
-    pipelines_ref = f"{registry.host}/taskimage/pipelines:{catalog.VERSION}"
-    assert cli.main(["bundle", "push", pipelines_ref, str(out / "pipelines.yaml"), "--tls-verify=false"]) == 0
+    _, pipelines_ref = push_release_bundles(registry.host, out, task_image)
     conf = out / "registries.conf"
     conf.write_text(
         f'[[registry]]\nprefix = "ghcr.io/taskimage"\nlocation = "{registry.host}/taskimage"\ninsecure = true\n'

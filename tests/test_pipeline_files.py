@@ -9,18 +9,15 @@ The full runs, with the real task image, are in tests/test_pipeline_catalog.py.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import have_tools, need, skopeo_raw_bytes
+from conftest import have_tools, need, push_release_bundles
 
-from taskimage import cli
 from taskimage.dev import env as devenv
-from taskimage.tekton import catalog
 
 pytestmark = pytest.mark.tools
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,13 +35,7 @@ SHIPPED = sorted(
 def env(registry, tmp_path_factory):
     need(have_tools("skopeo", "git"), "skopeo and git are needed")
     out = tmp_path_factory.mktemp("release")
-    catalog.release_tasks(out, FAKE_BUILDER)
-    tasks = f"{registry.host}/taskimage/tasks:{catalog.VERSION}"
-    assert cli.main(["bundle", "push", tasks, str(out / "tasks.yaml"), "--tls-verify=false"]) == 0
-    digest = "sha256:" + hashlib.sha256(skopeo_raw_bytes(tasks)).hexdigest()
-    catalog.release_pipelines(ROOT, out, f"{registry.host}/taskimage/tasks@{digest}", FAKE_BUILDER)
-    pipelines = f"{registry.host}/taskimage/pipelines:{catalog.VERSION}"
-    assert cli.main(["bundle", "push", pipelines, str(out / "pipelines.yaml"), "--tls-verify=false"]) == 0
+    push_release_bundles(registry.host, out, FAKE_BUILDER)
     conf = out / "registries.conf"
     conf.write_text(
         f'[[registry]]\nprefix = "ghcr.io/taskimage"\nlocation = "{registry.host}/taskimage"\ninsecure = true\n'
