@@ -12,6 +12,7 @@ from taskimage import proc as tools
 from taskimage.emulation import probe
 from taskimage.errors import Interrupted
 from taskimage.oci.platforms import Platform
+from taskimage.supplychain import referrers
 
 
 def test_a_stop_reaches_worker_threads_and_ends_with_its_run():
@@ -33,6 +34,37 @@ def test_backoff_waits_end_when_the_run_stops():
         with pytest.raises(Interrupted):
             tools.sleep(600)
         assert time.monotonic() - t < 60
+
+
+def test_a_registry_api_backoff_ends_when_the_run_stops():
+    """The referrers client (SBOM/provenance attach, gc) retries a 503 after a delay: a stop of the
+    run ends that wait (it was a plain time.sleep: a SIGTERM waited out up to 600 s here)."""
+    import http.server
+
+    seen = threading.Event()
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            seen.set()
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = referrers.Client(f"127.0.0.1:{server.server_address[1]}", tls_verify=False, retry=3, retry_delay=600)
+        with tools.scope() as token:
+            threading.Thread(target=lambda: seen.wait(60) and token.cancel("SIGTERM"), daemon=True).start()
+            t = time.monotonic()
+            with pytest.raises(Interrupted):
+                client.get_manifest("app", "latest")
+            assert seen.is_set() and time.monotonic() - t < 60
+    finally:
+        server.shutdown()
 
 
 def test_a_stopping_run_is_not_taken_for_a_failed_probe():

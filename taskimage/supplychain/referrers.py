@@ -20,14 +20,13 @@ import hashlib
 import json
 import os
 import ssl
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from taskimage import log
+from taskimage import log, proc
 from taskimage.errors import RegistryAuthError, TaskimageError
 from taskimage.oci import auth
 
@@ -232,7 +231,7 @@ class Client:
     def _wait(self, attempt: int, what: str) -> None:
         delay = self.retry_delay * (2 ** (attempt - 1))
         log.warn(f"{self.host}: {what}; retrying in {delay:g} s ({attempt} of {self.retry})")
-        time.sleep(delay)
+        proc.sleep(delay)  # a stop of the run ends the wait
 
     def _authenticate(self, challenge: str, scope: str) -> bool:
         if challenge.lower().startswith("basic"):
