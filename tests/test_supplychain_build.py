@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import emulation_ready, have_tools, need, skopeo_raw, skopeo_raw_bytes, tag_exists
+from faultproxy import Fault, FaultProxy
 from packageurl import PackageURL
 
 from taskimage.dev import env as devenv
@@ -290,7 +291,6 @@ def test_a_transient_fault_on_a_referrer_push_is_retried(tmp_path, registry, bus
     """A 503 on the first PUT of a referrers fallback tag (through a fault proxy in front of the
     real registry): retried, the build succeeds, and both fallback tags list their referrers."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from faultproxy import Fault, FaultProxy
 
     ctx = tmp_path / "ctx"
     ctx.mkdir()
@@ -319,13 +319,16 @@ def test_a_transient_fault_on_a_referrer_push_is_retried(tmp_path, registry, bus
 
 
 def test_an_image_reused_by_the_whole_build_key_keeps_or_gets_its_sbom(tmp_path, registry, trixie_base):
-    """Reused in the same repository: the earlier run's SBOM stays the one (not scanned again);
-    reused into another repository: the SBOM is made from the image's layers in the registry and
-    lists what the built image's SBOM lists."""
+    """Reused in the same repository: the earlier run's SBOM stays the one (not scanned again).
+    Reused into another repository: the SBOM is made from the package scan the building run filed
+    beside the image in the layer cache, without one of the image's layers being downloaded, and
+    lists what the built image's SBOM lists under the new repository's name. A cache without that
+    scan (filed by an older version) costs one read of the layers, which files the scan."""
     ctx = context(tmp_path, trixie_base)
     cache = f"{registry.host}/sc/cache"
+    scan_type = "application/vnd.taskimage.package-scan.v1+json"
 
-    def build(image: str, store: str) -> str:
+    def build(image: str, store: str, cache: str = cache) -> str:
         env = {
             "TASKIMAGE_ROOT": str(tmp_path / store / "root"),
             "TASKIMAGE_RUNROOT": str(tmp_path / store / "run"),
@@ -339,23 +342,47 @@ def test_an_image_reused_by_the_whole_build_key_keeps_or_gets_its_sbom(tmp_path,
         assert code == 0, err[-3000:]
         return err
 
-    def sbom_of(repo: str, digest: str) -> tuple[list[dict], set]:
+    def sbom_of(repo: str, digest: str) -> tuple[list[dict], set, dict]:
         refs = referrers_by_tag(registry, repo, digest)
         docs = [json.loads(artifact(registry, repo, d)) for d in refs if d["artifactType"] == "application/spdx+json"]
         packages = {(p["name"], p.get("versionInfo")) for p in docs[0]["packages"][1:]}
-        return refs, packages
+        return refs, packages, docs[0]["packages"][0]
 
     build(f"{registry.host}/sc/reuse:1", "a")
+    digest = skopeo_raw(f"{registry.host}/sc/reuse:1")["manifests"][0]["digest"]
+    assert [d["artifactType"] for d in referrers_by_tag(registry, "sc/cache", digest)] == [scan_type]
+
     err = build(f"{registry.host}/sc/reuse:2", "b")
     assert "reused that image" in err and "the reused image's, attached by the run that built it" in err
-    digest = skopeo_raw(f"{registry.host}/sc/reuse:2")["manifests"][0]["digest"]
-    refs, built = sbom_of("sc/reuse", digest)
+    assert skopeo_raw(f"{registry.host}/sc/reuse:2")["manifests"][0]["digest"] == digest
+    refs, built, _ = sbom_of("sc/reuse", digest)
     assert sorted(d["artifactType"] for d in refs) == ["application/spdx+json"] + ["application/vnd.in-toto+json"] * 2
     assert ("apt", next(v for n, v in built if n == "apt")) in built and ("demo-pkg", "1.2.3") in built
 
-    err = build(f"{registry.host}/sc/elsewhere:1", "c")
-    assert "reused that image" in err and "SBOM (spdx): " in err
-    other = skopeo_raw(f"{registry.host}/sc/elsewhere:1")["manifests"][0]["digest"]
-    assert other == digest
-    _, from_layers = sbom_of("sc/elsewhere", other)
+    layers = {entry["digest"] for entry in json.loads(skopeo_raw_bytes(f"{registry.host}/sc/reuse@{digest}"))["layers"]}
+    with FaultProxy(registry.host, []) as proxy:
+        err = build(f"{proxy.host}/sc/elsewhere:1", "c", f"{proxy.host}/sc/cache")
+        fetched = [r.path.rsplit("/", 1)[-1] for r in proxy.log if r.method == "GET" and "/blobs/" in r.path]
+    assert "reused that image" in err and "the scan filed in" in err
+    # skopeo's copy of the image may read each layer once; a scan of the layers would read them again
+    assert max(fetched.count(layer) for layer in layers) <= 1, "the reused image's layers were read for its SBOM"
+    assert skopeo_raw(f"{registry.host}/sc/elsewhere:1")["manifests"][0]["digest"] == digest
+    _, from_scan, image_package = sbom_of("sc/elsewhere", digest)
+    assert from_scan == built
+    assert "sc/elsewhere" in json.dumps(image_package) and "sc/reuse" not in json.dumps(image_package)
+
+    # a layer cache filed by a version that filed no scans: its referrers index is empty
+    empty = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []})
+    req = urllib.request.Request(
+        f"http://{registry.host}/v2/sc/cache/manifests/sha256-{digest.split(':')[1]}",
+        data=empty.encode(),
+        method="PUT",
+        headers={"Content-Type": "application/vnd.oci.image.index.v1+json"},
+    )
+    urllib.request.urlopen(req, timeout=30).close()
+    assert referrers_by_tag(registry, "sc/cache", digest) == []
+    err = build(f"{registry.host}/sc/older:1", "d")
+    assert "reused that image" in err and "read from its layers in the registry" in err
+    _, from_layers, _ = sbom_of("sc/older", digest)
     assert from_layers == built
+    assert [d["artifactType"] for d in referrers_by_tag(registry, "sc/cache", digest)] == [scan_type]

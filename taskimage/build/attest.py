@@ -171,6 +171,9 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
+SCAN_TYPE = "application/vnd.taskimage.package-scan.v1+json"  # a package scan filed in a layer cache
+
+
 def attach_platform(
     image: ImageReference,
     registry: remote.Access,
@@ -183,26 +186,43 @@ def attach_platform(
     store: buildah.Storage | None = None,
     image_id: str = "",
     retry: tuple[int, float] = (3, 2.0),
+    cache_repo: str = "",
 ) -> tuple[Attached, ...]:
-    """SBOM and provenance of one pushed platform image, attached to it."""
+    """SBOM and provenance of one pushed platform image, attached to it.
+
+    ``cache_repo`` holds the same image (same digest) under its whole-build key. The package scan
+    behind a platform's SBOM is filed there as a referrer of that image, so that a later run that
+    reuses the image in another repository makes its SBOM from the scan (a few kilobytes) instead
+    of downloading and unpacking the image's layers; a reused image that has none (filed by an
+    older version) is scanned from its layers once and the scan is filed then."""
     prefix = f"[{p}] "
     timer = log.Timer()
     client = _client(registry, image, retry)
     subject = referrers.Descriptor(media_type, digest, len(manifest))
+    built = store is not None and bool(image_id)
     out = []
-    existing = None if store is not None and image_id else _attached_sbom(client, image, digest, sbom_format)
+    existing = None if built else _attached_sbom(client, image, digest, sbom_format)
     if existing is not None:
         out.append(existing)
         log.info(f"{prefix}SBOM ({sbom_format}): the reused image's, attached by the run that built it")
     elif sbom_format != "none":
-        if store is not None and image_id:
-            scan = _scan_storage(store, image_id)
-        else:
-            scan = _scan_registry(client, image.repository, manifest)
+        cache = _cache(registry, cache_repo, retry) if cache_repo else None
+        scan = None
+        if built:
+            assert store is not None
+            scan, how = _scan_storage(store, image_id), "read from the storage"
+        elif cache is not None:
+            scan, how = _cached_scan(cache, digest, prefix), f"the scan filed in {cache_repo} when it was built"
+        if scan is None:
+            scan, how = _scan_registry(client, image.repository, manifest), "read from its layers in the registry"
+            if cache is not None:
+                _file_scan(cache, subject, scan, p, prefix)
+        elif built and cache is not None:
+            _file_scan(cache, subject, scan, p, prefix)
         doc = sbom.image_document(sbom_format, sbom.Subject(image.name, digest, str(p), media_type), scan)
         out.append(_attach(client, image, subject, sbom_format, str(p), doc))
         warned = f"; {'; '.join(scan.warnings)}" if scan.warnings else ""
-        log.info(f"{prefix}SBOM ({sbom_format}): {len(scan.packages)} packages{warned}")
+        log.info(f"{prefix}SBOM ({sbom_format}): {len(scan.packages)} packages, {how}{warned}")
     if build_facts is not None:
         bases = build_facts.platform_bases.get(str(p), ())
         f = dataclasses.replace(build_facts, base_images=bases, finished=now())
@@ -213,6 +233,38 @@ def attach_platform(
             f"{prefix}attached {', '.join(a.kind for a in out)} to {image.with_digest(digest)} in {timer.seconds:.1f} s"
         )
     return tuple(out)
+
+
+def _cache(registry: remote.Access, cache_repo: str, retry: tuple[int, float]) -> tuple[referrers.Client, str]:
+    host, _, repository = cache_repo.partition("/")
+    return referrers.Client.for_registry(registry, host, *retry), repository
+
+
+def _cached_scan(cache: tuple[referrers.Client, str], digest: str, prefix: str) -> packages.Scan | None:
+    """The package scan filed in the layer cache for the image ``digest``, or None (never fatal:
+    the image's layers are read instead)."""
+    client, repository = cache
+    try:
+        listed, _ = client.referrers(repository, digest)
+        for desc in listed:
+            if desc.artifact_type == SCAN_TYPE:
+                return packages.Scan.from_json(referrers.fetch(client, repository, desc))
+    except (referrers.RegistryError, ValueError) as exc:
+        log.info(f"{prefix}the layer cache's package scan could not be read ({exc}); reading the image's layers")
+    return None
+
+
+def _file_scan(
+    cache: tuple[referrers.Client, str], subject: referrers.Descriptor, scan: packages.Scan, p: Platform, prefix: str
+) -> None:
+    """File ``scan`` in the layer cache as a referrer of the image ``subject`` (never fatal)."""
+    client, repository = cache
+    try:
+        referrers.attach(client, repository, subject, SCAN_TYPE, scan.to_json(), {"vnd.taskimage.platform": str(p)})
+    except referrers.RegistryError as exc:
+        log.warn(
+            f"{prefix}the package scan could not be filed in the layer cache: {exc}; a reuse elsewhere reads the layers"
+        )
 
 
 def _attached_sbom(client: referrers.Client, image: ImageReference, digest: str, fmt: str) -> Attached | None:

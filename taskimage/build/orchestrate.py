@@ -420,21 +420,25 @@ def push_built(
     """Push a verified platform by digest, file it under its whole-build key and, with --evict,
     remove it from the storage. A reused image is pushed already."""
     if b.reused:
-        return attach_built(opts, registry, b)
+        return attach_built(opts, registry, b, filed=True)
     pushed = push_platform(opts, store, registry, b.platform, b.image_id, workdir, b.cached)
-    if keys and b.platform in keys:
-        record_built(opts, registry, b.platform, pushed, keys[b.platform])
-    b = attach_built(opts, registry, dataclasses.replace(b, pushed=pushed), store)  # before --evict removes it
+    filed = bool(keys and b.platform in keys and record_built(opts, registry, b.platform, pushed, keys[b.platform]))
+    b = attach_built(opts, registry, dataclasses.replace(b, pushed=pushed), store, filed)  # before --evict removes it
     if opts.evict:
         evict(store, b.platform, b.image_id, before, f"[{b.platform}] ")
     return b
 
 
 def attach_built(
-    opts: BuildOptions, registry: remote.Access, b: PlatformBuild, store: buildah.Storage | None = None
+    opts: BuildOptions,
+    registry: remote.Access,
+    b: PlatformBuild,
+    store: buildah.Storage | None = None,
+    filed: bool = False,
 ) -> PlatformBuild:
-    """Attach the pushed image's SBOM (read from the storage, or for a reused image from the
-    registry) and provenance as referrers (taskimage/build/attest.py)."""
+    """Attach the pushed image's SBOM (read from the storage, or for a reused image from the scan
+    filed with it in the layer cache, else from the registry) and provenance as referrers
+    (taskimage/build/attest.py). ``filed``: the image is in the layer cache under its key."""
     if b.pushed is None or (opts.sbom == "none" and not opts.provenance):
         return b
     i = b.pushed
@@ -450,6 +454,7 @@ def attach_built(
         store,
         b.image_id if store is not None else "",
         (opts.retry, opts.retry_delay),
+        opts.spec.cache_repo if filed else "",
     )
     return dataclasses.replace(b, attached=attached)
 
@@ -548,8 +553,9 @@ def reuse_built(opts: BuildOptions, registry: remote.Access, p: Platform, build_
 
 def record_built(
     opts: BuildOptions, registry: remote.Access, p: Platform, pushed: index.Instance, build_key: str
-) -> None:
-    """File the pushed image under its whole-build key in the layer cache (never fatal)."""
+) -> bool:
+    """File the pushed image under its whole-build key in the layer cache (never fatal: False
+    when it could not be)."""
     ref = buildkey.tag(opts.spec.cache_repo, build_key)
     try:
         tools.run(
@@ -560,6 +566,8 @@ def record_built(
         )
     except ToolError as exc:
         log.warn(f"[{p}] the build could not be filed in the layer cache as {ref}: {exc}; the next run builds again")
+        return False
+    return True
 
 
 def verify_image(store: buildah.Storage, p: Platform, image_id: str, prefix: str) -> str:

@@ -74,6 +74,33 @@ class Scan:
     os_name: str = ""  # PRETTY_NAME
     warnings: list[str] = dataclasses.field(default_factory=list)
 
+    SCHEMA = 1  # of to_json(); a scan of another schema is not read back (it is made again)
+
+    def to_json(self) -> bytes:
+        """The scan as taskimage files it in a layer cache (see build/attest.py), so that an image
+        reused into another repository gets its SBOM without its layers being read again."""
+        doc = {"schema": self.SCHEMA, **dataclasses.asdict(self)}
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Scan:
+        """What :meth:`to_json` wrote; ValueError for anything else."""
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("schema") != cls.SCHEMA:
+            raise ValueError(f"not a package scan of schema {cls.SCHEMA}")
+        fields = {f.name for f in dataclasses.fields(Package)}
+        try:
+            found = [Package(**{k: str(v) for k, v in p.items() if k in fields}) for p in doc["packages"]]
+            return cls(
+                found,
+                str(doc.get("os_id", "")),
+                str(doc.get("os_version", "")),
+                str(doc.get("os_name", "")),
+                [str(w) for w in doc.get("warnings", [])],
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a package scan: {exc}") from exc
+
 
 def os_release(root: Path) -> dict[str, str]:
     for rel in ("etc/os-release", "usr/lib/os-release"):
