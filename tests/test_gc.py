@@ -15,6 +15,7 @@ import io
 import json
 import subprocess
 import tarfile
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,50 @@ def copy(src: str, dest: str) -> None:
     )
 
 
+def put(url: str, data: bytes, content_type: str) -> None:
+    req = urllib.request.Request(url, data=data, method="PUT", headers={"Content-Type": content_type})
+    urllib.request.urlopen(req, timeout=60).close()
+
+
+def attach_by_fallback_tag(registry, repo: str, subject: str) -> tuple[str, str]:
+    """An SBOM-like artifact whose subject is ``subject``, listed under the OCI 1.1 fallback tag
+    sha256-<hex> as a registry without the referrers API holds it (plain distribution API calls)."""
+    base = f"http://{registry.host}/v2/{repo}"
+    content = json.dumps({"subject": subject}).encode()
+    for blob in (b"{}", content):
+        with urllib.request.urlopen(urllib.request.Request(f"{base}/blobs/uploads/", method="POST"), timeout=60) as r:
+            location = r.headers["Location"]
+        location = location if location.startswith("http") else f"http://{registry.host}{location}"
+        sep = "&" if "?" in location else "?"
+        put(f"{location}{sep}digest={sha256(blob)}", blob, "application/octet-stream")
+    artifact = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/spdx+json",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(b"{}"), "size": 2},
+            "layers": [{"mediaType": "application/spdx+json", "digest": sha256(content), "size": len(content)}],
+            "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": 1},
+        }
+    ).encode()
+    put(f"{base}/manifests/{sha256(artifact)}", artifact, "application/vnd.oci.image.manifest.v1+json")
+    tag = "sha256-" + subject.split(":")[1]
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": sha256(artifact),
+                "size": len(artifact),
+                "artifactType": "application/spdx+json",
+            }
+        ],
+    }
+    put(f"{base}/manifests/{tag}", json.dumps(index).encode(), "application/vnd.oci.image.index.v1+json")
+    return tag, sha256(json.dumps(index).encode())
+
+
 def gc(capsys, *argv: str) -> tuple[int, str, str]:
     capsys.readouterr()
     code = cli.main(["gc", "--tls-verify=false", *argv])
@@ -169,7 +214,18 @@ def populated(registry, tmp_path_factory):
     src.mkdir()
     (src / "f").write_text("source\n")
     assert cli.main(["source", "push", "--tls-verify=false", str(src), f"{repo}:source-abc"]) == 0
-    return {"repo": repo, "images": images, "tags_of": tags_of}
+    referrers = {
+        "old": attach_by_fallback_tag(registry, "gc/app", images[(1, "amd64")]),  # its subject goes
+        "released": attach_by_fallback_tag(registry, "gc/app", images[(5, "arm64")]),  # its subject stays
+        "orphan": attach_by_fallback_tag(registry, "gc/app", sha256(b"a manifest this repository never had")),
+    }
+    return {
+        "repo": repo,
+        "images": images,
+        "tags_of": tags_of,
+        "referrers": {name: tag for name, (tag, _) in referrers.items()},
+        "referrer_digests": dict(referrers.values()),
+    }
 
 
 def expected_deleted(populated) -> set[str]:
@@ -179,7 +235,7 @@ def expected_deleted(populated) -> set[str]:
         if run in (5, 6) or digest == populated["images"][(2, "amd64")]:
             continue  # released, fresh, or the subject of a kept referrer
         doomed.add(tag)
-    return doomed
+    return doomed | {populated["referrers"]["old"], populated["referrers"]["orphan"]}
 
 
 def test_dry_run_lists_exactly_the_old_unreferenced_per_run_and_cache_tags(populated, capsys):
@@ -189,7 +245,9 @@ def test_dry_run_lists_exactly_the_old_unreferenced_per_run_and_cache_tags(popul
     assert code == 0, err
     listed = set(out.split())
     assert listed == expected_deleted(populated)
-    assert len(listed) == 14  # runs 1, 3, 4 both platforms and run 2 arm64, each per-run + cache
+    assert len(listed) == 16  # runs 1, 3, 4 both platforms and run 2 arm64, each per-run + cache; 2 referrers tags
+    assert "delete (referrers of a deleted manifest)" in err and "delete (referrers of a manifest that is gone)" in err
+    assert "kept: referrers of a kept manifest" in err
     assert "kept: main refers to it" in err and "kept: attest-run2 refers to it" in err  # main, v1.0: one index
     assert "kept: no creation time" in err  # the source artifact
     for tag in populated["tags_of"]:
@@ -212,8 +270,9 @@ def test_gc_deletes_them_and_keeps_every_kept_tag_and_what_it_lists(populated, c
     assert set(out.split()) == doomed
     for tag in doomed:
         assert not tag_exists(f"{repo}:{tag}"), tag
-        assert not tag_exists(f"{repo}@{populated['tags_of'][tag]}"), tag  # the manifest itself is gone
-    for tag in ("v1.0", "main", "attest-run2", "source-abc"):
+        digest = populated["tags_of"].get(tag) or populated["referrer_digests"][tag]
+        assert not tag_exists(f"{repo}@{digest}"), tag  # the manifest itself is gone
+    for tag in ("v1.0", "main", "attest-run2", "source-abc", populated["referrers"]["released"]):
         assert tag_exists(f"{repo}:{tag}"), tag
     for entry in skopeo_raw(f"{repo}:v1.0")["manifests"]:
         assert tag_exists(f"{repo}@{entry['digest']}")

@@ -9,6 +9,11 @@ artifact. :func:`plan` decides, :func:`delete` acts:
   referrer (an artifact with a ``subject``, e.g. a signature or an SBOM). A tag whose manifest is
   kept stays, whatever its name: the distribution API deletes manifests, not tags, and deleting
   a platform image under a live list would break the list;
+- a referrers tag of the OCI 1.1 fallback (``sha256-<hex>``: the index of the artifacts attached
+  to the manifest ``sha256:<hex>``, e.g. SBOMs and provenance, or the package scans taskimage
+  files beside cached images) follows its subject: kept while the subject stays, deleted with it
+  or when the subject is gone from the repository (it would otherwise stay for ever, having no
+  creation time);
 - deleted: every other tag whose manifest is older than ``--older-than``. Age is the image
   config's ``created``; an index's is its newest entry's. A manifest without a creation time
   (an artifact with an empty config, such as a source artifact) is kept and reported, its age
@@ -22,18 +27,20 @@ import datetime
 import fnmatch
 import hashlib
 import json
+import re
 from collections.abc import Callable, Sequence
 
 from taskimage import log
 from taskimage import proc as tools
 from taskimage.errors import ToolError
 from taskimage.oci.reference import ImageReference
-from taskimage.oci.registry import Access
+from taskimage.oci.registry import Access, not_found
 
 INDEX_TYPES = {
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 }
+REFERRERS_TAG = re.compile(r"sha256-[0-9a-f]{64}")  # the OCI 1.1 referrers tag schema
 IMAGE_CONFIG_TYPES = {
     "application/vnd.oci.image.config.v1+json",
     "application/vnd.docker.container.image.v1+json",
@@ -75,6 +82,16 @@ class Registry:
                 "skopeo inspect",
             ).encode()
         return self._raw[ref]
+
+    def has(self, digest: str) -> bool:
+        """Whether the repository still has the manifest ``digest`` (a 404 is the only "no")."""
+        try:
+            self.raw(digest)
+        except ToolError as exc:
+            if not_found(exc.tail):
+                return False
+            raise
+        return True
 
     def config(self, manifest_digest: str) -> dict:
         """The config of the image ``manifest_digest`` (skopeo reads it through the manifest)."""
@@ -177,6 +194,8 @@ def plan(
         if tag in kept_tags:
             decisions.append(Decision(tag, digest, None, False, "kept: matches --keep"))
             continue
+        if REFERRERS_TAG.fullmatch(tag):
+            continue  # decided below, once the fate of its subject is known
         if digest in protected_by:
             decisions.append(Decision(tag, digest, None, False, f"kept: {protected_by[digest]} refers to it"))
             continue
@@ -189,7 +208,22 @@ def plan(
             decisions.append(Decision(tag, digest, created, False, "kept: newer than --older-than"))
         else:
             decisions.append(Decision(tag, digest, created, True, "delete"))
-    return decisions
+    decided = {d.tag for d in decisions}
+    staying = {d.digest for d in decisions if not d.delete} | set(protected_by)
+    for tag in tags:
+        if tag in decided:
+            continue
+        subject = "sha256:" + tag.removeprefix("sha256-")
+        if subject in staying:
+            decisions.append(Decision(tag, digest_of[tag], None, False, "kept: referrers of a kept manifest"))
+        elif subject in {d.digest for d in decisions if d.delete}:
+            decisions.append(Decision(tag, digest_of[tag], None, True, "delete (referrers of a deleted manifest)"))
+        elif not registry.has(subject):
+            decisions.append(Decision(tag, digest_of[tag], None, True, "delete (referrers of a manifest that is gone)"))
+        else:
+            decisions.append(Decision(tag, digest_of[tag], None, False, "kept: referrers of an untagged manifest"))
+    order = {tag: n for n, tag in enumerate(tags)}
+    return sorted(decisions, key=lambda d: order[d.tag])
 
 
 def delete(registry: Registry, decisions: Sequence[Decision]) -> list[str]:
