@@ -192,7 +192,8 @@ BUILD_PARAMS: tuple[Param, ...] = (
         "--cache-repo",
         "Registry repository used as a layer cache (buildah --layers with "
         "--cache-from/--cache-to) and to file each build under a key of its inputs, so that a run with "
-        "unchanged inputs copies that image instead of building; empty: no cache. A cache miss or an "
+        "unchanged inputs copies that image instead of building (its SBOM made from the package scan filed "
+        "with it); empty: no cache. A cache miss or an "
         "unreachable cache never fails the build.",
         metavar="REPO",
     ),
