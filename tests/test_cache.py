@@ -94,8 +94,13 @@ def cache_tags(registry, repo_path: str) -> list[str]:
 
 
 def step_tags(registry, repo_path: str) -> list[str]:
-    """buildah's per-step cache tags (not the whole-build keys taskimage files beside them)."""
-    return [t for t in cache_tags(registry, repo_path) if not t.startswith("taskimage-build-")]
+    """buildah's per-step cache tags (not the whole-build keys taskimage files beside them, nor the
+    referrers tags sha256-<hex> of the package scans filed with those images)."""
+    return [
+        t
+        for t in cache_tags(registry, repo_path)
+        if not t.startswith("taskimage-build-") and not re.fullmatch(r"sha256-[0-9a-f]{64}", t)
+    ]
 
 
 def entries(ref: str) -> dict[str, str]:
@@ -143,6 +148,9 @@ def test_warm_run_in_empty_storage_reuses_every_layer_from_the_cache_repo(tmp_pa
         assert len(lines(cold, plat, r"--> Pushing cache ")) == 2
     tags = step_tags(registry, "cache/warm")
     assert len(tags) == 4  # one per RUN step per platform: their keys differ by platform
+    filed = [t for t in cache_tags(registry, "cache/warm") if t.startswith("taskimage-build-")]
+    scans = [t for t in cache_tags(registry, "cache/warm") if t.startswith("sha256-")]
+    assert len(filed) == 2 and len(scans) == 2  # each platform's image under its key, with its package scan
 
     # warm: a new, empty storage (a new pod); nothing runs, everything comes from the registry. A
     # build arg no step reads is new, so the whole-build key misses and buildah's layer cache answers.
