@@ -24,7 +24,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 
 import sh
 
@@ -53,25 +53,28 @@ class CancelToken:
     def cancel(self, reason: str, sig: int = signal.SIGTERM) -> bool:
         """Begin the stop (False if it had begun): ``sig`` to every running child's process group
         now, SIGKILL to those left after the grace period. Does not wait: safe in a signal handler."""
-        with self._lock:
+        with self._lock:  # finish() waits for it: the escalation exists once the stop is seen
             if self._event.is_set():
                 return False
             self.reason = reason
             self._event.set()
             processes = list(self._running.values())
-        tree = _begin_stop(processes, sig)
-        self._escalation = threading.Thread(
-            target=_kill_after, args=(processes, tree, self.grace), name="stop", daemon=True
-        )
-        self._escalation.start()
+            tree = _begin_stop(processes, sig)
+            escalation = threading.Thread(
+                target=_kill_after, args=(processes, tree, self.grace, sig), name="stop", daemon=True
+            )
+            escalation.start()
+            self._escalation = escalation
         return True
 
     def finish(self) -> None:
         """Wait for a begun stop to end (at most the grace period): the command does not exit
         while a child that ignores SIGTERM still waits for its SIGKILL (a daemon thread would die
         with the process, leaving that child running)."""
-        if self._escalation is not None:
-            self._escalation.join()
+        with self._lock:
+            escalation = self._escalation
+        if escalation is not None:
+            escalation.join()
 
     def check(self) -> None:
         """Raise :class:`Interrupted` once the run is stopping."""
@@ -245,8 +248,8 @@ def run(
     return result
 
 
-def _proc_stat(pid: int) -> tuple[int, str] | None:
-    """(parent pid, start time) of ``pid`` from /proc, or None if it is gone (or a zombie)."""
+def _proc_stat(pid: int) -> tuple[int, str, int] | None:
+    """(parent pid, start time, session id) of ``pid`` from /proc, or None if it is gone (or a zombie)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -254,21 +257,26 @@ def _proc_stat(pid: int) -> tuple[int, str] | None:
         return None
     if fields[0] == "Z":
         return None
-    return int(fields[1]), fields[19]
+    return int(fields[1]), fields[19], int(fields[3])
 
 
-def _descendants(roots: set[int]) -> dict[int, str]:
-    """Every process below ``roots`` now (pid → start time, so a reused pid is never signalled)."""
+def _descendants(roots: set[int], sessions: Collection[int] = ()) -> dict[int, str]:
+    """Every process below ``roots`` now, and every process of a session whose leader's pid is in
+    ``sessions`` with what is below it (an orphan of a RUN step's session is re-parented to init
+    but stays in its session). pid → start time, so a reused pid is never signalled."""
     children: dict[int, list[int]] = {}
     starts: dict[int, str] = {}
+    frontier = list(roots)
+    sessions = set(sessions) - {os.getsid(0)}  # never this process's own session
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             stat = _proc_stat(int(entry))
             if stat is not None:
                 children.setdefault(stat[0], []).append(int(entry))
                 starts[int(entry)] = stat[1]
-    found: dict[int, str] = {}
-    frontier = list(roots)
+                if stat[2] in sessions and int(entry) not in roots and int(entry) != os.getpid():
+                    frontier.append(int(entry))
+    found: dict[int, str] = {pid: starts[pid] for pid in frontier if pid not in roots and pid in starts}
     while frontier:
         for child in children.get(frontier.pop(), []):
             if child not in found and child in starts:
@@ -305,26 +313,52 @@ def _stop_groups(processes, sig: int = signal.SIGTERM, grace: float = GRACE) -> 
     The whole group: buildah's chroot runner and the RUN step's processes are in it. A RUN step
     that is PID 1 of its own namespace ignores SIGTERM; SIGKILL ends it.
     """
-    _kill_after(processes, _begin_stop(processes, sig), grace)
+    _kill_after(processes, _begin_stop(processes, sig), grace, sig)
 
 
 def _begin_stop(processes, sig: int) -> dict[int, str]:
     """``sig`` to each child's process group and to every process below it (a RUN step in a
     session of its own is outside its runner's group); returns that tree, read before anything
     dies and is re-parented."""
-    tree = _descendants({p.pid for p in processes})
+    tree = _descendants({p.pid for p in processes}, {p.pid for p in processes})
     _signal_groups(processes, sig)
     _signal_tree(tree, sig)
     return tree
 
 
-def _kill_after(processes, tree: dict[int, str], grace: float) -> None:
-    """SIGKILL to whatever of ``processes`` and ``tree`` is still there after ``grace`` seconds."""
+def _kill_after(processes, tree: dict[int, str], grace: float, sig: int = signal.SIGTERM) -> None:
+    """SIGKILL to whatever of ``processes`` and ``tree`` is still there after ``grace`` seconds,
+    and to what they started meanwhile.
+
+    A child may go on starting processes after ``sig`` (buildah starting a RUN step it was
+    preparing; a step that ignores or traps SIGTERM forking its next command), and such a process
+    can outlive its parents (re-parented to init, out of the tree). So during the grace the tree
+    is read again at every poll: what is new gets ``sig`` and is remembered, with the sessions
+    its members lead (an orphan stays in its session). At the end everything known is frozen
+    (SIGSTOP), what is below it read until nothing new appears, and then all of it is killed."""
+    known = dict(tree)
+
+    def grow() -> dict[int, str]:
+        roots = {p.pid for p in processes if p.is_alive()}
+        sessions = {p.pid for p in processes} | set(known)  # each child starts a session of its own
+        new = {pid: st for pid, st in _descendants(roots | set(known), sessions).items() if pid not in known}
+        known.update(new)
+        return new
+
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and (any(p.is_alive() for p in processes) or _alive(tree)):
+    while time.monotonic() < deadline and (any(p.is_alive() for p in processes) or _alive(known)):
+        _signal_tree(grow(), sig)
         time.sleep(0.05)
-    _signal_groups([p for p in processes if p.is_alive()], signal.SIGKILL)
-    _signal_tree(tree, signal.SIGKILL)
+    left = [p for p in processes if p.is_alive()]
+    _signal_groups(left, signal.SIGSTOP)
+    _signal_tree(known, signal.SIGSTOP)
+    for _ in range(100):
+        new = grow()
+        if not new:
+            break
+        _signal_tree(new, signal.SIGSTOP)
+    _signal_groups(left, signal.SIGKILL)
+    _signal_tree(known, signal.SIGKILL)
 
 
 def _stop_group(process, grace: float = GRACE) -> None:

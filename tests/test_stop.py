@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import random
+import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +91,48 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_grace():
         with pytest.raises(Interrupted):
             fut.result(timeout=60)
         assert not child.is_alive()
+
+
+def _with_marker(marker: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if f"sleep {marker}" in cmdline and "trap" not in cmdline:
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize(
+    "handler",
+    ["sleep {m}1 &", "sleep {m}1 & exit 0"],
+    ids=["its-parent-stays", "its-parent-exits"],
+)
+def test_processes_started_during_the_grace_are_killed_with_the_rest(handler):
+    """A step that survives SIGTERM and starts processes afterwards (here its TERM trap starts
+    one and its script the next, in a session of their own as buildah's RUN steps are; under load a step that ignores SIGTERM can be between two forks):
+    at the end of the grace everything below the run is killed, not only what existed when the
+    stop began (the tree was read once: those processes outlived the run), also when their parent
+    has exited and they were re-parented out of the run's tree (they stay in its session)."""
+    marker = str(random.randint(10_000_000, 99_999_999))
+    trap = handler.format(m=marker)
+    script = f"trap '{trap}' TERM; sleep {marker}0 & wait; sleep {marker}2; echo survived"
+    try:
+        with tools.scope(grace=2.0) as token, concurrent.futures.ThreadPoolExecutor(1) as pool:
+            # in a session of its own, as buildah runs a RUN step: outside the runner's process group
+            fut = tools.submit(pool, tools.run, ["setsid", "-w", "sh", "-c", script], quiet=True)
+            deadline = time.monotonic() + 60
+            while not _with_marker(marker + "0") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _with_marker(marker + "0"), "the script did not start"
+            token.cancel("stop")
+            with pytest.raises(Interrupted):
+                fut.result(timeout=60)
+            token.finish()
+        assert _with_marker(marker) == []
+    finally:
+        for pid in _with_marker(marker):
+            os.kill(pid, signal.SIGKILL)
