@@ -111,6 +111,18 @@ def terminate(proc: subprocess.Popen) -> int:
         pytest.fail("taskimage did not exit within 30 s of SIGTERM (Tekton's grace period)")
 
 
+def end(proc: subprocess.Popen) -> None:
+    """A test that failed before its SIGTERM still stops the run the way it stops (a SIGKILL
+    would leave the build's children running into the next tests), SIGKILL only as a last resort."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def none_left(tree: dict[int, str], log_path: Path) -> None:
     """Every process of ``tree`` goes (the kernel reaps them a moment after the parent exits)."""
     left = lambda: {pid: c for pid, c in tree.items() if alive(pid, c)}  # noqa: E731
@@ -142,12 +154,24 @@ def test_sigterm_during_a_run_step_stops_every_child_and_pushes_nothing(
     try:
         # with --jobs 2 both platforms sleep (arm64 under qemu); with --jobs 1 the first one does
         wait_for(lambda: len(matching(f"sleep {marker}")) >= int(jobs), 120, "the RUN steps to start", log_path)
-        tree = descendants(proc.pid)
-        assert any("buildah" in c for c in tree.values()) and any(f"sleep {marker}" in c for c in tree.values()), tree
+
+        # one read of /proc can catch a process between fork and exec (an empty command line)
+        def whole_tree() -> dict[int, str] | None:
+            t = descendants(proc.pid)
+            commands = list(t.values())
+            return (
+                t if any("buildah" in c for c in commands) and any(f"sleep {marker}" in c for c in commands) else None
+            )
+
+        tree = wait_for(
+            whole_tree,
+            60,
+            "the run's tree to show buildah and the RUN step",
+            log_path,
+        )
         rc = terminate(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        end(proc)
     err = log_path.read_text()
     assert rc == 143, err[-2000:]
     assert err.strip().splitlines()[-1] == "ERROR: received SIGTERM, stopping"
@@ -175,8 +199,7 @@ def test_sigterm_during_the_push_leaves_no_tag(tmp_path, registry, busybox_base,
             assert any("skopeo copy" in c and "@sha256:" in c for c in tree.values()), tree  # a platform's push
             rc = terminate(proc)
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            end(proc)
         proxy.release()  # the stalled PUT reaches the registry now: still no tag
         wait_for(
             lambda: [r for r in proxy.requests("PUT", DIGEST_PUT) if r.fault in ("stall", "upstream-error")],
@@ -233,8 +256,7 @@ def test_a_failing_platform_stops_a_slow_emulated_sibling(tmp_path, registry, bu
     try:
         rc = proc.wait(timeout=300)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        end(proc)
     err = log_path.read_text()
     assert rc == 1, err[-3000:]
     assert err.strip().splitlines()[-1] == "ERROR: buildah build for linux/amd64 failed with exit code 7"
@@ -264,8 +286,7 @@ def test_a_run_step_that_ignores_sigterm_is_killed_after_the_grace(tmp_path, reg
         tree = descendants(proc.pid)
         rc = terminate(proc)  # fails past Tekton's 30 s grace: SIGKILL followed our own 5 s grace
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        end(proc)
     err = log_path.read_text()
     assert rc == 143, err[-2000:]
     assert err.strip().splitlines()[-1] == "ERROR: received SIGTERM, stopping"
@@ -292,8 +313,7 @@ def test_sigterm_during_taskimage_run_leaves_no_container(tmp_path, busybox_base
         wait_for(lambda: "[sleep] sleeping" in log_path.read_text() and containers(), 180, "the step to run", log_path)
         rc = terminate(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        end(proc)
     err = log_path.read_text()
     assert rc == 143, err[-2000:]
     assert containers() == [], err[-2000:]
