@@ -207,17 +207,15 @@ def attach_platform(
         log.info(f"{prefix}SBOM ({sbom_format}): the reused image's, attached by the run that built it")
     elif sbom_format != "none":
         cache = _cache(registry, cache_repo, retry) if cache_repo else None
-        scan = None
-        if built:
-            assert store is not None
+        scan, how = None, ""
+        if store is not None and built:
             scan, how = _scan_storage(store, image_id), "read from the storage"
         elif cache is not None:
             scan, how = _cached_scan(cache, digest, prefix), f"the scan filed in {cache_repo} when it was built"
+            cache = cache if scan is None else None  # filed already
         if scan is None:
             scan, how = _scan_registry(client, image.repository, manifest), "read from its layers in the registry"
-            if cache is not None:
-                _file_scan(cache, subject, scan, p, prefix)
-        elif built and cache is not None:
+        if cache is not None:
             _file_scan(cache, subject, scan, p, prefix)
         doc = sbom.image_document(sbom_format, sbom.Subject(image.name, digest, str(p), media_type), scan)
         out.append(_attach(client, image, subject, sbom_format, str(p), doc))

@@ -210,13 +210,14 @@ def plan(
             decisions.append(Decision(tag, digest, created, True, "delete"))
     decided = {d.tag for d in decisions}
     staying = {d.digest for d in decisions if not d.delete} | set(protected_by)
+    deleting = {d.digest for d in decisions if d.delete}
     for tag in tags:
         if tag in decided:
             continue
         subject = "sha256:" + tag.removeprefix("sha256-")
         if subject in staying:
             decisions.append(Decision(tag, digest_of[tag], None, False, "kept: referrers of a kept manifest"))
-        elif subject in {d.digest for d in decisions if d.delete}:
+        elif subject in deleting:
             decisions.append(Decision(tag, digest_of[tag], None, True, "delete (referrers of a deleted manifest)"))
         elif not registry.has(subject):
             decisions.append(Decision(tag, digest_of[tag], None, True, "delete (referrers of a manifest that is gone)"))
