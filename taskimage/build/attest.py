@@ -29,7 +29,7 @@ from taskimage.build import key as buildkey
 from taskimage.errors import TaskimageError
 from taskimage.oci import registry as remote
 from taskimage.oci.platforms import Platform
-from taskimage.oci.reference import ImageReference
+from taskimage.oci.reference import ImageReference, parse_image
 from taskimage.supplychain import packages, provenance, referrers, sbom
 
 
@@ -234,8 +234,8 @@ def attach_platform(
 
 
 def _cache(registry: remote.Access, cache_repo: str, retry: tuple[int, float]) -> tuple[referrers.Client, str]:
-    host, _, repository = cache_repo.partition("/")
-    return referrers.Client.for_registry(registry, host, *retry), repository
+    ref = parse_image(cache_repo, source="--cache-repo")
+    return _client(registry, ref, retry), ref.repository
 
 
 def _cached_scan(cache: tuple[referrers.Client, str], digest: str, prefix: str) -> packages.Scan | None:
