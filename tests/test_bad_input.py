@@ -20,7 +20,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import need, registry_tags, skopeo_raw_bytes
+from conftest import need, registry_snapshot, skopeo_raw_bytes
 
 from taskimage.oci.platforms import ACCEPTED
 
@@ -232,13 +232,13 @@ def test_bad_input_exits_2_with_one_line_and_pushes_nothing(registry, ws, argv, 
     if not any(a.startswith("--image") for a in argv) and "TASKIMAGE_IMAGE" not in env:
         base += ["--image", image]
     env = {k: fill(v) for k, v in env.items()}
-    before = registry_tags(registry.host)
+    before = registry_snapshot(registry.host)
     rc, out, err = taskimage(base + argv, env)
     assert rc == 2, err
     assert out == ""
     assert err.splitlines() == ["ERROR: " + fill(message)], err  # no `==>` phase: nothing ran
     assert SECRET not in err
-    assert registry_tags(registry.host) == before
+    assert registry_snapshot(registry.host) == before
 
 
 def test_unwritable_results_dir_through_the_cli(registry, ws):
@@ -248,7 +248,7 @@ def test_unwritable_results_dir_through_the_cli(registry, ws):
     need(os.geteuid() == 0, "mounting a read-only tmpfs needs root")
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(d)]).returncode == 0
     need(mounted, "cannot mount a read-only tmpfs here (mount -t tmpfs -o ro)")
-    before = registry_tags(registry.host)
+    before = registry_snapshot(registry.host)
     try:
         image = f"{registry.host}/bad-input/ro:1"
         argv = ["build", "--image", image, "--context", str(ws / "source" / "app"), "--tls-verify=false"]
@@ -257,20 +257,43 @@ def test_unwritable_results_dir_through_the_cli(registry, ws):
         subprocess.run(["umount", str(d)])
     assert rc == 2 and out == ""
     assert err.splitlines() == [f"ERROR: --results-dir: cannot write to '{d}': Read-only file system"]
-    assert registry_tags(registry.host) == before
+    assert registry_snapshot(registry.host) == before
 
 
 def test_the_same_workspace_with_good_input_builds_and_pushes(registry, ws):
     """The control for the tests above: their workspace, with nothing wrong, really builds and
     pushes, so "the registry holds the same tags as before" is a check that can fail."""
     image = f"{registry.host}/bad-input/control:1"
-    before = registry_tags(registry.host)
+    before = registry_snapshot(registry.host)
     rc, out, err = taskimage(
         ["build", "--image", image, "--context", str(ws / "source" / "app"), "--tls-verify=false"], {}
     )
     assert rc == 0, err[-3000:]
     index = skopeo_raw_bytes(image)
     subjects = [m["digest"] for m in json.loads(index)["manifests"]] + ["sha256:" + hashlib.sha256(index).hexdigest()]
-    # the image's tag, and the OCI 1.1 referrers fallback tag (SBOM, provenance) of each manifest it pushed
-    expected = {"bad-input/control:1"} | {f"bad-input/control:{d.replace(':', '-')}" for d in subjects}
-    assert registry_tags(registry.host) - before == expected
+    # the new repository, the image's tag, and the OCI 1.1 referrers fallback tag (SBOM, provenance)
+    # of each manifest it pushed
+    expected = {"bad-input/control", "bad-input/control:1"} | {
+        f"bad-input/control:{d.replace(':', '-')}" for d in subjects
+    }
+    assert registry_snapshot(registry.host) - before == expected
+
+
+def test_the_snapshot_sees_a_repository_that_holds_only_untagged_images(registry, busybox_base):
+    """A failed multi-platform run may leave a platform image pushed by digest (pushed as soon as it
+    was verified; the list and its tag never came). The distribution registry lists that repository
+    in ``_catalog`` and answers 404 NAME_UNKNOWN to its ``tags/list``: the snapshot must read that
+    as "no tags", and still see the new repository, or a push that stopped half-way looks like none."""
+    amd64 = next(
+        m for m in json.loads(skopeo_raw_bytes(busybox_base))["manifests"] if m["platform"]["architecture"] == "amd64"
+    )
+    repo = "bad-input/untagged-only"
+    before = registry_snapshot(registry.host)
+    subprocess.run(
+        [
+            "skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false",
+            f"docker://{busybox_base.rsplit(':', 1)[0]}@{amd64['digest']}", f"docker://{registry.host}/{repo}@{amd64['digest']}",
+        ],
+        check=True,
+    )  # fmt: skip
+    assert registry_snapshot(registry.host) - before == {repo}

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import emulation_ready, have_tools, need, registry_tags, skopeo_raw, skopeo_raw_bytes, tag_exists
+from conftest import emulation_ready, have_tools, need, registry_snapshot, skopeo_raw, skopeo_raw_bytes, tag_exists
 
 from taskimage.oci.platforms import ARCHES, normalize
 
@@ -178,7 +178,7 @@ def test_missing_emulation_is_reported_before_any_build(tmp_path, registry, busy
     ctx = app(tmp_path, busybox_base)
     image = f"{registry.host}/demo/noemu:1"
     env = dict(storage_env, TASKIMAGE_BINFMT_DIR=str(d))
-    before = registry_tags(registry.host)
+    before = registry_snapshot(registry.host)
     rc, _, err, _ = taskimage(
         ["build", "--image", image, "--context", str(ctx), "linux/amd64", "linux/arm64", "linux/s390x"], env
     )
@@ -189,7 +189,7 @@ def test_missing_emulation_is_reported_before_any_build(tmp_path, registry, busy
         "linux/s390x: no binfmt_misc handler for s390x binaries. Fix:"
     )
     assert "buildah" not in err  # no build started
-    assert registry_tags(registry.host) == before
+    assert registry_snapshot(registry.host) == before
 
 
 @pytest.mark.parametrize(
@@ -235,13 +235,13 @@ def test_bad_input_exits_2_and_pushes_nothing(tmp_path, registry, busybox_base, 
     tags are compared, not only the one name a case might have pushed to."""
     ctx = app(tmp_path, busybox_base)
     argv = [a.replace("{reg}", registry.host) for a in argv]
-    before = registry_tags(registry.host)
+    before = registry_snapshot(registry.host)
     rc, out, err, _ = taskimage(["build", "--context", str(ctx), *argv], dict(storage_env, **env))
     assert rc == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1, err  # one line, nothing else ran
     assert lines[0].startswith(message.replace("{reg}", registry.host)), lines[0]
-    assert registry_tags(registry.host) == before
+    assert registry_snapshot(registry.host) == before
 
 
 def test_skip_push_builds_and_verifies_but_pushes_nothing(tmp_path, registry, busybox_base, storage_env):

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import registry_tags, skopeo_raw, skopeo_raw_bytes, tag_exists
+from conftest import registry_snapshot, skopeo_raw, skopeo_raw_bytes, tag_exists
 from faultproxy import Fault, FaultProxy
 
 from taskimage.build import buildah, index
@@ -345,13 +345,13 @@ def test_index_of_docker_images_is_a_docker_list_with_the_images_unchanged(tmp_p
         assert json.loads(raw)["mediaType"] == index.DOCKER_MANIFEST
         refs.append(f"{repo}@sha256:{hashlib.sha256(raw).hexdigest()}")
     # an index: annotation cannot go on a docker list: refused before anything is pushed
-    before = registry_tags(registry.host)
+    before = registry_snapshot(registry.host)
     rc, out, err = taskimage(
         ["index", "--image", f"{repo}:v1", "--tls-verify=false", *refs, "--annotation", "index:k=v"]
     )
     assert rc == 2, err[-2000:]
     assert "--annotation (ANNOTATIONS): index: annotations need an OCI index" in err.strip().splitlines()[-1]
-    assert registry_tags(registry.host) == before
+    assert registry_snapshot(registry.host) == before
     rc, out, err = taskimage(
         ["index", "--image", f"{repo}:v1", "--tls-verify=false", *refs], {"TASKIMAGE_RESULTS_DIR": str(tmp_path)}
     )
@@ -451,7 +451,7 @@ def test_index_tags_all_name_the_pushed_list_with_its_annotation_and_none_moves_
 def test_non_index_annotations_exit_2_naming_the_value_and_push_nothing(tmp_path, registry, entries):
     digest = entries["linux/amd64"].split("@")[1]
     image = f"{registry.host}/joined/refused-annotation:v1"  # another repository: a run would copy by digest
-    before = registry_tags(registry.host)
+    before = registry_snapshot(registry.host)
     for argv, env, named in [
         (["--annotation", "manifest:com.example.k=v"], {}, "--annotation (ANNOTATIONS): 'manifest:com.example.k=v'"),
         (["--annotation", "index:a=b", "com.example.k=v"], {}, "--annotation (ANNOTATIONS): 'com.example.k=v'"),
@@ -467,5 +467,5 @@ def test_non_index_annotations_exit_2_naming_the_value_and_push_nothing(tmp_path
         assert rc == 2, err[-2000:]
         last = err.strip().splitlines()[-1]
         assert named in last and "only index:KEY=VALUE" in last, last
-    assert registry_tags(registry.host) == before
+    assert registry_snapshot(registry.host) == before
     assert not tag_exists(f"{registry.host}/joined/refused-annotation@{digest}")
