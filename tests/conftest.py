@@ -94,31 +94,36 @@ def skopeo_raw_bytes(ref: str) -> bytes:
     ).stdout
 
 
+def _registry_get(host: str, path: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{host}{path}", timeout=30) as response:
+        return json.load(response)
+
+
+def repository_tags(host: str, repo: str) -> list[str]:
+    """The tags of ``repo`` on the registry at ``host`` (its ``tags/list``). A repository that
+    does not exist, or holds only untagged manifests (what a run that failed after pushing one
+    platform by digest leaves), answers 404 NAME_UNKNOWN: no tags. Any other error raises."""
+    import urllib.error
+
+    try:
+        return _registry_get(host, f"/v2/{repo}/tags/list").get("tags") or []
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read() or b"{}")
+        if exc.code == 404 and any(e.get("code") == "NAME_UNKNOWN" for e in body.get("errors", [])):
+            return []
+        raise
+
+
 def registry_snapshot(host: str) -> set[str]:
     """Every repository (``repo``) and every ``repo:tag`` the registry at ``host`` holds, read with
     its own API (``_catalog``, ``tags/list``): a "nothing pushed" check over every name, not only the
-    one a test expects. A repository holding only untagged manifests (what a run that failed after
-    pushing one platform by digest leaves) is listed by ``_catalog`` and answers ``tags/list`` with
-    404 NAME_UNKNOWN: it counts as a repository without tags."""
-    import urllib.error
-    import urllib.request
-
-    def get(path: str) -> dict:
-        with urllib.request.urlopen(f"http://{host}{path}", timeout=30) as response:
-            return json.load(response)
-
-    def tags(repo: str) -> list[str]:
-        try:
-            return get(f"/v2/{repo}/tags/list").get("tags") or []
-        except urllib.error.HTTPError as exc:
-            body = json.loads(exc.read() or b"{}")
-            if exc.code == 404 and any(e.get("code") == "NAME_UNKNOWN" for e in body.get("errors", [])):
-                return []
-            raise
-
-    repos = get("/v2/_catalog?n=1000").get("repositories") or []  # 1000: the registry's page maximum
+    one a test expects. A repository with only untagged manifests is listed by ``_catalog``: it
+    counts as a repository without tags."""
+    repos = _registry_get(host, "/v2/_catalog?n=1000").get("repositories") or []  # the registry's page maximum
     assert len(repos) < 1000, "more repositories than one _catalog page: follow its Link header"
-    return set(repos) | {f"{repo}:{tag}" for repo in repos for tag in tags(repo)}
+    return set(repos) | {f"{repo}:{tag}" for repo in repos for tag in repository_tags(host, repo)}
 
 
 def tag_exists(ref: str) -> bool:

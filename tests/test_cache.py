@@ -7,15 +7,13 @@ registry, and the pushed images' digests and configs read back with skopeo.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
-import urllib.request
 
 import pytest
-from conftest import emulation_ready, have_tools, need, skopeo_raw
+from conftest import emulation_ready, have_tools, need, repository_tags, skopeo_raw
 
 from taskimage.build import orchestrate as build
 from taskimage.dev import env as devenv
@@ -84,13 +82,7 @@ def taskimage(argv, env, timeout=900):
 
 
 def cache_tags(registry, repo_path: str) -> list[str]:
-    try:
-        with urllib.request.urlopen(f"http://{registry.host}/v2/{repo_path}/tags/list", timeout=10) as r:
-            return json.load(r).get("tags") or []
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return []
-        raise
+    return repository_tags(registry.host, repo_path)
 
 
 def step_tags(registry, repo_path: str) -> list[str]:
